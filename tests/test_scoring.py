@@ -1,0 +1,88 @@
+"""Normalisation, threshold calibration, lighting/blur statistics and the verdict."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.global_stats import STAT_NAMES, GlobalStatsReference, image_statistics
+from runtime.scoring import ScoreScale, Scoring
+
+
+def test_scale_puts_threshold_at_half_and_is_monotonic():
+    scale = ScoreScale(threshold=10.0, spread=2.0)
+    assert scale.normalize(10.0) == pytest.approx(0.5)
+    assert scale.normalize(12.0) == pytest.approx(0.9)
+    assert scale.normalize(8.0) == pytest.approx(0.1)
+    values = scale.normalize(np.linspace(-1e6, 1e6, 101))
+    assert np.all(np.diff(values) >= 0) and np.isfinite(values).all()
+    assert ScoreScale.from_dict(scale.to_dict()) == scale
+    with pytest.raises(ValueError, match="spread"):
+        ScoreScale(threshold=1.0, spread=0.0)
+
+
+def test_quantile_and_f1_calibration():
+    pytest.importorskip("sklearn")
+    from edge_anomaly.calibration import f1_scale, quantile_scale
+
+    normal = np.arange(1.0, 101.0)  # median 50.5, 0.99-quantile 99.01
+    scale = quantile_scale(normal, quantile=0.99, margin=0.5)
+    assert scale.threshold == pytest.approx(99.01 + 0.5 * (99.01 - 50.5))
+    assert scale.normalize(50.5) == pytest.approx(0.1)
+
+    f1 = f1_scale(np.array([1.0, 2.0, 3.0]), np.array([7.0, 8.0]))
+    assert f1.threshold == pytest.approx(5.0)  # halfway between the last normal and first defect
+
+
+def _board_like(rng) -> np.ndarray:
+    image = np.full((128, 128, 3), 120, np.uint8)
+    for _ in range(40):
+        x, y = rng.integers(0, 120, 2)
+        cv2.rectangle(image, (int(x), int(y)), (int(x) + 6, int(y) + 4), (30, 200, 60), -1)
+    return np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
+
+
+def test_global_statistics_separate_lighting_and_blur():
+    rng = np.random.default_rng(0)
+    normals = [_board_like(np.random.default_rng(1)) for _ in range(20)]
+    normals = [np.clip(n * rng.uniform(0.95, 1.05), 0, 255).astype(np.uint8) for n in normals]
+    reference = GlobalStatsReference.fit(np.stack([image_statistics(n) for n in normals]))
+    base = normals[0]
+    dark = (base * 0.4).astype(np.uint8)
+    blurred = cv2.GaussianBlur(base, (0, 0), 3)
+    shadow = base.copy()
+    shadow[:, :60] = (shadow[:, :60] * 0.5).astype(np.uint8)
+
+    light_normal, blur_normal = reference.deviation_scores(image_statistics(base))
+    light_dark, blur_dark = reference.deviation_scores(image_statistics(dark))
+    light_shadow, _ = reference.deviation_scores(image_statistics(shadow))
+    _, blur_blurred = reference.deviation_scores(image_statistics(blurred))
+    assert light_dark[0] > 10 * max(light_normal[0], 1.0)
+    assert light_shadow[0] > 10 * max(light_normal[0], 1.0)
+    assert blur_blurred[0] > 10 * max(blur_normal[0], 1.0)
+    assert blur_dark[0] < 3  # a gain change is lighting, not blur
+    assert GlobalStatsReference.from_dict(reference.to_dict()).mean.shape == (len(STAT_NAMES),)
+
+
+def test_decide_reports_label_confidence_kind_and_frame_size_heatmap():
+    rng = np.random.default_rng(0)
+    normals = [_board_like(rng) for _ in range(10)]
+    reference = GlobalStatsReference.fit(np.stack([image_statistics(n) for n in normals]))
+    scoring = Scoring(local=ScoreScale(10.0, 2.0), reference=reference,
+                      lighting=ScoreScale(6.0, 2.0), blur=ScoreScale(6.0, 2.0))
+    heat = np.full((128, 128), 8.0, np.float32)
+
+    normal = scoring.decide(8.0, heat, normals[0], (480, 640))
+    assert (normal.label, normal.kind) == ("normal", None)
+    assert normal.confidence == pytest.approx(0.9)
+    assert normal.heatmap.shape == (480, 640)
+    assert normal.normalized_score == pytest.approx(0.1)  # silent global checks leave it alone
+
+    local = scoring.decide(14.0, heat, normals[0], (128, 128))
+    assert (local.label, local.kind) == ("anomalous", "local")
+    assert local.concept == {"label": "anomalous", "confidence": local.normalized_score}
+
+    dark = scoring.decide(8.0, heat, (normals[0] * 0.3).astype(np.uint8), (128, 128))
+    assert (dark.label, dark.kind) == ("anomalous", "lighting")
+    assert Scoring.from_dict(scoring.to_dict()).to_dict() == scoring.to_dict()
