@@ -1,0 +1,7 @@
+"""edge-anomaly: learn "normal" from good images, find anomalies at the edge.
+
+This package is the training side (data, backbones, templates, evaluation, CLI). Importing it
+must stay cheap and torch-free so that the CLI also works on an edge box without torch.
+"""
+
+__version__ = "0.1.0"

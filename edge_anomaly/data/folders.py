@@ -1,0 +1,89 @@
+"""Image folders: training sets of normal images and MVTec-style test sets with masks.
+
+A training set is any folder of images (or an MVTec category root, whose ``train/good`` is
+used). A test set follows MVTec AD: ``test/good``, ``test/<defect>`` and
+``ground_truth/<defect>/<stem>_mask.png``. Unreadable files are skipped with a warning that
+names them; nothing else is silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.image_io import ImageReadError, list_images, read_image
+from runtime.preprocess import resize_to_input
+
+log = logging.getLogger(__name__)
+
+
+def training_folder(data: str | Path) -> Path:
+    """The folder holding the normal training images for ``data``."""
+    data = Path(data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"training data folder not found: {data}")
+    mvtec_train = data / "train" / "good"
+    return mvtec_train if mvtec_train.is_dir() else data
+
+
+def load_inputs(paths: Iterable[Path], size_hw: tuple[int, int],
+                advance: Callable[[], None] | None = None) -> tuple[np.ndarray, list[Path]]:
+    """Read and resize images to the model input; returns (uint8 NHWC, paths that loaded)."""
+    images, kept = [], []
+    for path in paths:
+        try:
+            images.append(resize_to_input(read_image(path), size_hw))
+            kept.append(path)
+        except ImageReadError as exc:
+            log.warning("skipping %s", exc)
+        if advance is not None:
+            advance()
+    if not images:
+        return np.zeros((0, *size_hw, 3), dtype=np.uint8), kept
+    return np.stack(images), kept
+
+
+def require_images(folder: Path, count: int, minimum: int) -> None:
+    if count < minimum:
+        raise ValueError(f"{folder}: found {count} usable images, need at least {minimum}")
+
+
+@dataclass(frozen=True)
+class TestSample:
+    path: Path
+    defect: str  # "good" or the defect folder name
+    mask_path: Path | None
+
+    @property
+    def label(self) -> int:
+        return 0 if self.defect == "good" else 1
+
+
+def mvtec_test_set(root: str | Path) -> list[TestSample]:
+    """All test images of an MVTec-layout category, with their masks where present."""
+    root = Path(root)
+    test = root / "test"
+    if not test.is_dir():
+        raise FileNotFoundError(f"{root}: no test/ folder (expected the MVTec layout: test/good, test/<defect>)")
+    samples = []
+    for defect_dir in sorted(p for p in test.iterdir() if p.is_dir()):
+        for path in list_images(defect_dir):
+            mask = root / "ground_truth" / defect_dir.name / f"{path.stem}_mask.png"
+            samples.append(TestSample(path, defect_dir.name, mask if mask.is_file() else None))
+    if not samples:
+        raise ValueError(f"{test}: no test images found")
+    return samples
+
+
+def read_mask(path: Path, size_hw: tuple[int, int]) -> np.ndarray:
+    """A ground-truth mask as bool at (height, width), nearest-neighbour resized."""
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise ImageReadError(f"{path}: mask is not a decodable image")
+    mask = cv2.resize(mask, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_NEAREST)
+    return mask > 0

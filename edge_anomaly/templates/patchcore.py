@@ -1,0 +1,123 @@
+"""PatchCore (Roth et al., CVPR 2022): a coreset of normal patch features and nearest neighbours.
+
+Each position's feature is averaged over its neighbourhood (locally aware patch features),
+layers are aligned on the finest grid, and a greedy coreset keeps a fraction of all training
+patches. A patch's anomaly score is the distance to its nearest memory-bank entry; the image
+score is the largest patch score, reweighted by how isolated that patch's neighbour is in the
+bank. The nearest-neighbour search is written as chunked matrix products so that an exported
+graph never materialises a tensor larger than a fixed budget, whatever the bank size.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from edge_anomaly.templates.base import Scorer, TemplateParams, aligned_concat
+from edge_anomaly.templates.coreset import greedy_coreset
+
+# Largest distance block (elements per image) materialised at once during the search: small
+# enough to stay in cache-friendly pieces on a CPU, far below TensorRT's 2^31 limit.
+DEFAULT_CHUNK_BUDGET = 2**21
+
+
+class PatchCoreParams(TemplateParams):
+    layers: list[str] = Field(["stage3", "stage5"], description="backbone stages (PatchCore: two mid-level ones)")
+    patch_size: int = Field(3, ge=1, description="neighbourhood averaged into each patch feature (odd)")
+    coreset_ratio: float = Field(0.1, gt=0.0, le=1.0, description="fraction of training patches kept in the bank")
+    projection_dim: int = Field(128, ge=8, description="random-projection size used by the coreset selection")
+    num_neighbors: int = Field(9, ge=1, description="bank neighbours used by the image-score reweighting")
+
+
+class PatchCoreScorer(Scorer):
+    params_type = PatchCoreParams
+
+    def __init__(self, params: PatchCoreParams, feature_shapes: list[tuple[int, int, int]]) -> None:
+        super().__init__()
+        if params.patch_size % 2 == 0:
+            raise ValueError(f"patch_size must be odd, got {params.patch_size}")
+        self.params = params
+        self.grid = tuple(feature_shapes[0][1:])
+        self.pool = nn.AvgPool2d(params.patch_size, stride=1, padding=params.patch_size // 2,
+                                 count_include_pad=False)
+        channels = sum(shape[0] for shape in feature_shapes)
+        self.register_buffer("memory_bank", torch.zeros(0, channels))
+        self.register_buffer("bank_sq_norms", torch.zeros(0))
+        self.register_buffer("bank_neighbors", torch.zeros(0, params.num_neighbors, dtype=torch.int64))
+        self.chunk_size = self.default_chunk_size(DEFAULT_CHUNK_BUDGET)
+
+    def default_chunk_size(self, budget_elements: int) -> int:
+        """Bank entries compared per step so one image's distance block stays within budget."""
+        patches = self.grid[0] * self.grid[1]
+        return max(1, budget_elements // patches)
+
+    def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return aligned_concat([self.pool(f) for f in features], self.grid)
+
+    def fit(self, embeddings: torch.Tensor) -> None:
+        patches = embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
+        size = max(self.params.num_neighbors + 1, round(patches.shape[0] * self.params.coreset_ratio))
+        size = min(size, patches.shape[0])
+        if size < patches.shape[0]:
+            index = greedy_coreset(patches, size, projection_dim=self.params.projection_dim,
+                                   seed=self.params.seed, progress=self.progress)
+            bank = patches[index].contiguous()
+        else:
+            bank = patches.contiguous()
+        if self.progress is not None:
+            self.progress(size, size)
+        self.memory_bank = bank
+        self.bank_sq_norms = (bank * bank).sum(dim=1)
+        self.bank_neighbors = self._bank_self_neighbors(bank, self.params.num_neighbors)
+
+    @staticmethod
+    def _bank_self_neighbors(bank: torch.Tensor, k: int, rows_per_step: int = 2048) -> torch.Tensor:
+        """Each bank entry's k nearest bank entries (itself first), for the reweighting."""
+        sq = (bank * bank).sum(dim=1)
+        out = []
+        for start in range(0, bank.shape[0], rows_per_step):
+            rows = bank[start:start + rows_per_step]
+            dist = sq[start:start + rows_per_step, None] - 2 * rows @ bank.T + sq[None, :]
+            out.append(torch.topk(dist, k, dim=1, largest=False).indices)
+        return torch.cat(out)
+
+    def nearest(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squared distance to, and index of, the nearest bank entry for [N, P, C] patches.
+
+        The bank is walked in chunks; each step materialises at most N x P x chunk_size.
+        |x - m|^2 = |x|^2 + (|m|^2 - 2 x.m): the bracket is one fused matrix product, and |x|^2
+        is added after the minimum since it does not change which entry is nearest.
+        """
+        rows = patches.reshape(-1, patches.shape[2])
+        best_dist = best_index = None
+        for start in range(0, self.memory_bank.shape[0], self.chunk_size):
+            stop = start + self.chunk_size
+            dist = torch.addmm(self.bank_sq_norms[start:stop], rows, self.memory_bank[start:stop].T, alpha=-2.0)
+            chunk_dist, chunk_index = dist.min(dim=1)
+            chunk_index = chunk_index + start
+            if best_dist is None:
+                best_dist, best_index = chunk_dist, chunk_index
+            else:
+                closer = chunk_dist < best_dist
+                best_dist = torch.where(closer, chunk_dist, best_dist)
+                best_index = torch.where(closer, chunk_index, best_index)
+        best_dist = best_dist + (rows * rows).sum(dim=1)
+        shape = patches.shape[:2]
+        return best_dist.clamp_min(0.0).reshape(shape), best_index.reshape(shape)
+
+    def score(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        patches = embeddings.flatten(2).transpose(1, 2)  # [N, P, C]
+        sq_dist, index = self.nearest(patches)
+        dist = sq_dist.sqrt()
+        patch_map = dist.reshape(-1, 1, *self.grid)
+        max_dist, max_pos = dist.max(dim=1)
+        # Reweighting (PatchCore eq. 7): a test patch whose nearest bank entry sits in a dense
+        # region of the bank is more surely anomalous than one near a sparse, rare entry.
+        channels = patches.shape[2]
+        worst_patch = torch.gather(patches, 1, max_pos[:, None, None].expand(-1, 1, channels))
+        neighbor_rows = self.bank_neighbors[torch.gather(index, 1, max_pos[:, None])[:, 0]]
+        neighbors = self.memory_bank[neighbor_rows]  # [N, k, C]
+        neighbor_dist = (worst_patch - neighbors).pow(2).sum(dim=2).clamp_min(0.0).sqrt()
+        weight = 1.0 - torch.softmax(neighbor_dist, dim=1)[:, 0]
+        return patch_map, weight * max_dist

@@ -1,0 +1,113 @@
+"""Template maths against brute-force references: coreset, nearest neighbours, Mahalanobis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_anomaly.templates import TEMPLATES, get_template  # noqa: E402
+from edge_anomaly.templates.coreset import greedy_coreset  # noqa: E402
+from edge_anomaly.templates.padim import PadimParams, PadimScorer  # noqa: E402
+from edge_anomaly.templates.patchcore import PatchCoreParams, PatchCoreScorer  # noqa: E402
+
+
+def _coverage_radius(points: torch.Tensor, index: torch.Tensor) -> float:
+    return float(torch.cdist(points, points[index]).min(dim=1).values.max())
+
+
+def test_batched_coreset_covers_as_well_as_exact_greedy():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(30, 40, generator=generator) * 4
+    points = centres[torch.randint(30, (3000,), generator=generator)] + torch.randn(3000, 40, generator=generator)
+    exact = greedy_coreset(points, 300, batch=1)
+    batched = greedy_coreset(points, 300, batch=16)
+    random = torch.randperm(3000, generator=generator)[:300]
+    assert len(set(batched.tolist())) == 300
+    assert _coverage_radius(points, batched) <= 1.05 * _coverage_radius(points, exact)
+    assert _coverage_radius(points, batched) < 0.9 * _coverage_radius(points, random)
+    with pytest.raises(ValueError):
+        greedy_coreset(points, 0)
+
+
+def _patchcore(bank_rows: int = 500) -> PatchCoreScorer:
+    params = PatchCoreParams(coreset_ratio=1.0, num_neighbors=4)
+    scorer = PatchCoreScorer(params, [(8, 6, 6), (4, 3, 3)])
+    generator = torch.Generator().manual_seed(1)
+    scorer.fit(torch.rand(bank_rows // 36 + 1, 12, 6, 6, generator=generator))
+    return scorer
+
+
+def test_patchcore_nearest_matches_brute_force_for_any_chunk_size():
+    scorer = _patchcore()
+    patches = torch.rand(3, 36, 12, generator=torch.Generator().manual_seed(2))
+    reference = torch.cdist(patches, scorer.memory_bank[None].expand(3, -1, -1))
+    ref_dist, ref_index = reference.min(dim=2)
+    for chunk in (1, 7, 100, 10_000):
+        scorer.chunk_size = chunk
+        sq_dist, index = scorer.nearest(patches)
+        assert torch.allclose(sq_dist.sqrt(), ref_dist, atol=1e-4)
+        assert torch.equal(index, ref_index)
+
+
+def test_patchcore_chunk_size_respects_the_element_budget():
+    scorer = _patchcore()
+    assert scorer.default_chunk_size(36 * 10) == 10  # 36 patches per image x 10 bank rows
+
+
+def test_patchcore_image_score_is_reweighted_max_patch_distance():
+    scorer = _patchcore()
+    features = [torch.rand(2, 8, 6, 6), torch.rand(2, 4, 3, 3)]
+    patch_map, score = scorer(features)
+    assert patch_map.shape == (2, 1, 6, 6)
+    max_patch = patch_map.flatten(1).max(dim=1).values
+    assert torch.all(score <= max_patch + 1e-6) and torch.all(score > 0)
+    assert torch.all(scorer.bank_neighbors[:, 0] == torch.arange(len(scorer.memory_bank)))
+
+
+def test_padim_distance_matches_numpy_mahalanobis():
+    params = PadimParams(n_features=5, layers=["stage3", "stage4"])
+    scorer = PadimScorer(params, [(6, 4, 4), (4, 2, 2)])
+    generator = torch.Generator().manual_seed(3)
+    train = [torch.rand(40, 6, 4, 4, generator=generator), torch.rand(40, 4, 2, 2, generator=generator)]
+    scorer.fit(scorer.embed(train))
+    test = [torch.rand(1, 6, 4, 4, generator=generator), torch.rand(1, 4, 2, 2, generator=generator)]
+    patch_map, score = scorer(test)
+
+    emb_train = scorer.embed(train).double().numpy()
+    emb_test = scorer.embed(test).double().numpy()
+    y, x = 2, 1
+    vectors = emb_train[:, :, y, x]
+    covariance = np.cov(vectors, rowvar=False) + 0.01 * np.eye(5)
+    diff = emb_test[0, :, y, x] - vectors.mean(axis=0)
+    expected = np.sqrt(diff @ np.linalg.inv(covariance) @ diff)
+    assert patch_map[0, 0, y, x].item() == pytest.approx(expected, rel=1e-3)
+    assert score[0].item() == pytest.approx(patch_map.max().item())
+
+
+def test_hyperparameters_are_validated_with_field_names():
+    with pytest.raises(ValueError, match="input_size"):
+        PatchCoreParams(input_size=(250, 256))
+    with pytest.raises(ValueError, match="coreset_ratio"):
+        PatchCoreParams(coreset_ratio=0)
+    with pytest.raises(ValueError, match="unknown_key"):
+        PatchCoreParams(unknown_key=1)
+    with pytest.raises(ValueError, match="padim, patchcore|patchcore, padim"):
+        get_template("nope")
+    assert set(TEMPLATES) == {"patchcore", "padim"}
+
+
+def test_config_file_and_overrides(tmp_path):
+    from edge_anomaly.config import load_params
+
+    config = tmp_path / "c.yaml"
+    config.write_text("template: padim\nn_features: 32\n")
+    name, params = load_params(None, config, ["input_size=[128, 160]"])
+    assert name == "padim" and params.n_features == 32 and params.input_size == (128, 160)
+    with pytest.raises(ValueError, match="coreset_ratio.*got 2"):
+        load_params("patchcore", overrides=["coreset_ratio=2"])
+    with pytest.raises(ValueError, match="conflicts"):
+        load_params("patchcore", config)
+    with pytest.raises(ValueError, match="key=value"):
+        load_params("patchcore", overrides=["coreset_ratio"])
