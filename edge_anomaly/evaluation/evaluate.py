@@ -1,0 +1,57 @@
+"""Running a trained model over an MVTec-layout test set and scoring it against the masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge_anomaly.data.folders import load_inputs, mvtec_test_set, read_mask
+from edge_anomaly.evaluation.report import EvalRecord, compute_metrics, write_report
+from edge_anomaly.model import TrainedModel
+from edge_anomaly.progress import make_progress
+from runtime.image_io import read_image
+
+
+def _mask_for(sample, size_hw: tuple[int, int]) -> np.ndarray | None:
+    """All-False for good images; the defect mask, or None when there is no usable one
+    (global defects such as lighting have none, or an empty one)."""
+    if sample.label == 0:
+        return np.zeros(size_hw, dtype=bool)
+    if sample.mask_path is None:
+        return None
+    mask = read_mask(sample.mask_path, size_hw)
+    return mask if mask.any() else None
+
+
+def evaluate_model(model: TrainedModel, data: str | Path, report_dir: str | Path | None = None,
+                   title: str | None = None) -> dict:
+    """Metrics of ``model`` on the test set under ``data``; writes the report when asked.
+
+    Pixel metrics are computed at the model's input size.
+    """
+    samples = mvtec_test_set(data)
+    size = model.input_size
+    with make_progress() as progress:
+        task = progress.add_task("reading test images", total=len(samples))
+        inputs, kept = load_inputs([s.path for s in samples], size, lambda: progress.advance(task))
+        by_path = {s.path: s for s in samples}
+        samples = [by_path[path] for path in kept]
+        task = progress.add_task("scoring", total=len(samples))
+        records = []
+        batch = model.params.batch_size
+        for start in range(0, len(samples), batch):
+            heatmaps, scores = model.infer(inputs[start:start + batch])
+            for offset, (heatmap, score) in enumerate(zip(heatmaps, scores, strict=True)):
+                sample, image = samples[start + offset], inputs[start + offset]
+                result = model.scoring.decide(float(score), heatmap, image, size)
+                records.append(EvalRecord(str(sample.path), sample.defect, sample.label, result.normalized_score,
+                                          result.heatmap, _mask_for(sample, size), result.kind))
+            progress.advance(task, len(heatmaps))
+    metrics = compute_metrics(records)
+    metrics["model"] = {"template": model.template, "params": model.params.model_dump(mode="json")}
+    metrics["data"] = str(data)
+    if report_dir is not None:
+        write_report(report_dir, records, metrics, title=title or f"{model.template} on {Path(data).name}",
+                     image_loader=read_image)
+    return metrics

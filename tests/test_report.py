@@ -1,0 +1,120 @@
+"""Report on a handful of synthetic records: metric values, JSON nulls, ROC image, worst cases."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_anomaly.evaluation.report import EvalRecord, compute_metrics, metrics_table, write_report
+
+SIZE = 32
+
+
+def _record(path: str, defect: str, score: float, with_mask: bool = True) -> EvalRecord:
+    heatmap = np.full((SIZE, SIZE), 0.05, dtype=np.float32)
+    mask = np.zeros((SIZE, SIZE), dtype=bool)
+    if defect == "good":
+        heatmap[4:10, 4:10] = min(score, 0.6)  # normal pixels never beat a defect pixel
+    elif with_mask:
+        mask[8:20, 10:14] = True
+        heatmap[mask] = 0.9
+    else:
+        heatmap[:] = score  # a global defect lights up the whole map
+    return EvalRecord(
+        path=path,
+        defect=defect,
+        label=int(defect != "good"),
+        score=score,
+        heatmap=heatmap,
+        mask=mask if (defect == "good" or with_mask) else None,
+        kind=None if defect == "good" else ("local" if with_mask else "lighting"),
+    )
+
+
+def _records() -> list[EvalRecord]:
+    good = [_record(f"good/{i:03d}.png", "good", s) for i, s in enumerate([0.1, 0.2, 0.3, 0.6])]
+    scratch = [_record(f"scratch/{i:03d}.png", "scratch", s) for i, s in enumerate([0.7, 0.8, 0.4])]
+    lighting = [_record(f"lighting/{i:03d}.png", "lighting", s, False) for i, s in enumerate([0.9, 0.55])]
+    return good + scratch + lighting
+
+
+def _loader(path: str) -> np.ndarray:
+    return np.full((2 * SIZE, 2 * SIZE, 3), 128, dtype=np.uint8)
+
+
+def test_compute_metrics_values():
+    m = compute_metrics(_records())
+    # 18 of 20 (anomalous, good) pairs ordered correctly; scratch 11 of 12, lighting 7 of 8.
+    assert m["image_auroc"] == pytest.approx(0.9)
+    assert m["per_defect"]["scratch"] == {
+        "image_auroc": pytest.approx(11 / 12),
+        "n": 3,
+        "recall_calibrated": pytest.approx(2 / 3),
+    }
+    assert m["per_defect"]["lighting"] == {
+        "image_auroc": pytest.approx(7 / 8),
+        "n": 2,
+        "recall_calibrated": pytest.approx(1.0),
+    }
+    # Best at 0.4: TP 5, FP 1 -> 10/11. At 0.5: TP 4, FP 1, FN 1 -> 0.8.
+    assert m["image_f1"] == pytest.approx(10 / 11)
+    assert m["best_threshold"] == pytest.approx(0.4)
+    assert m["image_f1_calibrated"] == pytest.approx(0.8)
+    # Lighting images have no mask: pixel metrics over 4 good + 3 scratch, all perfect.
+    assert m["pixel_auroc"] == pytest.approx(1.0)
+    assert m["pixel_aupro"] == pytest.approx(1.0)
+    assert (m["n_images"], m["n_anomalous"], m["n_pixel_images"]) == (9, 5, 7)
+    json.dumps(m)
+
+
+def test_write_report(tmp_path):
+    records = _records()
+    out = write_report(
+        tmp_path / "report", records, compute_metrics(records), title="bottle", image_loader=_loader, worst=2
+    )
+    assert out == tmp_path / "report"
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["image_auroc"] == pytest.approx(0.9)
+    assert document["per_defect"]["scratch"]["n"] == 3
+    assert len(document["images"]) == 9
+    assert document["images"][4] == {
+        "path": "scratch/000.png",
+        "defect": "scratch",
+        "label": 1,
+        "score": 0.7,
+        "kind": "local",
+    }
+
+    markdown = (out / "metrics.md").read_text()
+    assert markdown.startswith("# bottle\n")
+    assert "| image AUROC | 0.900 |" in markdown and "| scratch | 3 | 0.917 | 0.667 |" in markdown
+
+    roc = cv2.imread(str(out / "roc.png"))
+    assert roc is not None and roc.shape[0] > 100 and roc.shape[1] > 100
+
+    worst = sorted(p.name for p in (out / "worst").iterdir())
+    assert worst == ["fn_01_scratch_002.png", "fn_02_lighting_001.png", "fp_01_003.png", "fp_02_002.png"]
+    overlay = cv2.imread(str(out / "worst" / "fp_01_003.png"))
+    assert overlay.shape == (2 * SIZE, 2 * SIZE, 3)
+
+    # A rerun with fewer worst cases leaves no stale overlays behind.
+    write_report(out, records, compute_metrics(records), title="bottle", image_loader=_loader, worst=1)
+    assert len(list((out / "worst").iterdir())) == 2
+
+
+def test_undefined_metrics_become_null(tmp_path):
+    # Only good images and a maskless global defect: no defect pixels, pixel metrics undefined.
+    records = [_record("good/a.png", "good", 0.2), _record("lighting/b.png", "lighting", 0.8, False)]
+    metrics = compute_metrics(records)
+    assert np.isnan(metrics["pixel_aupro"]) and np.isnan(metrics["pixel_auroc"])
+    out = write_report(tmp_path, records, metrics, title="t", image_loader=_loader)
+    text = (out / "metrics.json").read_text()
+    assert "NaN" not in text
+    document = json.loads(text)
+    assert document["pixel_aupro"] is None and document["pixel_auroc"] is None
+    assert document["image_auroc"] == 1.0
+    assert "| pixel AUPRO (FPR <= 0.3) | n/a |" in metrics_table(metrics)
+    assert len(list((out / "worst").iterdir())) == 2  # one good, one anomalous, worst=6
