@@ -1,0 +1,41 @@
+"""Shared fixtures: a small generated board set, a model fitted on it, and the real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+BOTTLE = SHARED_DATA / "mvtec_ad" / "bottle"
+MAGNETIC_TILE = SHARED_DATA / "mtd" / "magnetic_tile"
+
+
+def real_category(path: Path) -> Path:
+    """The category folder, or skip the test with the reason when the shared data is absent."""
+    if not (path / "train" / "good").is_dir():
+        pytest.skip(f"real data not present at {path} (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def boards(tmp_path_factory) -> Path:
+    """A small synthetic circuit-board category in the MVTec layout."""
+    pytest.importorskip("torch")
+    from edge_anomaly.data.synthetic import generate_boards
+
+    return generate_boards(tmp_path_factory.mktemp("boards"), n_train=30, n_test_good=6, n_per_defect=3,
+                           size=(320, 256), seed=1)
+
+
+@pytest.fixture(scope="session")
+def board_model(boards, tmp_path_factory):
+    """(model folder, TrainedModel): PatchCore with a 5% coreset, fitted once per session."""
+    from edge_anomaly.config import load_params
+    from edge_anomaly.training import fit_model
+
+    template, params = load_params("patchcore", overrides=["coreset_ratio=0.05"])
+    model = fit_model(boards, template, params)
+    folder = model.save(tmp_path_factory.mktemp("models") / "boards-patchcore")
+    return folder, model
