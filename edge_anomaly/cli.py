@@ -53,6 +53,10 @@ def load_predictor(path: str):
         from edge_anomaly.model import TrainedModel
 
         return TrainedModel.load(folder)
+    if (folder / "manifest.json").is_file() or folder.suffix == ".tar":
+        from runtime.detector import Detector
+
+        return Detector.load(folder)
     raise FileNotFoundError(f"{path}: neither a model folder (model.json) nor a bundle (manifest.json)")
 
 
@@ -129,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     demo.add_argument("--out", default="edge-anomaly-demo", help="output folder (default: ./edge-anomaly-demo)")
     demo.set_defaults(run=cmd_demo)
+
+    # Commands of the other packages register themselves; their modules import nothing heavy.
+    from exporters import commands as export_commands
+    from runtime import commands as runtime_commands
+    from runtime.daemon import commands as daemon_commands
+
+    for module in (export_commands, runtime_commands, daemon_commands):
+        module.register(commands)
     return parser
 
 

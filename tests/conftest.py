@@ -39,3 +39,13 @@ def board_model(boards, tmp_path_factory):
     model = fit_model(boards, template, params)
     folder = model.save(tmp_path_factory.mktemp("models") / "boards-patchcore")
     return folder, model
+
+
+@pytest.fixture(scope="session")
+def board_bundle(board_model, tmp_path_factory):
+    """(bundle folder, tar path): the board model exported as an ONNX FP32 bundle."""
+    pytest.importorskip("onnxruntime")
+    from exporters.export import export_bundle
+
+    _, model = board_model
+    return export_bundle(model, tmp_path_factory.mktemp("bundles") / "boards-onnx-fp32")
