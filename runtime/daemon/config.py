@@ -1,0 +1,291 @@
+"""``station.yaml``: one station's broker, outbox, evidence and cameras, validated in one place.
+
+Secrets (broker password, TLS key password) are never written in the file: the config names
+a file or an environment variable holding them, and only that name ever reaches a log.
+Relative paths are taken relative to the config file, so a station folder can be moved whole.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+TOPIC_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
+SECRET_FIELDS = {"password", "key_password"}
+
+
+class ConfigError(ValueError):
+    """A station config that cannot be used; the message names the file, field and value."""
+
+
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base")
+    return value if value.is_absolute() or base is None else Path(base) / value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+
+
+def _topic_safe(value: str) -> str:
+    if not TOPIC_SAFE.match(value):
+        raise ValueError(f"{value!r} may only hold letters, digits, '_', '-' and '.' (it becomes an MQTT topic level)")
+    return value
+
+
+class _Section(BaseModel):
+    # validate_default: defaults such as ``outbox.sqlite`` are also resolved against the config's folder
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class SecretRef(_Section):
+    """Where a secret lives: ``{file: path}`` or ``{env: NAME}``; the value is read when needed."""
+
+    file: ConfigPath | None = None
+    env: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("name exactly one of 'file' or 'env'")
+        return self
+
+    def value(self) -> SecretStr:
+        """The secret itself; a missing file or variable is an error naming it (never the value)."""
+        if self.env is not None:
+            if self.env not in os.environ:
+                raise ConfigError(f"environment variable {self.env} (named as a secret) is not set")
+            return SecretStr(os.environ[self.env])
+        try:
+            return SecretStr(self.file.read_text().rstrip("\r\n"))
+        except OSError as exc:
+            raise ConfigError(f"{self.file}: cannot read secret file ({exc.strerror or exc})") from None
+
+
+def _no_inline_secret(value: object) -> object:
+    if isinstance(value, str):
+        raise ValueError("inline secrets are refused (they end up in backups and logs): "
+                         "write {file: /path/to/secret} or {env: VARIABLE_NAME}")
+    return value
+
+
+Secret = Annotated[SecretRef, BeforeValidator(_no_inline_secret)]
+
+
+class Backoff(_Section):
+    """Reconnect delays: start at ``min_s``, double on each failure, never beyond ``max_s``."""
+
+    min_s: float = Field(1.0, gt=0)
+    max_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Backoff:
+        if self.max_s < self.min_s:
+            raise ValueError(f"max_s ({self.max_s}) is below min_s ({self.min_s})")
+        return self
+
+
+class TlsConfig(_Section):
+    ca: ConfigPath | None = Field(None, description="CA bundle; the system's CAs when absent")
+    cert: ConfigPath | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    key: ConfigPath | None = Field(None, description="client key (PEM)")
+    key_password: Secret | None = None
+    insecure: bool = Field(False, description="skip the broker hostname check (test benches only)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate needs both 'cert' and 'key'")
+        return self
+
+    def check_files(self) -> None:
+        """Checked when connecting rather than when parsing, so a config can be validated on another machine."""
+        for name in ("ca", "cert", "key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"mqtt.tls.{name}: {path} is not a file")
+
+
+class MqttConfig(_Section):
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal["3.1.1", "5"] = "5"
+    client_id: str | None = Field(None, description="default: edge-anomaly-<station>")
+    keepalive_s: int = Field(30, ge=5)
+    username: str | None = None
+    password: Secret | None = None
+    tls: TlsConfig | None = None
+    reconnect: Backoff = Field(default_factory=dict)
+    connect_timeout_s: float = Field(10.0, gt=0, description="how long start-up waits for the broker")
+    max_inflight: int = Field(20, ge=1, le=1000, description="QoS 1 messages awaiting PUBACK at once")
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int | float) else value
+
+
+class OutboxConfig(_Section):
+    path: ConfigPath = Path("outbox.sqlite")
+    max_results: int = Field(10000, ge=1, description="results kept while the broker is away; alerts are never dropped")
+
+
+class EvidenceConfig(_Section):
+    dir: ConfigPath = Path("evidence")
+    save: Literal["anomalous", "all", "none"] = "anomalous"
+    max_mb: float = Field(500.0, gt=0, description="oldest overlays are deleted beyond this size")
+    jpeg_quality: int = Field(85, ge=10, le=100)
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class SourceConfig(_Section):
+    """Where a continuous or trigger camera gets frames."""
+
+    kind: Literal["camera", "stream", "video", "images"]
+    device: int | None = Field(None, description="camera: V4L2/DirectShow index")
+    url: str | None = Field(None, description="stream: RTSP/HTTP URL")
+    path: ConfigPath | None = Field(None, description="video: file; images: folder replayed in name order")
+    loop: bool = Field(True, description="video/images: start again at the end")
+    reopen: Backoff = Backoff(min_s=0.5, max_s=30.0)
+
+    @model_validator(mode="after")
+    def _needs(self) -> SourceConfig:
+        needed = {"camera": "device", "stream": "url", "video": "path", "images": "path"}[self.kind]
+        if getattr(self, needed) is None:
+            raise ValueError(f"a {self.kind!r} source needs {needed!r}")
+        return self
+
+
+class WatchConfig(_Section):
+    """Folder mode: new image files dropped into ``path`` (a camera's FTP drop)."""
+
+    path: ConfigPath
+    poll_s: float = Field(0.5, gt=0)
+    settle_s: float = Field(1.0, ge=0, description="a file is read once its size stayed the same this long")
+    after: Literal["move", "delete"] = Field("move", description="move: into processed/ (failed/ if unreadable)")
+
+
+class AlertConfig(_Section):
+    thumbnail: bool = True
+    thumbnail_px: int = Field(128, ge=16, le=1024)
+    jpeg_quality: int = Field(80, ge=10, le=100)
+    max_regions: int = Field(5, ge=0)
+
+
+class CameraConfig(_Section):
+    name: Annotated[str, AfterValidator(_topic_safe)]
+    bundle: ConfigPath
+    backend: str = "auto"
+    device: str | None = None
+    threads: int | None = Field(None, ge=1)
+    mode: Literal["continuous", "trigger", "folder"]
+    source: SourceConfig | None = None
+    watch: WatchConfig | None = None
+    roi: tuple[int, int, int, int] | None = Field(None, description="x, y, width, height in frame pixels")
+    every_nth: int = Field(1, ge=1, description="continuous: inspect one frame in N")
+    rate_hz: float | None = Field(None, gt=0, description="continuous: at most this many inspections a second")
+    alert: AlertConfig = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _mode_inputs(self) -> CameraConfig:
+        if self.mode == "folder" and self.watch is None:
+            raise ValueError("mode 'folder' needs 'watch: {path: ...}'")
+        if self.mode != "folder" and self.source is None:
+            raise ValueError(f"mode {self.mode!r} needs a 'source'")
+        if self.roi is not None and (self.roi[0] < 0 or self.roi[1] < 0 or self.roi[2] <= 0 or self.roi[3] <= 0):
+            raise ValueError(f"roi {list(self.roi)} must be [x >= 0, y >= 0, width > 0, height > 0]")
+        return self
+
+
+class StationConfig(_Section):
+    station: Annotated[str, AfterValidator(_topic_safe)]
+    prefix: str = "edge-anomaly"
+    mqtt: MqttConfig = Field(default_factory=dict)
+    outbox: OutboxConfig = Field(default_factory=dict)
+    evidence: EvidenceConfig = Field(default_factory=dict)
+    http: HttpConfig = Field(default_factory=dict)
+    log: LogConfig = Field(default_factory=dict)
+    heartbeat_s: float = Field(10.0, gt=0)
+    drain_timeout_s: float = Field(10.0, ge=0, description="SIGTERM: how long to wait for the outbox to empty")
+    cameras: list[CameraConfig] = Field(min_length=1)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
+            raise ValueError(f"{value!r} must be a non-empty topic without wildcards or outer slashes")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> StationConfig:
+        names = [camera.name for camera in self.cameras]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"camera names must be unique, repeated: {', '.join(duplicated)}")
+        return self
+
+    def camera(self, name: str) -> CameraConfig:
+        return next(camera for camera in self.cameras if camera.name == name)
+
+
+def _describe(error: dict) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    shown = "" if SECRET_FIELDS & {str(part) for part in error["loc"]} else f" (got {error.get('input')!r})"
+    return f"{location or '<top>'}: {error['msg']}{shown if error['type'] != 'missing' else ''}"
+
+
+def parse_config(data: object, source: str, base: Path | None = None) -> StationConfig:
+    """Validate a mapping; every problem is reported by field path and value in one error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top, got {type(data).__name__}")
+    try:
+        config = StationConfig.model_validate(data, context={"base": base})
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(error) for error in exc.errors(include_url=False))
+        raise ConfigError(f"{source}: invalid station config:\n  {problems}") from None
+    for secret in (config.mqtt.password, config.mqtt.tls.key_password if config.mqtt.tls else None):
+        if secret is not None:
+            secret.value()  # fail at start-up, not at the first reconnect
+    return config
+
+
+def load_config(path: str | Path) -> StationConfig:
+    """Read and validate ``station.yaml``; raises :class:`ConfigError` naming the file and field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return parse_config(data, str(path), path.resolve().parent)

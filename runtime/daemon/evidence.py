@@ -1,0 +1,62 @@
+"""Saved evidence: heatmap overlays of inspected frames as JPEG, rotated to stay under a size bound.
+
+Files live at ``<dir>/<camera>/<YYYYMMDD>/<HHMMSS.mmm>_<inspection id>.jpg``; when the total
+exceeds ``max_mb`` the oldest files go first (also those left by an earlier run).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class EvidenceStore:
+    def __init__(self, folder: str | Path, max_bytes: int, jpeg_quality: int) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.jpeg_quality = jpeg_quality
+        self.deleted = 0
+        self._lock = threading.Lock()
+        existing = sorted((p.stat().st_mtime_ns, p) for p in self.folder.rglob("*.jpg") if p.is_file())
+        self._files: deque[tuple[Path, int]] = deque((path, path.stat().st_size) for _, path in existing)
+        self.total_bytes = sum(size for _, size in self._files)
+
+    def save(self, camera: str, inspection_id: str, picture_rgb: np.ndarray, moment: float) -> Path:
+        """Write the picture, then delete the oldest files while over the bound; returns the path."""
+        stamp = time.gmtime(moment)
+        name = f"{time.strftime('%H%M%S', stamp)}.{int(moment * 1000) % 1000:03d}_{inspection_id}.jpg"
+        path = self.folder / camera / time.strftime("%Y%m%d", stamp) / name
+        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(picture_rgb, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        if not ok:
+            raise OSError(f"{path}: cannot encode JPEG")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        encoded.tofile(path)
+        with self._lock:
+            self._files.append((path, encoded.size))
+            self.total_bytes += encoded.size
+            self._rotate()
+        return path
+
+    def _rotate(self) -> None:
+        while self.total_bytes > self.max_bytes and len(self._files) > 1:
+            path, size = self._files.popleft()
+            self.total_bytes -= size
+            try:
+                path.unlink()
+                self.deleted += 1
+            except FileNotFoundError:
+                pass  # removed by hand: its bytes are gone anyway
+            except OSError as exc:
+                log.warning("cannot delete old evidence %s: %s", path, exc)
+            if path.parent != self.folder and not any(path.parent.iterdir()):
+                path.parent.rmdir()

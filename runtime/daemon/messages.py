@@ -1,0 +1,168 @@
+"""The MQTT contract: topic names and the JSON payload of every message the daemon publishes.
+
+Kept in one module so the README's contract and the wire format cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+
+import cv2
+import numpy as np
+
+from runtime.result import Result
+
+ONLINE = "online"
+OFFLINE = "offline"
+
+
+def daemon_version() -> str:
+    """The installed edge-anomaly version, read from package metadata (runtime never imports edge_anomaly)."""
+    try:
+        return metadata.version("edge-anomaly")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def iso_time(epoch: float | None = None) -> str:
+    """UTC ISO 8601 with milliseconds, e.g. ``2025-05-01T08:30:12.345Z``."""
+    moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+    station: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.station}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def heartbeat(self) -> str:
+        return f"{self.base}/heartbeat"
+
+    @property
+    def commands(self) -> str:
+        """Subscription filter for every command (``cmd/inspect``, ``cmd/reload``, ...)."""
+        return f"{self.base}/cmd/+"
+
+    @property
+    def command_error(self) -> str:
+        return f"{self.base}/cmd/error"
+
+    def command_name(self, topic: str) -> str:
+        return topic.rsplit("/", 1)[-1]
+
+    def result(self, camera: str) -> str:
+        return f"{self.base}/{camera}/result"
+
+    def alert(self, camera: str) -> str:
+        return f"{self.base}/{camera}/alert"
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What identifies the model a camera runs: published in status, results and alerts."""
+
+    name: str
+    hash: str
+    path: str
+    edge_anomaly_version: str | None
+    created: str | None
+    threshold: float
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "hash": self.hash, "path": self.path,
+                "edge_anomaly_version": self.edge_anomaly_version, "created": self.created}
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """One inspected frame, with everything the result and alert messages say about it."""
+
+    id: str  # shared by the frame's result and alert
+    station: str
+    camera: str
+    source: str
+    part_id: str | None
+    started: float  # epoch seconds: trigger received, file seen or frame read
+    result: Result
+    bundle: BundleInfo
+    regions: list[tuple[int, int, int, int]]  # x, y, w, h in full-frame pixels, largest first
+    heatmap_path: str | None
+    total_ms: float
+
+
+def _verdict(inspection: Inspection) -> dict:
+    result = inspection.result
+    return {
+        "inspection": inspection.id,
+        "station": inspection.station,
+        "camera": inspection.camera,
+        "part_id": inspection.part_id,
+        "timestamp": iso_time(inspection.started),
+        "source": inspection.source,
+        "score": result.score,
+        "normalized_score": round(result.normalized_score, 6),
+        "label": result.label,
+        "confidence": round(result.confidence, 6),
+        "kind": result.kind,
+        "kind_scores": {name: round(value, 6) for name, value in result.kind_scores.items()},
+        "threshold": inspection.bundle.threshold,
+        "normalized_threshold": 0.5,
+        "bundle": {"name": inspection.bundle.name, "hash": inspection.bundle.hash},
+        "latency_ms": {"inference": round(result.latency_ms, 3), "total": round(inspection.total_ms, 3)},
+        "heatmap_path": inspection.heatmap_path,
+    }
+
+
+def result_message(inspection: Inspection) -> dict:
+    """``<prefix>/<station>/<camera>/result``: one per inspection (``seq`` is added by the outbox)."""
+    return {"id": new_id(), **_verdict(inspection)}
+
+
+def alert_message(inspection: Inspection, thumbnail: np.ndarray | None, jpeg_quality: int) -> dict:
+    """``<prefix>/<station>/<camera>/alert``: anomalous inspections only, with regions and a thumbnail."""
+    boxes = [{"x": x, "y": y, "width": w, "height": h} for x, y, w, h in inspection.regions]
+    message = {"id": new_id(), **_verdict(inspection), "box": boxes[0] if boxes else None, "regions": boxes,
+               "thumbnail": None}
+    if thumbnail is not None:
+        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(thumbnail, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        if ok:
+            message["thumbnail"] = {"format": "jpeg", "width": int(thumbnail.shape[1]),
+                                    "height": int(thumbnail.shape[0]),
+                                    "data": base64.b64encode(encoded.tobytes()).decode("ascii")}
+    return message
+
+
+def status_message(station: str, cameras: dict[str, dict], started: float) -> dict:
+    """Retained ``<prefix>/<station>/status`` while the daemon runs."""
+    return {"state": ONLINE, "station": station, "timestamp": iso_time(), "since": iso_time(started),
+            "version": daemon_version(), "cameras": cameras}
+
+
+def offline_message(station: str, reason: str, timestamp: str | None) -> dict:
+    """Retained ``status`` at a clean stop, and (reason ``connection lost``, no timestamp) the last will."""
+    return {"state": OFFLINE, "station": station, "reason": reason, "timestamp": timestamp}
+
+
+def error_message(command: str, error: str, payload: bytes = b"", **fields: object) -> dict:
+    """``<prefix>/<station>/cmd/error``: a command that could not be carried out, and why."""
+    return {"id": new_id(), "timestamp": iso_time(), "command": command, "error": error,
+            "payload": payload[:256].decode("utf-8", "replace"), **fields}
