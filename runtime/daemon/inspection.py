@@ -1,0 +1,111 @@
+"""One frame through one camera's detector, into the outbox as a result (and an alert if anomalous).
+
+The camera's detector is held in one attribute: a reload builds the new detector completely
+and then replaces the reference, so a frame always runs on one whole detector, old or new, and
+no frame is dropped or delayed by the swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.daemon.config import CameraConfig
+from runtime.daemon.evidence import EvidenceStore
+from runtime.daemon.messages import BundleInfo, Inspection, Topics, alert_message, new_id, result_message
+from runtime.daemon.outbox import ALERT, RESULT, Outbox
+from runtime.daemon.stats import StationStats
+from runtime.detector import Detector
+from runtime.predict_files import annotate
+from runtime.visualize import anomaly_regions, thumbnail
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    detector: Detector
+    info: BundleInfo
+
+
+def load_bundle(path: Path, camera: CameraConfig) -> LoadedBundle:
+    """Open, verify and start a bundle for ``camera`` (raises BundleError on a hash mismatch)."""
+    detector = Detector.load(path, backend=camera.backend, device=camera.device, threads=camera.threads)
+    manifest = detector.bundle.manifest
+    info = BundleInfo(name=detector.name, hash=detector.bundle.hash, path=str(path),
+                      edge_anomaly_version=manifest.get("edge_anomaly_version"), created=manifest.get("created"),
+                      threshold=float(manifest["scoring"]["local"]["threshold"]))
+    return LoadedBundle(detector, info)
+
+
+class Inspector:
+    def __init__(self, station: str, camera: CameraConfig, loaded: LoadedBundle, topics: Topics, outbox: Outbox,
+                 notify: Callable[[], None], stats: StationStats, evidence: EvidenceStore | None,
+                 save: str) -> None:
+        self.station = station
+        self.camera = camera
+        self.loaded = loaded
+        self.topics = topics
+        self.outbox = outbox
+        self.notify = notify
+        self.stats = stats
+        self.evidence = evidence
+        self.save = save
+
+    def swap(self, loaded: LoadedBundle) -> None:
+        self.loaded = loaded
+
+    def _crop(self, frame: np.ndarray) -> tuple[np.ndarray, int, int]:
+        if self.camera.roi is None:
+            return frame, 0, 0
+        x, y, w, h = self.camera.roi
+        height, width = frame.shape[:2]
+        if x + w > width or y + h > height:
+            raise ValueError(f"camera {self.camera.name}: roi {list(self.camera.roi)} lies outside the "
+                             f"{width}x{height} frame")
+        return frame[y:y + h, x:x + w], x, y
+
+    def inspect(self, frame: np.ndarray, source: str, part_id: str | None, started: float,
+                started_perf: float) -> Inspection:
+        """Run the detector and queue the messages; ``started``/``started_perf`` date the trigger or frame."""
+        loaded = self.loaded  # one detector for the whole frame, even if a reload swaps it meanwhile
+        crop, x0, y0 = self._crop(frame)
+        result = loaded.detector.predict([crop])[0]
+        boxes = anomaly_regions(result.heatmap) if result.is_anomalous else []
+        inspection_id = new_id()
+        heatmap_path = self._save_evidence(inspection_id, crop, result, started)
+        inspection = Inspection(
+            station=self.station, camera=self.camera.name, source=source, part_id=part_id, started=started,
+            result=result, bundle=loaded.info,
+            regions=[(x + x0, y + y0, w, h) for x, y, w, h in boxes[:self.camera.alert.max_regions]],
+            heatmap_path=heatmap_path, total_ms=(time.perf_counter() - started_perf) * 1000, id=inspection_id)
+        self.outbox.put(RESULT, self.topics.result(self.camera.name), result_message(inspection))
+        self.notify()
+        if result.is_anomalous:
+            self.outbox.put(ALERT, self.topics.alert(self.camera.name),
+                            alert_message(inspection, self._thumbnail(crop, boxes), self.camera.alert.jpeg_quality))
+            self.notify()
+        self.stats.record(self.camera.name, result, inspection.total_ms)
+        return inspection
+
+    def _save_evidence(self, inspection_id: str, crop: np.ndarray, result, moment: float) -> str | None:
+        if self.evidence is None or self.save == "none" or (self.save == "anomalous" and not result.is_anomalous):
+            return None
+        try:
+            return str(self.evidence.save(self.camera.name, inspection_id, annotate(crop, result), moment))
+        except OSError as exc:
+            log.error("cannot save evidence: %s", exc, extra={"camera": self.camera.name})
+            self.stats.error(self.camera.name, "evidence")
+            return None
+
+    def _thumbnail(self, crop: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray | None:
+        """A close-up of the largest region; the whole frame for lighting or blur, which have none."""
+        if not self.camera.alert.thumbnail:
+            return None
+        box = boxes[0] if boxes else (0, 0, crop.shape[1], crop.shape[0])
+        return thumbnail(crop, box, size=self.camera.alert.thumbnail_px, pad=0.25 if boxes else 0.0)
