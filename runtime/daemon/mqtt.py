@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -70,6 +71,7 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
+        client.on_socket_open = _no_delay
         client.will_set(self.topics.status, _encode(offline_message(self.topics.station, _WILL_REASON, None)),
                         qos=1, retain=True)
         if config.username is not None:
@@ -247,3 +249,10 @@ class MqttLink:
             self._on_command(name, message.payload)
         except Exception:
             log.exception("command %r failed", name)
+
+
+def _no_delay(client: mqtt.Client, userdata: object, sock) -> None:
+    """Send small packets at once: with Nagle's algorithm a PUBACK followed by a result can wait ~40 ms for
+    the peer's delayed ACK, which would dominate trigger-to-result latency."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
