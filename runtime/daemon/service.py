@@ -91,14 +91,12 @@ class Station:
                               self.started) | {"pid": os.getpid()}
 
     def heartbeat(self) -> dict:
-        summary = self.stats.summary()
-        cameras = {name: {"state": worker.state, **summary.get(name, {"frames": 0, "anomalies": 0, "errors": 0})}
-                   for name, worker in self.workers.items()}
+        cameras = {name: {"state": worker.state, **self.stats.summary(name)} for name, worker in self.workers.items()}
         return {
             "station": self.config.station, "timestamp": iso_time(), "uptime_s": round(time.time() - self.started, 1),
-            "frames": sum(c.get("frames", 0) for c in cameras.values()),
-            "anomalies": sum(c.get("anomalies", 0) for c in cameras.values()),
-            "errors": sum(c.get("errors", 0) for c in cameras.values()) + self.command_errors,
+            "frames": sum(c["frames"] for c in cameras.values()),
+            "anomalies": sum(c["anomalies"] for c in cameras.values()),
+            "errors": sum(c["errors"] for c in cameras.values()) + self.command_errors,
             "cameras": cameras,
             "commands": {"errors": self.command_errors},
             "outbox": {"pending": self.outbox.pending(), "dropped_results": self.outbox.dropped_results},
@@ -208,6 +206,9 @@ class Station:
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; raises BrokerRefused if the broker rejects the daemon at start-up."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
         pending = self.outbox.pending()
         if pending:
             log.info("outbox holds %d message(s) from an earlier run; delivering them first", pending)
@@ -216,9 +217,6 @@ class Station:
             self.http.start()
         for worker in self.workers.values():
             worker.start()
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGHUP, self.request_reload)
         log.info("station %s serving %d camera(s)", self.config.station, len(self.workers),
                  extra={"station": self.config.station, "cameras": list(self.workers)})
         next_beat = time.monotonic()

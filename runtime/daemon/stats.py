@@ -83,6 +83,6 @@ class StationStats:
     def camera_up(self, camera: str, up: bool) -> None:
         self._camera_up.labels(camera).set(1 if up else 0)
 
-    def summary(self) -> dict[str, dict]:
+    def summary(self, camera: str) -> dict:
         with self._lock:
-            return {name: counters.summary() for name, counters in self.cameras.items()}
+            return self._camera(camera).summary()

@@ -57,7 +57,8 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
 class Broker:
     """A mosquitto process on 127.0.0.1:<port>; ``stop()`` and ``start()`` keep the port."""
 
-    def __init__(self, folder: Path, users: dict[str, str] | None = None, persistence: bool = False) -> None:
+    def __init__(self, folder: Path, users: dict[str, str] | None = None, persistence: bool = False,
+                 tls: dict[str, Path] | None = None) -> None:
         self.binary = _binary("mosquitto")
         if self.binary is None:
             pytest.skip("mosquitto is not installed (apt-get install mosquitto); the daemon tests need a real broker")
@@ -77,6 +78,10 @@ class Broker:
             lines += ["allow_anonymous false", f"password_file {passwords}"]
         else:
             lines.append("allow_anonymous true")
+        self.tls_port = free_port() if tls else None
+        if tls:  # a second listener that wants TLS and a client certificate signed by the test CA
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {tls['ca']}", f"certfile {tls['server_cert']}",
+                      f"keyfile {tls['server_key']}", "require_certificate true"]
         self.config = folder / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
 
@@ -101,6 +106,32 @@ class Broker:
         self.process = None
 
 
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed; the TLS test needs it to make certificates")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: folder / name for name in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem",
+                                              "client.key", "other-ca.pem", "other-ca.key")}
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True)
+
+    for ca in ("ca", "other-ca"):
+        run("req", "-x509", *new_key, "-keyout", str(files[f"{ca}.key"]), "-out", str(files[f"{ca}.pem"]),
+            "-subj", f"/CN={ca}", "-days", "2")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for role, subject in (("server", "127.0.0.1"), ("client", "line1")):
+        csr = folder / f"{role}.csr"
+        run("req", *new_key, "-keyout", str(files[f"{role}.key"]), "-out", str(csr), "-subj", f"/CN={subject}")
+        run("x509", "-req", "-in", str(csr), "-CA", str(files["ca.pem"]), "-CAkey", str(files["ca.key"]),
+            "-CAcreateserial", "-out", str(files[f"{role}.pem"]), "-days", "2", "-extfile", str(folder / "san.ext"))
+    return {"ca": files["ca.pem"], "server_cert": files["server.pem"], "server_key": files["server.key"],
+            "client_cert": files["client.pem"], "client_key": files["client.key"], "other_ca": files["other-ca.pem"]}
 
 
 @dataclass

@@ -23,7 +23,16 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from daemon_harness import STATION, Broker, DaemonProcess, Probe, copy_images, station_config, wait_until
+from daemon_harness import (
+    STATION,
+    Broker,
+    DaemonProcess,
+    Probe,
+    copy_images,
+    make_certificates,
+    station_config,
+    wait_until,
+)
 
 from runtime.daemon.messages import iso_time
 from runtime.detector import Detector
@@ -344,3 +353,24 @@ def test_the_right_password_from_an_environment_variable_is_accepted(broker_fact
     assert daemon.stop() == 0
 
 
+
+
+def test_tls_with_a_client_certificate_connects_and_an_untrusted_broker_is_refused(
+        broker_factory, probe_factory, daemon_factory, board_bundle, tmp_path):
+    certificates = make_certificates(tmp_path / "pki")
+    broker = broker_factory(tls=certificates)
+    probe = probe_factory(broker.port)  # on the broker's plain listener
+    camera = _camera("cam", board_bundle[0], "trigger", source=_replay(tmp_path))
+    tls = {"ca": str(certificates["ca"]), "cert": str(certificates["client_cert"]),
+           "key": str(certificates["client_key"])}
+    config = station_config(broker.tls_port, [camera], mqtt={"tls": tls})
+    daemon = daemon_factory(tmp_path / "station", config).start()
+    probe.wait_for("/status", lambda d: d["state"] == "online")
+    assert daemon.stop() == 0
+
+    untrusted = station_config(broker.tls_port, [camera], log={"format": "text"},
+                               mqtt={"tls": {**tls, "ca": str(certificates["other_ca"])}})
+    refused = daemon_factory(tmp_path / "station2", untrusted).start()
+    assert refused.wait(timeout=60) == 2
+    assert f"error: TLS with the broker at 127.0.0.1:{broker.tls_port} failed" in refused.log
+    assert "certificate verify failed" in refused.log
