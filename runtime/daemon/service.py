@@ -51,7 +51,6 @@ class Station:
         evidence = config.evidence
         self.evidence = None if evidence.save == "none" else EvidenceStore(
             evidence.dir, int(evidence.max_mb * 1024 * 1024), evidence.jpeg_quality)
-        self.command_errors = 0
         self._wakeup = threading.Event()
         self._stop_requested = False
         self._reload_requested = False
@@ -96,9 +95,9 @@ class Station:
             "station": self.config.station, "timestamp": iso_time(), "uptime_s": round(time.time() - self.started, 1),
             "frames": sum(c["frames"] for c in cameras.values()),
             "anomalies": sum(c["anomalies"] for c in cameras.values()),
-            "errors": sum(c["errors"] for c in cameras.values()) + self.command_errors,
+            "errors": sum(c["errors"] for c in cameras.values()) + self.stats.command_errors,
             "cameras": cameras,
-            "commands": {"errors": self.command_errors},
+            "commands": {"errors": self.stats.command_errors},
             "outbox": {"pending": self.outbox.pending(), "dropped_results": self.outbox.dropped_results},
             "mqtt": {"connected": self.link.connected, "connections": self.link.connects,
                      "delivered": self.link.delivered, "inflight": self.link.inflight},
@@ -117,7 +116,7 @@ class Station:
         self.link.publish_status()
 
     def _command_error(self, command: str, error: str, payload: bytes = b"", **fields: object) -> None:
-        self.command_errors += 1
+        self.stats.command_error()
         log.warning("command %s refused: %s", command, error, extra={"command": command, **fields})
         self.link.publish_now(self.topics.command_error, error_message(command, error, payload, **fields), qos=1)
 

@@ -43,6 +43,7 @@ class StationStats:
         self.registry = CollectorRegistry()
         self._lock = threading.Lock()
         self.cameras: dict[str, CameraCounters] = {}
+        self.command_errors = 0
         self._frames = Counter("edge_anomaly_frames", "Frames inspected", ["camera"], registry=self.registry)
         self._anomalies = Counter("edge_anomaly_anomalies", "Anomalous verdicts", ["camera", "kind"],
                                   registry=self.registry)
@@ -79,6 +80,11 @@ class StationStats:
         with self._lock:
             self._camera(camera).errors += 1
         self._errors.labels(camera, reason).inc()
+
+    def command_error(self) -> None:
+        with self._lock:
+            self.command_errors += 1
+        self._errors.labels("", "command").inc()
 
     def camera_up(self, camera: str, up: bool) -> None:
         self._camera_up.labels(camera).set(1 if up else 0)

@@ -16,6 +16,7 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def _anomalous_images(boards: Path) -> list[Path]:
 
 
 def _outbox_rows(path: Path) -> list[tuple[int, str, dict]]:
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         rows = db.execute("SELECT seq, kind, payload FROM messages ORDER BY seq").fetchall()
     return [(seq, kind, json.loads(payload)) for seq, kind, payload in rows]
 
@@ -259,8 +260,8 @@ def test_broker_outage_every_alert_produced_meanwhile_arrives_in_order_once(
     broker = broker_factory(persistence=True)  # keeps the PLC's durable session across the restart
     frames = copy_images(_anomalous_images(boards), tmp_path / "frames")
     camera = _camera("cam", board_bundle[0], "continuous", rate_hz=6, source=_replay(tmp_path / "frames"))
-    daemon = daemon_factory(tmp_path / "station", station_config(broker.port, [camera], evidence={"save": "none"}))
-    daemon.start()
+    config = station_config(broker.port, [camera], evidence={"save": "none"}, mqtt={"protocol": "3.1.1"})
+    daemon = daemon_factory(tmp_path / "station", config).start()
     probe = probe_factory(broker.port, client_id="plc-line1", durable=True)
     probe.wait_for("/cam/alert", count=3)
     broker.stop()

@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 pytest.importorskip("pydantic")
 
-from runtime.daemon.config import ConfigError, WatchConfig, load_config, parse_config  # noqa: E402
+from runtime.daemon.cameras import SourceError, open_source  # noqa: E402
+from runtime.daemon.config import ConfigError, SourceConfig, WatchConfig, load_config, parse_config  # noqa: E402
 from runtime.daemon.evidence import EvidenceStore  # noqa: E402
 from runtime.daemon.logs import JsonFormatter  # noqa: E402
 from runtime.daemon.outbox import ALERT, RESULT, Outbox  # noqa: E402
@@ -142,3 +144,26 @@ def test_the_daemon_imports_neither_torch_nor_the_training_package():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'edge_anomaly')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_video_source_loops_and_a_missing_camera_is_a_source_error(tmp_path):
+    video = tmp_path / "line.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for shade in (40, 120, 200):
+        writer.write(np.full((48, 64, 3), shade, np.uint8))
+    writer.release()
+    source = open_source(SourceConfig(kind="video", path=video))
+    frames = [source.read() for _ in range(5)]
+    assert [label for _, label in frames] == [f"{video}#{n}" for n in range(1, 6)]
+    shades = [min((40, 120, 200), key=lambda shade: abs(shade - frame.mean())) for frame, _ in frames]
+    assert shades == [40, 120, 200, 40, 120]  # looped after the third frame
+    assert frames[0][0].shape == (48, 64, 3)
+    once = open_source(SourceConfig(kind="video", path=video, loop=False))
+    for _ in range(3):
+        once.read()
+    with pytest.raises(SourceError, match="no frame"):
+        once.read()
+    with pytest.raises(SourceError, match="video file not found"):
+        open_source(SourceConfig(kind="video", path=tmp_path / "gone.avi"))
+    with pytest.raises(SourceError, match="cannot open"):
+        open_source(SourceConfig(kind="stream", url=str(tmp_path / "no-such-stream.sdp")))
