@@ -59,6 +59,14 @@ def _outbox_rows(path: Path) -> list[tuple[int, str, dict]]:
     return [(seq, kind, json.loads(payload)) for seq, kind, payload in rows]
 
 
+def _renamed_bundle(bundle: Path, target: Path, name: str) -> Path:
+    """A valid copy of ``bundle`` under another name (so another bundle hash, the same engine)."""
+    shutil.copytree(bundle, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    (target / "manifest.json").write_text(json.dumps({**manifest, "name": name}))
+    return target
+
+
 @dataclass
 class Line:
     broker: Broker
@@ -215,10 +223,7 @@ def test_reload_refuses_a_tampered_bundle_and_swaps_a_good_one_without_dropping_
     result = line.probe.wait_for("/trig/result", lambda d: d["part_id"] == "after-tamper")[0].data
     assert result["bundle"]["hash"] == detector.bundle.hash
 
-    renamed = line.root / "bundle-v2"
-    shutil.copytree(line.bundle, renamed)
-    manifest = json.loads((renamed / "manifest.json").read_text())
-    (renamed / "manifest.json").write_text(json.dumps({**manifest, "name": "boards-v2"}))
+    renamed = _renamed_bundle(line.bundle, line.root / "bundle-v2", "boards-v2")
     line.probe.publish("cmd/reload", {"camera": "cont", "bundle": str(renamed)})
     line.probe.wait_for("/status", lambda d: d["cameras"]["cont"]["bundle"]["name"] == "boards-v2")
     line.probe.wait_for("/cont/result", lambda d: d["bundle"]["name"] == "boards-v2", count=2)
@@ -237,9 +242,13 @@ def test_sighup_rereads_the_config_and_keeps_running_on_a_bad_one(line):
     line.daemon.send(signal.SIGHUP)
     wait_until(lambda: "keeping the running config" in line.daemon.log, 10, "the bad config to be refused")
     good["cameras"].append(_camera("trig2", line.bundle, "trigger", source=_replay(line.root / "trigger")))
+    good["cameras"][0]["bundle"] = str(_renamed_bundle(line.bundle, line.root / "bundle-v3", "boards-v3"))
     line.daemon.write_config(good)
     line.daemon.send(signal.SIGHUP)
-    line.probe.wait_for("/status", lambda d: d["cameras"].get("trig2", {}).get("state") == "ok")
+    line.probe.wait_for("/status", lambda d: d["cameras"].get("trig2", {}).get("state") == "ok"
+                        and d["cameras"]["trig"]["bundle"]["name"] == "boards-v3")
+    assert "camera trig (re)started" not in line.daemon.log  # only its bundle changed: swapped in place
+    assert "camera trig2 (re)started" in line.daemon.log
     line.probe.publish("cmd/inspect", {"part_id": "both"})
     line.probe.wait_for("/trig2/result", lambda d: d["part_id"] == "both")
     # trig answers too: with a result, or on cmd/error when its replay is at the corrupt frame again
