@@ -237,7 +237,28 @@ def soak(work: Path, port: int, bundle: Path, images: Path, minutes: float, fps:
         "outbox_left": final["outbox"]["pending"], "dropped_results": final["outbox"]["dropped_results"],
         "rss_start_mb": baseline, "rss_end_mb": last, "rss_max_mb": max(values),
         "rss_growth_pct": 100 * (last - baseline) / baseline, "latency_ms": final["cameras"]["cam"]["latency_ms"],
+        "inference_ms": final["cameras"]["cam"]["inference_ms"],
     }
+
+
+def print_soak(soak: dict, fps: float) -> None:
+    rows = [
+        ("frames inspected (rate reached)", f"{soak['frames']:,} ({soak['fps']:.1f}/s)"),
+        ("alerts produced / received / duplicated",
+         f"{soak['anomalies']:,} / {soak['alerts_received']:,} / {soak['alerts_duplicated']}"),
+        ("results produced / received; gaps in seq", f"{soak['frames']:,} / {soak['results_received']:,}; "
+                                                     f"{soak['seq_gaps']}"),
+        ("outbox left after SIGTERM; results dropped", f"{soak['outbox_left']}; {soak['dropped_results']}"),
+        ("resident memory after warm-up -> end (max)", f"{soak['rss_start_mb']:.1f} -> {soak['rss_end_mb']:.1f} MB "
+                                                       f"({soak['rss_max_mb']:.1f}), {soak['rss_growth_pct']:+.2f}%"),
+        ("frame read -> result queued, p50 / p95 ms (last 1000)",
+         f"{soak['latency_ms']['p50']} / {soak['latency_ms']['p95']}"),
+        ("of which inference, p50 / p95 ms", f"{soak['inference_ms']['p50']} / {soak['inference_ms']['p95']}"),
+        ("exit status after SIGTERM", str(soak["exit_code"])),
+    ]
+    print(f"| soak: {soak['minutes']:.1f} min at {fps:g} frames/s | |\n| --- | --- |")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
 
 
 def main() -> None:
@@ -282,9 +303,7 @@ def main() -> None:
         if args.soak_minutes > 0:
             result = soak(work, port, bundle, replay, args.soak_minutes, args.fps)
             figures["soak"] = result
-            print(f"| soak at {args.fps:g} frames/s | value |\n| --- | --- |")
-            for key, value in result.items():
-                print(f"| {key} | {json.dumps(value) if isinstance(value, dict) else format(value, '.4g')} |")
+            print_soak(result, args.fps)
     finally:
         broker.terminate()
         broker.wait(timeout=10)
