@@ -3,24 +3,102 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+DEVICES_FOLDER = Path(__file__).resolve().parents[1] / "devices"
+PROFILE_KEYS = ("format", "precision", "batch", "static", "max_batch")
+
+
+def device_export_settings(name: str) -> dict:
+    """The ``export`` section of a device profile: defaults for the flags the user did not give.
+
+    Uses the ``devices`` package's loader when it has one, else reads ``devices/<name>.yaml``.
+    """
+    try:
+        from devices import load_profile
+    except ImportError:
+        load_profile = None
+    if load_profile is not None:
+        profile = load_profile(name)
+    else:
+        path = DEVICES_FOLDER / f"{name}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in DEVICES_FOLDER.glob("*.yaml")) if DEVICES_FOLDER.is_dir() else []
+            raise ValueError(f"unknown device profile {name!r} (no {path}; known: {', '.join(known) or 'none'})")
+        import yaml
+
+        profile = yaml.safe_load(path.read_text()) or {}
+    settings = profile.get("export", {}) if isinstance(profile, dict) else {}
+    unknown = sorted(set(settings) - set(PROFILE_KEYS))
+    if unknown:
+        raise ValueError(f"device profile {name!r}: unknown export settings {unknown} "
+                         f"(known: {', '.join(PROFILE_KEYS)})")
+    return settings
 
 
 def run_export(args: argparse.Namespace) -> None:
     from edge_anomaly.model import TrainedModel
     from exporters.export import export_bundle
+    from exporters.parity import DEFAULT_TOLERANCES, Tolerances
 
-    folder, archive = export_bundle(TrainedModel.load(args.model), args.out, fmt=args.format,
-                                    precision=args.precision, batch=args.batch if args.static else None)
-    print(f"bundle written to {folder} and {archive}")
+    settings = {"format": "onnx", "precision": "fp32", "batch": 1, "static": False, "max_batch": 32}
+    if args.device:
+        settings.update(device_export_settings(args.device))
+    settings.update({key: getattr(args, key) for key in PROFILE_KEYS if getattr(args, key) is not None})
+    defaults = DEFAULT_TOLERANCES[settings["precision"]]
+    tolerances = Tolerances(
+        max_heatmap_diff=_given(args.max_heatmap_diff, defaults.max_heatmap_diff),
+        min_score_rank_corr=_given(args.min_rank_corr, defaults.min_score_rank_corr),
+        max_image_auroc_drop=_given(args.max_image_auroc_drop, defaults.max_image_auroc_drop),
+        max_pixel_auroc_drop=_given(args.max_pixel_auroc_drop, defaults.max_pixel_auroc_drop),
+    )
+    try:
+        folder, archive = export_bundle(
+            TrainedModel.load(args.model), args.out, fmt=settings["format"], precision=settings["precision"],
+            batch=settings["batch"] if settings["static"] else None, max_batch=settings["max_batch"],
+            calibration_data=args.calibration_data, quantize=args.quantize.split(",") if args.quantize else None,
+            tolerances=tolerances, name=args.name, device=args.device)
+    except RuntimeError as exc:  # an engine toolkit missing or failing (TensorRT without a GPU, say)
+        raise SystemExit(f"error: {exc}") from exc
+    _print_summary(folder, archive)
 
+
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _print_summary(folder: Path, archive: Path) -> None:
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    engine, parity = manifest["engine"], manifest["parity"]
+    print(f"{engine['format']} {engine['precision']} bundle written to {folder} and {archive}")
+    print(f"  reduced precision: {', '.join(engine['quantized']) or 'none'}")
+    print("  parity with PyTorch: " + ", ".join(
+        f"{key} {parity[key]:.4f}" if parity[key] is not None else f"{key} n/a"
+        for key in ("max_heatmap_diff", "score_rank_corr", "image_auroc_delta", "pixel_auroc_delta")))
 
 
 def register(subparsers) -> None:
-    export = subparsers.add_parser("export", help="export a model as an ONNX, OpenVINO or TensorRT bundle")
+    export = subparsers.add_parser(
+        "export", help="export a model as an ONNX, OpenVINO or TensorRT bundle, parity-checked against PyTorch")
     export.add_argument("model", help="model folder")
-    export.add_argument("--format", choices=["onnx", "openvino", "tensorrt"], default="onnx")
-    export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
-    export.add_argument("--batch", type=int, default=1, help="batch size for --static")
-    export.add_argument("--static", action="store_true", help="fixed batch and shapes (Intel NPU)")
+    export.add_argument("--format", choices=["onnx", "openvino", "tensorrt"], help="engine format (default onnx)")
+    export.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default fp32")
+    export.add_argument("--device", metavar="PROFILE", help="device profile (devices/PROFILE.yaml) giving defaults")
+    export.add_argument("--batch", type=int, help="batch size for --static (default 1)")
+    export.add_argument("--static", action="store_const", const=True, help="fixed batch and shapes (Intel NPU)")
+    export.add_argument("--max-batch", type=int, dest="max_batch", help="largest batch, dynamic engines (default 32)")
+    export.add_argument("--quantize", metavar="PARTS",
+                        help="parts in reduced precision: backbone or backbone,scorer (default: per template)")
+    export.add_argument("--calibration-data", metavar="DIR",
+                        help="normal images (or an MVTec category root) for INT8 calibration and the parity check, "
+                             "instead of the model's training folder")
+    tolerance = export.add_argument_group("parity tolerances (defaults depend on the precision)")
+    tolerance.add_argument("--max-heatmap-diff", type=float, help="largest normalised heatmap difference")
+    tolerance.add_argument("--min-rank-corr", type=float, help="smallest Spearman correlation of image scores")
+    tolerance.add_argument("--max-image-auroc-drop", type=float, help="largest image-AUROC drop")
+    tolerance.add_argument("--max-pixel-auroc-drop", type=float, help="largest pixel-AUROC drop")
+    export.add_argument("--name", help="bundle name in the manifest (default: the folder name)")
     export.add_argument("--out", required=True, help="bundle folder to write (a .tar twin is written beside it)")
     export.set_defaults(run=run_export)

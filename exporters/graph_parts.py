@@ -1,0 +1,46 @@
+"""Which nodes of an exported graph are the backbone and which the scorer.
+
+Reduced precision is applied per part: the backbone's convolutions take INT8 and FP16 well,
+while PatchCore's distance (|x|^2 - 2 x.m + |m|^2, a small difference of large numbers) and
+PaDiM's Mahalanobis form may not. The torch exporter records each node's module path in its
+metadata (``pkg.torch.onnx.name_scopes``); nodes under ``extractor`` are the backbone and the
+rest (input scaling, scorer, upsampling, smoothing) count as the scorer.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import onnx
+
+PARTS = ("backbone", "scorer")
+_SCOPE_KEY = "pkg.torch.onnx.name_scopes"
+
+
+def node_part(node: onnx.NodeProto) -> str:
+    """``backbone`` or ``scorer`` for one node of a graph exported by :func:`export_onnx`."""
+    for prop in node.metadata_props:
+        if prop.key == _SCOPE_KEY:
+            scopes = ast.literal_eval(prop.value)
+            return "backbone" if len(scopes) > 1 and scopes[1] == "extractor" else "scorer"
+    return "scorer"
+
+
+def nodes_by_part(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    parts: dict[str, list[onnx.NodeProto]] = {part: [] for part in PARTS}
+    for node in model.graph.node:
+        parts[node_part(node)].append(node)
+    if not parts["backbone"]:
+        raise ValueError("the ONNX graph carries no module scopes: cannot tell the backbone from the scorer")
+    return parts
+
+
+def node_names(model: onnx.ModelProto, parts: list[str]) -> list[str]:
+    """Names of the nodes that belong to ``parts``."""
+    return [node.name for part, nodes in nodes_by_part(model).items() if part in parts for node in nodes]
+
+
+def output_names(model: onnx.ModelProto, parts: list[str]) -> list[str]:
+    """Output tensor names of the nodes in ``parts`` (OpenVINO names its operations after these)."""
+    return [name for part, nodes in nodes_by_part(model).items() if part in parts
+            for node in nodes for name in node.output]

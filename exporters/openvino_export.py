@@ -1,0 +1,50 @@
+"""OpenVINO IR (``model.xml`` + ``model.bin``) from the FP32 ONNX, in FP32, FP16 or INT8 (NNCF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from exporters.graph_parts import node_names
+
+
+def _scorer_operations(model, onnx_model: onnx.ModelProto, quantize_matmul: bool) -> list[str]:
+    """Friendly names of the OpenVINO operations that came from scorer nodes (OpenVINO names
+    an operation after its ONNX node, sometimes with a ``/suffix``), to keep out of INT8."""
+    scorer = set(node_names(onnx_model, ["scorer"]))
+    return [op.get_friendly_name() for op in model.get_ops()
+            if op.get_friendly_name().split("/")[0] in scorer
+            and not (quantize_matmul and op.get_type_name() == "MatMul")]
+
+
+def export_openvino(source: Path, target: Path, precision: str, *, parts: list[str],
+                    calibration: np.ndarray | None = None, batch: int = 1) -> Path:
+    """Write ``target`` (``.xml``, with its ``.bin``) from the ONNX file ``source``.
+
+    FP16 stores weights in half precision (the CPU plugin computes in FP32, GPUs and NPUs in
+    FP16). INT8 quantises the nodes of ``parts`` with NNCF; in the scorer only the matrix
+    products are quantised (inputs only), so distances are accumulated in float. Measured on
+    bottle PatchCore, NNCF's defaults lost 0.022 pixel AUROC; the overflow fix on every layer
+    (7-bit weights, no saturation on CPUs without VNNI) with full bias correction lost 0.0003.
+    """
+    import openvino as ov
+
+    model = ov.convert_model(str(source))
+    if precision == "int8":
+        import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+        if calibration is None or len(calibration) < batch:
+            raise ValueError(f"INT8 calibration needs at least {batch} normal images")
+        if "backbone" not in parts:
+            raise ValueError("OpenVINO INT8 always quantises the backbone")
+        ignored = _scorer_operations(model, onnx.load(str(source)), quantize_matmul="scorer" in parts)
+        batches = [calibration[start:start + batch] for start in range(0, len(calibration) - batch + 1, batch)]
+        model = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
+                              ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+                              fast_bias_correction=False,
+                              advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))
+    ov.save_model(model, str(target), compress_to_fp16=precision == "fp16")
+    return target
