@@ -55,7 +55,14 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray, parts: li
     nodes = node_names(model, [part for part in parts if part != "scorer"])
     if "scorer" in parts:
         scorer = set(node_names(model, ["scorer"]))
-        nodes += [node.name for node in model.graph.node if node.name in scorer and node.op_type in ("Gemm", "MatMul")]
+        products = [node for node in model.graph.node if node.name in scorer and node.op_type in ("Gemm", "MatMul")]
+        ranks = {init.name: len(init.dims) for init in model.graph.initializer}
+        batched = [node.name for node in products if any(ranks.get(name, 2) > 2 for name in node.input)]
+        if batched:
+            raise ValueError(f"ONNX Runtime cannot quantise the batched matrix products {batched} of this scorer "
+                             "(PaDiM's per-position precision matrices) per channel; export INT8 with "
+                             "--format openvino, or pass --quantize backbone and let the parity check judge it")
+        nodes += [node.name for node in products]
     quantize_static(
         str(source), str(target), ImageReader(calibration, batch), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
