@@ -4,7 +4,7 @@ Needs an NVIDIA GPU and the ``tensorrt`` package (``pip install "edge-anomaly[te
 both are imported only here and only when a TensorRT export is asked for. FP16 sets the
 builder's FP16 flag with the scorer's layers held in FP32 (PatchCore's distance is a small
 difference of large numbers); INT8 builds from a QDQ ONNX (explicit quantisation), so the
-quantised parts are exactly those the QDQ nodes mark.
+quantised parts are exactly those the QDQ nodes mark and everything else runs in FP32.
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ def build_engine(source: Path, target: Path, precision: str, *, height: int, wid
         raise RuntimeError(f"{source}: TensorRT could not parse the ONNX graph: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if precision in ("fp16", "int8"):
+    if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-    if precision != "fp32" and fp32_nodes_from is not None:
+    if precision == "fp16" and fp32_nodes_from is not None:
         keep = set(node_names(onnx.load(str(fp32_nodes_from)), ["scorer"]))
         for index in range(network.num_layers):
             layer = network.get_layer(index)
