@@ -103,6 +103,11 @@ class ModelExporter:
         if batch is not None and not 1 <= batch <= max_batch:
             raise ValueError(f"batch {batch} must be between 1 and max_batch {max_batch}")
         parts = default_parts(precision) if quantize is None else list(quantize)
+        if fmt == "openvino" and precision == "fp16":  # the IR's FP16 compression takes every weight
+            if quantize is not None and "scorer" not in parts:
+                raise ValueError("OpenVINO FP16 stores every weight in FP16, the scorer's too: "
+                                 "use --quantize backbone,scorer or --format onnx")
+            parts = list(PARTS)
         unknown = [part for part in parts if part not in PARTS]
         if unknown or (precision != "fp32" and "backbone" not in parts) or (precision == "fp32" and parts):
             raise ValueError(f"quantize {parts}: give backbone, optionally with scorer, for fp16/int8 (none for fp32)")
