@@ -37,13 +37,14 @@ CPU_EXPORTS = [("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"),
                ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8")]
 BANK_ROWS = 100_000
 # Loads a bundle's engine in a fresh process, runs one image and prints its peak RSS in MiB.
+# VmHWM, not getrusage: ru_maxrss carries the parent's peak across fork and exec.
 MEMORY_PROBE = """
-import resource, sys, numpy as np
+import re, sys, numpy as np
 sys.path.insert(0, sys.argv[3])
 from exporters.engines import load_engine
 engine = load_engine(sys.argv[1], sys.argv[2], threads=2)
 engine.infer(np.zeros((1, 256, 256, 3), np.uint8))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024)
 """
 
 
@@ -132,7 +133,7 @@ def bench_memory(model: TrainedModel, work: Path) -> list[str]:
     for fmt, path in (("onnx", onnx_path), ("openvino", xml_path)):
         probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE, fmt, str(path), str(REPO)],
                                capture_output=True, text=True, check=True)
-        size_mb = sum(p.stat().st_size for p in work.glob(f"{path.stem}.*")) / 2**20
+        size_mb = sum(p.stat().st_size for p in [path, path.with_suffix(".bin")] if p.is_file()) / 2**20
         table.append(f"| {fmt} fp32 | {BANK_ROWS} x {bank.shape[1]} | {size_mb:.0f} | "
                      f"{float(probe.stdout.split()[-1]):.0f} |")
     return table

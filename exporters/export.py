@@ -29,6 +29,7 @@ from exporters.parity import (
     aligned_scale,
     check_parity,
     parity_figures,
+    require_finite,
 )
 from runtime.bundle import ENGINE_FORMATS, PRECISIONS
 
@@ -122,6 +123,7 @@ class ModelExporter:
             outputs = run_batched(engine, self.data.parity.images, batch or min(PARITY_BATCH, max_batch),
                                   static=batch is not None)
             del engine
+            require_finite(*outputs)
             scale = engine_scale = self.model.scoring.local
             alignment = None
             if precision != "fp32":

@@ -48,6 +48,14 @@ DEFAULT_TOLERANCES = {
 }
 
 
+def require_finite(heatmaps: np.ndarray, scores: np.ndarray) -> None:
+    """Refuse an engine that overflowed: no figure means anything after an inf."""
+    bad = int((~np.isfinite(scores)).sum() + (~np.isfinite(heatmaps).all(axis=(1, 2))).sum())
+    if bad:
+        raise ParityError(f"parity check failed: the engine returned non-finite scores or heatmaps ({bad} cases "
+                          f"over {len(scores)} images); reduced precision overflowed")
+
+
 def aligned_scale(scale: ScoreScale, reference_scores: np.ndarray,
                   engine_scores: np.ndarray) -> tuple[ScoreScale, dict]:
     """The score scale moved onto the engine's raw scores by a least-squares line.
@@ -73,10 +81,6 @@ def parity_figures(data: ParitySet, reference: tuple[np.ndarray, np.ndarray], re
     """The four figures, plus both sides' AUROCs, for (heatmaps, scores) of PyTorch and the engine."""
     ref_heatmaps, ref_scores = reference
     eng_heatmaps, eng_scores = engine
-    bad = int((~np.isfinite(eng_scores)).sum() + (~np.isfinite(eng_heatmaps).all(axis=(1, 2))).sum())
-    if bad:
-        raise ParityError(f"parity check failed: the engine returned non-finite scores or heatmaps ({bad} cases "
-                          f"over {len(eng_scores)} images); reduced precision overflowed")
     heatmap_diff = float(np.abs(engine_scale.normalize(eng_heatmaps) - reference_scale.normalize(ref_heatmaps)).max())
     rank = spearmanr(ref_scores, eng_scores).statistic if np.ptp(ref_scores) > 0 else float("nan")
     ref_image, eng_image = image_auroc(data.labels, ref_scores), image_auroc(data.labels, eng_scores)
