@@ -46,35 +46,67 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"\nreport written to {args.report}")
 
 
-def load_predictor(path: str):
-    """A model folder (PyTorch) or an exported bundle (runtime engines), by what the folder holds."""
+def load_predictor(path: str, backend: str = "auto", device: str | None = None, roi: list[int] | None = None,
+                   center_crop: float | None = None, threads: int | None = None, performance: str = "latency"):
+    """A model folder (PyTorch) or an exported bundle (runtime engines), by what the folder holds.
+
+    ``backend``, ``device``, ``roi``, ``center_crop``, ``threads`` and ``performance`` apply to bundles.
+    """
     folder = Path(path)
     if (folder / "model.json").is_file():
+        if backend != "auto" or device or roi or center_crop or threads:
+            raise ValueError(f"{path} is a model folder: --backend, --device, --threads, --roi and --center-crop "
+                             "apply to exported bundles (edge-anomaly export)")
         from edge_anomaly.model import TrainedModel
 
         return TrainedModel.load(folder)
     if (folder / "manifest.json").is_file() or folder.suffix == ".tar":
         from runtime.detector import Detector
 
-        return Detector.load(folder)
+        return Detector.load(folder, backend=backend, device=device, threads=threads, roi=roi,
+                             center_crop=center_crop, performance=performance)
     raise FileNotFoundError(f"{path}: neither a model folder (model.json) nor a bundle (manifest.json)")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from edge_anomaly.progress import make_progress
     from runtime.predict_files import predict_files
+    from runtime.sources import Backoff
 
-    predictor = load_predictor(args.model)
+    predictor = load_predictor(args.model, args.backend, args.device, args.roi, args.center_crop, args.threads,
+                               "throughput" if args.pipelined else "latency")
+
+    def show(row: dict) -> None:
+        progress.advance(task)
+        if args.out is None:
+            print(json.dumps(row), flush=True)
+
     with make_progress() as progress:
         task = progress.add_task("predicting", total=None)
-        rows = predict_files(predictor, args.inputs, args.out, batch_size=args.batch,
-                             on_frame=lambda row: progress.advance(task))
-    if args.out is None:
-        for row in rows:
-            print(json.dumps(row))
-    anomalous = sum(row["label"] == "anomalous" for row in rows)
-    print(f"{len(rows)} frames, {anomalous} anomalous" + (f"; results in {args.out}" if args.out else ""),
-          file=sys.stderr)
+        run = predict_files(predictor, args.inputs, args.out, batch_size=args.batch, on_frame=show,
+                            every_nth=args.every_nth, max_fps=args.max_fps, pipelined=args.pipelined,
+                            max_frames=args.max_frames, backoff=Backoff(attempts=args.reconnect_attempts))
+    summary = f"{run.frames} frames, {run.anomalous} anomalous"
+    skipped = sum(status.skipped for status in run.sources) + run.dropped
+    if skipped:
+        summary += f", {skipped} skipped (--every-nth/--max-fps or inference behind a live source)"
+    if run.corrupt:
+        summary += f", {len(run.corrupt)} unreadable skipped: " + "; ".join(run.corrupt[:5])
+    reconnects = sum(status.reconnects for status in run.sources)
+    if reconnects:
+        summary += f", {reconnects} reconnects"
+    print(summary + (f"; results in {args.out}" if args.out else ""), file=sys.stderr)
+
+
+def _roi(text: str) -> list[int]:
+    """``x,y,w,h`` for --roi."""
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--roi {text!r}: expected four integers x,y,w,h") from None
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"--roi {text!r}: expected four integers x,y,w,h")
+    return values
 
 
 def cmd_templates(args: argparse.Namespace) -> None:
@@ -119,9 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="heatmaps and verdicts for images, folders and videos")
     predict.add_argument("model", help="model folder or exported bundle")
-    predict.add_argument("inputs", nargs="+", help="image files, folders, glob patterns or video files")
+    predict.add_argument("inputs", nargs="+",
+                         help="image files, folders, glob patterns, video files, camera indexes (0, 1, ...) "
+                              "or rtsp:// / http:// stream URLs")
     predict.add_argument("--out", help="folder for predictions.jsonl and overlays (default: JSON lines on stdout)")
     predict.add_argument("--batch", type=int, default=1, help="frames per inference call")
+    predict.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino", "tensorrt"],
+                         help="engine for a bundle (default: by the bundle's format and what is installed)")
+    predict.add_argument("--device", help="CPU, GPU or NPU (OpenVINO); CUDA (onnxruntime); cuda:N (TensorRT)")
+    predict.add_argument("--threads", type=int, help="engine CPU threads (default: the engine's choice)")
+    predict.add_argument("--roi", type=_roi, metavar="X,Y,W,H",
+                         help="inspect only this rectangle of each frame, in frame pixels (bundles)")
+    predict.add_argument("--center-crop", type=float, metavar="FRACTION",
+                         help="inspect a centred square of this fraction of the shorter side (bundles)")
+    predict.add_argument("--every-nth", type=int, default=1, metavar="N", help="videos/streams: keep every Nth frame")
+    predict.add_argument("--max-fps", type=float, help="videos/streams: at most this many frames per second")
+    predict.add_argument("--max-frames", type=int, help="stop after this many frames (for cameras and streams)")
+    predict.add_argument("--reconnect-attempts", type=int, default=5, metavar="N",
+                         help="cameras/streams: failed opens in a row before giving up (default 5)")
+    predict.add_argument("--pipelined", action="store_true",
+                         help="overlap decoding, preprocessing and inference (bundles; higher throughput)")
     predict.set_defaults(run=cmd_predict)
 
     templates = commands.add_parser("templates", help="list templates and their hyperparameters")

@@ -1,45 +1,128 @@
-"""The edge-side detector: a verified bundle, one engine, and the same verdict logic as training."""
+"""The edge-side detector: a verified bundle, one engine, and the same verdict logic as training.
+
+``predict`` is three steps that the pipelined runner also calls one by one on separate threads:
+:meth:`Detector.prepare` (frame -> model input, region), :meth:`Detector.infer` (the engine)
+and :meth:`Detector.decide` (raw outputs -> :class:`Result` at the frame's size).
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
 from runtime.backends import Backend, create_backend
-from runtime.bundle import Bundle, open_bundle
-from runtime.image_io import to_rgb8
-from runtime.preprocess import batch_inputs
+from runtime.bundle import Bundle, BundleError, open_bundle
+from runtime.preprocess import (
+    Region,
+    check_center_crop,
+    check_frame,
+    check_roi,
+    frame_to_input,
+    inspected_region,
+)
 from runtime.result import Result
 from runtime.scoring import Scoring
 
+_FROM_DETECTOR = object()  # "use the detector's setting" for per-call roi / center_crop
+
+
+@dataclass
+class Prepared:
+    """One frame made ready for the engine: its model input and where it came from in the frame."""
+
+    input: np.ndarray  # RGB uint8 at the model's input size
+    frame_hw: tuple[int, int]
+    region: Region
+
 
 class Detector:
-    def __init__(self, bundle: Bundle, backend: Backend) -> None:
+    def __init__(self, bundle: Bundle, backend: Backend, roi: list[int] | None = None,
+                 center_crop: float | None = None) -> None:
+        """``roi``/``center_crop`` override the bundle's ``input.roi``/``input.center_crop`` when given."""
         self.bundle = bundle
         self.backend = backend
         self.scoring = Scoring.from_dict(bundle.manifest["scoring"])
         self.input_size = bundle.input_size
+        declared = bundle.manifest["input"]
+        try:
+            self.roi = check_roi(roi if roi is not None else declared.get("roi"),
+                                 "roi" if roi is not None else f"{bundle.folder}/manifest.json input.roi")
+            self.center_crop = check_center_crop(
+                center_crop if center_crop is not None else declared.get("center_crop"),
+                "center_crop" if center_crop is not None else f"{bundle.folder}/manifest.json input.center_crop")
+        except ValueError as exc:
+            raise BundleError(str(exc)) from None
 
     @classmethod
     def load(cls, bundle: str | Path, backend: str = "auto", device: str | None = None,
-             threads: int | None = None) -> Detector:
-        """Open and verify ``bundle`` (folder or .tar), then start its engine."""
+             threads: int | None = None, roi: list[int] | None = None, center_crop: float | None = None,
+             performance: str = "latency") -> Detector:
+        """Open and verify ``bundle`` (folder or .tar), then start its engine.
+
+        ``backend``: auto, onnxruntime, openvino or tensorrt; ``device``: CPU, GPU, NPU (OpenVINO),
+        CUDA (onnxruntime), cuda:N (TensorRT); ``performance``: latency or throughput (pipelined).
+        """
         opened = open_bundle(bundle)
-        return cls(opened, create_backend(opened, backend, device, threads))
+        return cls(opened, create_backend(opened, backend, device, threads, performance), roi, center_crop)
 
     @property
     def name(self) -> str:
         return self.bundle.name
 
-    def predict(self, frames: list[np.ndarray], color_order: str = "RGB") -> list[Result]:
-        """Verdicts for frames of any size; heatmaps come back at each frame's size."""
+    def prepare(self, frame: np.ndarray, color_order: str = "RGB", roi=_FROM_DETECTOR,
+                center_crop=_FROM_DETECTOR) -> Prepared:
+        """Model input for one frame of any size, colour order (RGB/BGR), gray or 16-bit."""
+        roi = self.roi if roi is _FROM_DETECTOR else check_roi(roi)
+        center_crop = self.center_crop if center_crop is _FROM_DETECTOR else check_center_crop(center_crop)
+        check_frame(frame)
+        region = inspected_region(frame.shape[:2], roi, center_crop)
+        return Prepared(frame_to_input(frame, self.input_size, color_order, region), frame.shape[:2], region)
+
+    def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (heatmaps, scores) for stacked model inputs, in engine-sized calls (a fixed batch is padded)."""
+        limit, static = self.backend.max_batch, self.backend.static_batch
+        if len(inputs) == limit or (not static and len(inputs) < limit):
+            return self.backend.infer(np.ascontiguousarray(inputs))
+        heatmaps, scores = [], []
+        for start in range(0, len(inputs), limit):
+            chunk = inputs[start:start + limit]
+            count = len(chunk)
+            if static and count < limit:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], limit - count, axis=0)])
+            heatmap, score = self.backend.infer(np.ascontiguousarray(chunk))
+            heatmaps.append(heatmap[:count])
+            scores.append(score[:count])
+        return np.concatenate(heatmaps), np.concatenate(scores)
+
+    def decide(self, prepared: Prepared, heatmap: np.ndarray, score: float, latency_ms: float) -> Result:
+        """The verdict for one prepared frame from its raw engine outputs."""
+        return self.scoring.decide(float(score), heatmap, prepared.input, prepared.frame_hw, latency_ms,
+                                   prepared.region)
+
+    @overload
+    def predict(self, frames: np.ndarray, color_order: str = ..., roi=..., center_crop=...) -> Result: ...
+
+    @overload
+    def predict(self, frames: list[np.ndarray], color_order: str = ..., roi=..., center_crop=...) -> list[Result]: ...
+
+    def predict(self, frames, color_order: str = "RGB", roi=_FROM_DETECTOR, center_crop=_FROM_DETECTOR):
+        """Verdicts for a list of frames (one call, batched), or for a single frame.
+
+        Heatmaps come back at each frame's size; ``latency_ms`` is the call's time per frame.
+        """
+        if isinstance(frames, np.ndarray):
+            return self.predict([frames], color_order, roi, center_crop)[0]
         start = time.perf_counter()
-        frames = [to_rgb8(frame, color_order) if frame.ndim == 2 or color_order != "RGB" or frame.dtype != np.uint8
-                  else frame for frame in frames]
-        inputs = batch_inputs(frames, self.input_size)
-        heatmaps, scores = self.backend.infer(inputs)
-        latency = (time.perf_counter() - start) * 1000 / max(len(frames), 1)
-        return [self.scoring.decide(float(s), h, x, f.shape[:2], latency)
-                for s, h, x, f in zip(scores, heatmaps, inputs, frames, strict=True)]
+        prepared = [self.prepare(frame, color_order, roi, center_crop) for frame in frames]
+        if not prepared:
+            return []
+        heatmaps, scores = self.infer(np.stack([p.input for p in prepared]))
+        results = [self.decide(p, h, s, 0.0) for p, h, s in zip(prepared, heatmaps, scores, strict=True)]
+        latency = (time.perf_counter() - start) * 1000 / len(prepared)
+        for result in results:
+            result.latency_ms = latency
+        return results

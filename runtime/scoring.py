@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.global_stats import GlobalStatsReference, image_statistics
-from runtime.preprocess import heatmap_to_frame
+from runtime.preprocess import Region, heatmap_to_frame
 from runtime.result import ANOMALOUS, NORMAL, Result
 
 _MAX_EXPONENT = 60.0  # exp(60) is finite in float64; beyond it the logistic is 0 or 1 anyway
@@ -58,8 +58,12 @@ class Scoring:
     blur: ScoreScale | None = None
 
     def decide(self, raw_score: float, raw_heatmap: np.ndarray, input_rgb: np.ndarray,
-               frame_hw: tuple[int, int], latency_ms: float = 0.0) -> Result:
-        """Verdict for one image from the engine's raw outputs and the model-input image."""
+               frame_hw: tuple[int, int], latency_ms: float = 0.0, region: Region | None = None) -> Result:
+        """Verdict for one image from the engine's raw outputs and the model-input image.
+
+        ``region`` is the part of the frame the model saw (ROI, centre crop); the heatmap is
+        placed there in a frame-size map.
+        """
         kind_scores = {"local": float(self.local.normalize(raw_score))}
         if self.reference is not None and self.lighting is not None and self.blur is not None:
             lighting, blur = self.reference.deviation_scores(image_statistics(input_rgb))
@@ -80,7 +84,7 @@ class Scoring:
             label=ANOMALOUS if anomalous else NORMAL,
             confidence=normalized if anomalous else 1.0 - normalized,
             kind=kind if anomalous else None,
-            heatmap=heatmap_to_frame(heatmap, frame_hw),
+            heatmap=heatmap_to_frame(heatmap, frame_hw, region),
             kind_scores=kind_scores,
             latency_ms=latency_ms,
         )

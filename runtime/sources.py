@@ -1,15 +1,22 @@
-"""Where frames come from: image files, folders, glob patterns and video files.
+"""Where frames come from: image files, folders, glob patterns, video files, USB cameras and RTSP/HTTP streams.
 
 Each frame arrives as RGB uint8 with the name of its source and its index, so a result can
-always be traced back to the file (and frame) it came from.
+always be traced back to the file (and frame) it came from. Video and live sources can drop
+frames on purpose (``every_nth``, ``max_fps``); a live source that drops is reopened with
+exponential back-off; an undecodable frame or file is skipped and counted, never fatal.
+Every source keeps a :class:`SourceStatus` that a caller (the CLI summary, a daemon's
+health check) can read while it runs.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
+import re
+import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -19,74 +26,303 @@ from runtime.image_io import IMAGE_SUFFIXES, ImageReadError, list_images, read_i
 
 log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+STREAM_TIMEOUT_MS = 5000  # open and read timeouts for network streams: a hung camera must not hang us
+MAX_CORRUPT_IN_A_ROW = 25  # a live source delivering only garbage is reopened
+
+
+class SourceError(RuntimeError):
+    """A source that cannot deliver frames any more (gave up reconnecting); the message names it."""
 
 
 @dataclass
 class Frame:
     source: str
-    index: int  # frame number in a video; 0 for a still image
+    index: int  # frame number in a video or stream (counting skipped frames); 0 for a still image
     image: np.ndarray  # RGB uint8
+    fps: float | None = None  # set for videos and live sources, whose overlays are written as video
+
+
+@dataclass
+class SourceStatus:
+    """What one source is doing: state, counts, and the last problem.
+
+    ``state`` goes idle -> open -> (reconnecting -> open)* -> ended | failed.
+    """
+
+    source: str
+    state: str = "idle"
+    frames: int = 0  # delivered
+    skipped: int = 0  # dropped on purpose by every_nth / max_fps
+    corrupt: int = 0  # undecodable frames or files, skipped
+    reconnects: int = 0  # successful reopenings after a drop
+    failed_opens: int = 0
+    last_error: str | None = None
+    retry_in_s: float | None = None
+    problems: list[str] = field(default_factory=list)  # the first few skipped files/frames, by name
+
+    def skip_corrupt(self, message: str) -> None:
+        self.corrupt += 1
+        self.last_error = message
+        if len(self.problems) < 20:
+            self.problems.append(message)
+        log.warning("skipping %s", message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Waits between attempts to (re)open a live source: ``initial_s`` doubling up to ``max_s``.
+
+    ``attempts`` is how many failed opens in a row are tolerated (None: retry for ever).
+    """
+
+    initial_s: float = 0.5
+    factor: float = 2.0
+    max_s: float = 30.0
+    attempts: int | None = None
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_s, self.initial_s * self.factor ** attempt)
+
+
+class FrameRate:
+    """Which frames to keep: every ``every_nth`` one, and at most ``max_fps`` per second of the
+    source's own clock (the file's timestamps for a video, the wall clock for a live source)."""
+
+    def __init__(self, every_nth: int = 1, max_fps: float | None = None) -> None:
+        if every_nth < 1:
+            raise ValueError(f"every_nth must be >= 1, got {every_nth}")
+        if max_fps is not None and max_fps <= 0:
+            raise ValueError(f"max_fps must be > 0, got {max_fps}")
+        self.every_nth = every_nth
+        self.interval = 1.0 / max_fps if max_fps else 0.0
+        self.next_due = float("-inf")
+
+    def keep(self, index: int, timestamp_s: float) -> bool:
+        if index % self.every_nth:
+            return False
+        if timestamp_s + 1e-9 < self.next_due:
+            return False
+        # Advance from the due time, not the frame time, so the rate holds on average; resync after a gap.
+        self.next_due = max(self.next_due + self.interval, timestamp_s) if self.interval else timestamp_s
+        return True
 
 
 def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files named by the user: files as given, folders' images, glob matches, in order."""
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = list_images(path)
-            if not found:
-                raise FileNotFoundError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        elif glob.has_magic(item):
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
-            if not matches:
-                raise FileNotFoundError(f"{item}: pattern matches no file")
-            files.extend(matches)
-        else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
-    return files
+def is_stream(item: str) -> bool:
+    return item.lower().startswith(STREAM_SCHEMES)
 
 
-def video_frames(path: str | Path) -> Iterator[Frame]:
-    """Decoded frames of a video file; raises if the file cannot be opened as video."""
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise ImageReadError(f"{path}: cannot open as video")
-    try:
-        index = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            yield Frame(str(path), index, to_rgb8(frame, "BGR"))
-            index += 1
-    finally:
-        capture.release()
+def is_camera(item: str) -> bool:
+    """A USB camera index: ``0``, ``1``, ... (when no file of that name exists)."""
+    return re.fullmatch(r"\d{1,3}", item) is not None and not Path(item).exists()
 
 
-def video_fps(path: str | Path, default: float = 25.0) -> float:
-    capture = cv2.VideoCapture(str(path))
-    fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
-    capture.release()
-    return fps if fps and fps > 0 else default
+def redact(url: str) -> str:
+    """A stream URL without its password, for logs and results."""
+    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
-def file_frames(path: Path) -> Iterator[Frame]:
-    """Frames of one file: a video's frames, or an image as a single frame.
+class CaptureSource:
+    """A video file, a USB camera (index) or a network stream (RTSP/HTTP URL), through ``cv2.VideoCapture``.
 
-    An unreadable image is logged by name and skipped rather than stopping a folder run.
+    A live source (camera or stream) that cannot be opened, or stops delivering, is reopened
+    after :class:`Backoff` delays; a video file ends at its last frame. :meth:`close` from
+    another thread also ends a back-off wait at once.
     """
-    if is_video(path):
-        yield from video_frames(path)
-        return
-    try:
-        yield Frame(str(path), 0, read_image(path))
-    except ImageReadError as exc:
-        log.warning("skipping %s", exc)
+
+    def __init__(self, target: int | str | Path, *, every_nth: int = 1, max_fps: float | None = None,
+                 backoff: Backoff | None = None) -> None:
+        self.target = target
+        self.live = isinstance(target, int) or is_stream(str(target))
+        self.name = f"camera:{target}" if isinstance(target, int) else (
+            redact(target) if self.live else str(target))
+        self.rate = FrameRate(every_nth, max_fps)
+        self.backoff = backoff or Backoff()
+        self.status = SourceStatus(self.name)
+        self._index = 0
+        self._stop = threading.Event()
+
+    @property
+    def _closed(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        """Stop after the current frame (safe to call from another thread)."""
+        self._stop.set()
+
+    def _open(self) -> cv2.VideoCapture | None:
+        if isinstance(self.target, int):
+            capture = cv2.VideoCapture(self.target)
+        elif self.live:
+            capture = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
+        else:
+            capture = cv2.VideoCapture(str(self.target))
+        if capture.isOpened():
+            return capture
+        capture.release()
+        return None
+
+    def __iter__(self) -> Iterator[Frame]:
+        failures = 0  # failed opens in a row
+        opened_before = False
+        while not self._closed:
+            capture = self._open()
+            if capture is None:
+                if not self.live:
+                    self.status.state = "failed"
+                    raise ImageReadError(f"{self.name}: cannot open as video")
+                failures += 1
+                self.status.failed_opens += 1
+                self.status.last_error = f"{self.name}: cannot open"
+                if self.backoff.attempts is not None and failures > self.backoff.attempts:
+                    self.status.state = "failed"
+                    raise SourceError(f"{self.name}: cannot open after {failures} attempts; giving up")
+                delay = self.backoff.delay(failures - 1)
+                self.status.state, self.status.retry_in_s = "reconnecting", delay
+                log.warning("%s: cannot open; retrying in %.1f s", self.name, delay)
+                self._stop.wait(delay)
+                continue
+            if opened_before:
+                self.status.reconnects += 1
+                log.info("%s: reopened", self.name)
+            opened_before = True
+            self.status.state, self.status.retry_in_s = "open", None
+            try:
+                for frame in self._read(capture):
+                    failures = 0
+                    yield frame
+            finally:
+                capture.release()
+            if not self.live or self._closed:
+                break
+            self.status.last_error = f"{self.name}: stream dropped"
+            log.warning("%s: stream dropped; reopening", self.name)
+        self.status.state = "ended"
+
+    def _read(self, capture: cv2.VideoCapture) -> Iterator[Frame]:
+        """Frames until the capture ends or drops; skipped frames are grabbed but not decoded.
+
+        Frame numbers continue across reopenings of a live source.
+        """
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        fps = fps if fps and 0 < fps < 1000 else 25.0
+        corrupt_in_a_row = 0
+        while not self._closed and capture.grab():
+            index = self._index
+            self._index += 1
+            if not self.rate.keep(index, time.monotonic() if self.live else index / fps):
+                self.status.skipped += 1
+                continue
+            ok, raw = capture.retrieve()
+            try:
+                if not ok or raw is None:
+                    raise ValueError("could not be decoded")
+                image = to_rgb8(raw, "BGR")
+            except ValueError as exc:
+                self.status.skip_corrupt(f"{self.name} frame {index}: {exc}")
+                corrupt_in_a_row += 1
+                if self.live and corrupt_in_a_row >= MAX_CORRUPT_IN_A_ROW:
+                    return
+                continue
+            corrupt_in_a_row = 0
+            self.status.frames += 1
+            yield Frame(self.name, index, image, fps)
+
+
+class ImageFiles:
+    """Still images as single frames; an unreadable one is skipped and counted."""
+
+    def __init__(self, name: str, paths: list[Path]) -> None:
+        self.paths = paths
+        self.status = SourceStatus(name)
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.status.state = "open"
+        for path in self.paths:
+            if self._closed:
+                break
+            try:
+                image = read_image(path)
+            except ImageReadError as exc:
+                self.status.skip_corrupt(str(exc))
+                continue
+            self.status.frames += 1
+            yield Frame(str(path), 0, image)
+        self.status.state = "ended"
+
+
+def expand_input(item: str) -> list[Path]:
+    """Files named by one input: the file, a folder's images, or a glob's matches, in order."""
+    path = Path(item)
+    if path.is_dir():
+        found = list_images(path)
+        if not found:
+            raise FileNotFoundError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return found
+    if path.is_file():
+        return [path]
+    if glob.has_magic(item):
+        matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
+        if not matches:
+            raise FileNotFoundError(f"{item}: pattern matches no file")
+        return matches
+    raise FileNotFoundError(f"{item}: no such file or folder (nor a camera index or rtsp/http URL)")
+
+
+class InputFrames:
+    """Every frame named by CLI-style inputs, in order: image files, folders, globs, video files,
+    camera indexes and stream URLs. ``statuses`` holds one :class:`SourceStatus` per source.
+
+    Inputs are checked when this is built (a missing file fails before any inference).
+    ``every_nth`` and ``max_fps`` apply to videos, cameras and streams.
+    """
+
+    def __init__(self, inputs: list[str], every_nth: int = 1, max_fps: float | None = None,
+                 backoff: Backoff | None = None) -> None:
+        FrameRate(every_nth, max_fps)  # validates both before anything opens
+        self.sources: list[CaptureSource | ImageFiles] = []
+        for item in inputs:
+            if is_camera(item) or is_stream(item):
+                target = int(item) if is_camera(item) else item
+                self.sources.append(CaptureSource(target, every_nth=every_nth, max_fps=max_fps, backoff=backoff))
+                continue
+            images: list[Path] = []
+            for path in expand_input(item):
+                if is_video(path):
+                    if images:
+                        self.sources.append(ImageFiles(item, images))
+                        images = []
+                    self.sources.append(CaptureSource(path, every_nth=every_nth, max_fps=max_fps))
+                else:
+                    images.append(path)
+            if images:
+                self.sources.append(ImageFiles(item, images))
+
+    @property
+    def statuses(self) -> list[SourceStatus]:
+        return [source.status for source in self.sources]
+
+    @property
+    def live(self) -> bool:
+        """Whether any source is a camera or stream (frames keep coming; drop rather than queue)."""
+        return any(isinstance(source, CaptureSource) and source.live for source in self.sources)
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        for source in self.sources:
+            yield from source

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from runtime.backends import engine_batch, model_file
 from runtime.bundle import Bundle
 
 
@@ -18,10 +19,19 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        if device and device.upper().startswith("CUDA"):
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(bundle.path("model")), options, providers=providers)
+        device = (device or "CPU").upper()
+        if device.startswith("CUDA"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ValueError(f"device {device}: this onnxruntime has no CUDA provider "
+                                 f"(available: {', '.join(ort.get_available_providers())})")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif device == "CPU":
+            providers = ["CPUExecutionProvider"]
+        else:
+            raise ValueError(f"device {device!r}: the onnxruntime backend runs on CPU or CUDA")
+        self.device = device
+        self.max_batch, self.static_batch = engine_batch(bundle)
+        self.session = ort.InferenceSession(str(model_file(bundle, self.name)), options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
