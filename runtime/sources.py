@@ -29,6 +29,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpe
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 STREAM_TIMEOUT_MS = 5000  # open and read timeouts for network streams: a hung camera must not hang us
 MAX_CORRUPT_IN_A_ROW = 25  # a live source delivering only garbage is reopened
+GRAB_RETRIES = 2  # a failed grab is retried before the stream counts as ended or dropped
 
 
 class SourceError(RuntimeError):
@@ -207,6 +208,20 @@ class CaptureSource:
             log.warning("%s: stream dropped; reopening", self.name)
         self.status.state = "ended"
 
+    def _grab(self, capture: cv2.VideoCapture) -> bool:
+        """Advance to the next frame. A frame FFmpeg cannot decode fails ``grab`` like the end of
+        the stream does; if a retry succeeds, the failed frame is counted as corrupt and skipped."""
+        if capture.grab():
+            return True
+        for _ in range(GRAB_RETRIES):
+            if self._closed:
+                return False
+            if capture.grab():
+                self.status.skip_corrupt(f"{self.name} frame {self._index}: could not be decoded")
+                self._index += 1
+                return True
+        return False
+
     def _read(self, capture: cv2.VideoCapture) -> Iterator[Frame]:
         """Frames until the capture ends or drops; skipped frames are grabbed but not decoded.
 
@@ -215,7 +230,7 @@ class CaptureSource:
         fps = capture.get(cv2.CAP_PROP_FPS)
         fps = fps if fps and 0 < fps < 1000 else 25.0
         corrupt_in_a_row = 0
-        while not self._closed and capture.grab():
+        while not self._closed and self._grab(capture):
             index = self._index
             self._index += 1
             if not self.rate.keep(index, time.monotonic() if self.live else index / fps):
