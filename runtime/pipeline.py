@@ -12,6 +12,7 @@ one frame at a time. Any error in a stage stops the run and is raised to the cal
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -102,15 +103,19 @@ class _Run:
         self.done: dict[int, Outputs] = {}
         self.total: int | None = None  # frames submitted, known once the input is exhausted
         self.error: BaseException | None = None
+        self.error_at = sys.maxsize  # frames before the one that failed are still delivered
         self.engine = pipeline._engine(self._finished)
         self.threads = [threading.Thread(target=self._decode, name="edge-anomaly-decode", daemon=True),
                         threading.Thread(target=self._submit, name="edge-anomaly-prepare", daemon=True)]
         for thread in self.threads:
             thread.start()
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException, at: int = sys.maxsize) -> None:
+        """Stop the run; ``at`` is the sequence number of the failing frame (a decoding error has
+        none: it is raised after every frame submitted before it)."""
         with self.changed:
-            self.error = self.error or exc
+            if self.error is None or at < self.error_at:
+                self.error, self.error_at = exc, at
             self.changed.notify_all()
         self.stopping.set()
 
@@ -162,7 +167,7 @@ class _Run:
                 self.engine.submit(prepared.input[None], sequence)
                 sequence += 1
         except BaseException as exc:
-            self._fail(exc)
+            self._fail(exc, at=sequence)
         finally:
             with self.changed:
                 self.total = sequence
@@ -170,7 +175,7 @@ class _Run:
 
     def _finished(self, sequence: int, outputs: Outputs | BaseException) -> None:
         if isinstance(outputs, BaseException):
-            self._fail(outputs)
+            self._fail(outputs, at=sequence)
             return
         with self.changed:
             self.done[sequence] = outputs
@@ -180,13 +185,15 @@ class _Run:
         sequence = 0
         while True:
             with self.changed:
-                while sequence not in self.done and self.error is None and (self.total is None
-                                                                             or sequence < self.total):
+                while True:
+                    last = self.error_at if self.total is None else min(self.error_at, self.total)
+                    if sequence in self.done and sequence < last:
+                        break
+                    if sequence >= last and (self.error is not None or self.total is not None):
+                        if self.error is not None:
+                            raise self.error
+                        return  # every submitted frame has been returned
                     self.changed.wait()
-                if self.error is not None:
-                    raise self.error
-                if sequence not in self.done:
-                    return  # every submitted frame has been returned
                 (heatmaps, scores), (frame, prepared, started) = self.done.pop(sequence), self.pending.pop(sequence)
             result = self.detector.decide(prepared, heatmaps[0], scores[0], 0.0)
             result.latency_ms = (time.perf_counter() - started) * 1000

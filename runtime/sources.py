@@ -32,7 +32,7 @@ MAX_CORRUPT_IN_A_ROW = 25  # a live source delivering only garbage is reopened
 GRAB_RETRIES = 2  # a failed grab is retried before the stream counts as ended or dropped
 
 
-class SourceError(RuntimeError):
+class SourceError(ConnectionError):
     """A source that cannot deliver frames any more (gave up reconnecting); the message names it."""
 
 
@@ -105,10 +105,13 @@ class FrameRate:
     def keep(self, index: int, timestamp_s: float) -> bool:
         if index % self.every_nth:
             return False
+        if not self.interval:
+            return True
         if timestamp_s + 1e-9 < self.next_due:
             return False
         # Advance from the due time, not the frame time, so the rate holds on average; resync after a gap.
-        self.next_due = max(self.next_due + self.interval, timestamp_s) if self.interval else timestamp_s
+        on_time = timestamp_s - self.next_due < self.interval
+        self.next_due = (self.next_due if on_time else timestamp_s) + self.interval
         return True
 
 
@@ -172,41 +175,44 @@ class CaptureSource:
         return None
 
     def __iter__(self) -> Iterator[Frame]:
-        failures = 0  # failed opens in a row
-        opened_before = False
-        while not self._closed:
-            capture = self._open()
-            if capture is None:
-                if not self.live:
-                    self.status.state = "failed"
-                    raise ImageReadError(f"{self.name}: cannot open as video")
-                failures += 1
-                self.status.failed_opens += 1
-                self.status.last_error = f"{self.name}: cannot open"
-                if self.backoff.attempts is not None and failures > self.backoff.attempts:
-                    self.status.state = "failed"
-                    raise SourceError(f"{self.name}: cannot open after {failures} attempts; giving up")
-                delay = self.backoff.delay(failures - 1)
-                self.status.state, self.status.retry_in_s = "reconnecting", delay
-                log.warning("%s: cannot open; retrying in %.1f s", self.name, delay)
-                self._stop.wait(delay)
-                continue
-            if opened_before:
-                self.status.reconnects += 1
-                log.info("%s: reopened", self.name)
-            opened_before = True
-            self.status.state, self.status.retry_in_s = "open", None
-            try:
-                for frame in self._read(capture):
-                    failures = 0
-                    yield frame
-            finally:
-                capture.release()
-            if not self.live or self._closed:
-                break
-            self.status.last_error = f"{self.name}: stream dropped"
-            log.warning("%s: stream dropped; reopening", self.name)
-        self.status.state = "ended"
+        try:
+            failures = 0  # failed opens in a row
+            opened_before = False
+            while not self._closed:
+                capture = self._open()
+                if capture is None:
+                    if not self.live:
+                        self.status.state = "failed"
+                        raise ImageReadError(f"{self.name}: cannot open as video")
+                    failures += 1
+                    self.status.failed_opens += 1
+                    self.status.last_error = f"{self.name}: cannot open"
+                    if self.backoff.attempts is not None and failures > self.backoff.attempts:
+                        self.status.state = "failed"
+                        raise SourceError(f"{self.name}: cannot open after {failures} attempts; giving up")
+                    delay = self.backoff.delay(failures - 1)
+                    self.status.state, self.status.retry_in_s = "reconnecting", delay
+                    log.warning("%s: cannot open; retrying in %.1f s", self.name, delay)
+                    self._stop.wait(delay)
+                    continue
+                if opened_before:
+                    self.status.reconnects += 1
+                    log.info("%s: reopened", self.name)
+                opened_before = True
+                self.status.state, self.status.retry_in_s = "open", None
+                try:
+                    for frame in self._read(capture):
+                        failures = 0
+                        yield frame
+                finally:
+                    capture.release()
+                if not self.live or self._closed:
+                    break
+                self.status.last_error = f"{self.name}: stream dropped"
+                log.warning("%s: stream dropped; reopening", self.name)
+        finally:  # also when the caller stops early
+            if self.status.state != "failed":
+                self.status.state = "ended"
 
     def _grab(self, capture: cv2.VideoCapture) -> bool:
         """Advance to the next frame. A frame FFmpeg cannot decode fails ``grab`` like the end of
