@@ -94,7 +94,7 @@ class Scorer(nn.Module):
     def load_fitted(self, state: dict[str, torch.Tensor]) -> None:
         """Install fitted buffers from a saved state, whatever their sizes (a memory bank's
         length is only known after fitting)."""
-        expected = {name for name, _ in self.named_buffers()}
+        expected = set(self.state_dict())
         if set(state) != expected:
             raise ValueError(f"scorer state has {sorted(state)}, expected {sorted(expected)}")
         for name, tensor in state.items():
