@@ -5,35 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEVICES_FOLDER = Path(__file__).resolve().parents[1] / "devices"
 PROFILE_KEYS = ("format", "precision", "batch", "static", "max_batch")
 
 
 def device_export_settings(name: str) -> dict:
-    """The ``export`` section of a device profile: defaults for the flags the user did not give.
+    """The ``export`` section of device profile ``name``: defaults for the flags the user did not give."""
+    from devices import load_profile
 
-    Uses the ``devices`` package's loader when it has one, else reads ``devices/<name>.yaml``.
-    """
-    try:
-        from devices import load_profile
-    except ImportError:
-        load_profile = None
-    if load_profile is not None:
-        profile = load_profile(name)
-    else:
-        path = DEVICES_FOLDER / f"{name}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in DEVICES_FOLDER.glob("*.yaml")) if DEVICES_FOLDER.is_dir() else []
-            raise ValueError(f"unknown device profile {name!r} (no {path}; known: {', '.join(known) or 'none'})")
-        import yaml
+    return load_profile(name).export.model_dump()
 
-        profile = yaml.safe_load(path.read_text()) or {}
-    settings = profile.get("export", {}) if isinstance(profile, dict) else {}
-    unknown = sorted(set(settings) - set(PROFILE_KEYS))
-    if unknown:
-        raise ValueError(f"device profile {name!r}: unknown export settings {unknown} "
-                         f"(known: {', '.join(PROFILE_KEYS)})")
-    return settings
+
+def check_input_size(device: str, size: tuple[int, int]) -> None:
+    """Refuse a model whose input the board cannot take (memory, NPU tiling), naming profile, limit and value."""
+    from devices import load_profile
+
+    problem = load_profile(device).input.problem(size)
+    if problem:
+        raise ValueError(f"device profile {device!r}: model input {size[0]}x{size[1]} does not fit ({problem}); "
+                         "fit the model with a smaller --set input_size=[H,W] or choose another profile")
 
 
 def run_export(args: argparse.Namespace) -> None:
@@ -52,9 +41,12 @@ def run_export(args: argparse.Namespace) -> None:
         max_image_auroc_drop=_given(args.max_image_auroc_drop, defaults.max_image_auroc_drop),
         max_pixel_auroc_drop=_given(args.max_pixel_auroc_drop, defaults.max_pixel_auroc_drop),
     )
+    model = TrainedModel.load(args.model)
+    if args.device:
+        check_input_size(args.device, model.input_size)
     try:
         folder, archive = export_bundle(
-            TrainedModel.load(args.model), args.out, fmt=settings["format"], precision=settings["precision"],
+            model, args.out, fmt=settings["format"], precision=settings["precision"],
             batch=settings["batch"] if settings["static"] else None, max_batch=settings["max_batch"],
             calibration_data=args.calibration_data, quantize=args.quantize.split(",") if args.quantize else None,
             tolerances=tolerances, name=args.name, device=args.device)
@@ -85,7 +77,8 @@ def register(subparsers) -> None:
     export.add_argument("model", help="model folder")
     export.add_argument("--format", choices=["onnx", "openvino", "tensorrt"], help="engine format (default onnx)")
     export.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default fp32")
-    export.add_argument("--device", metavar="PROFILE", help="device profile (devices/PROFILE.yaml) giving defaults")
+    export.add_argument("--device", metavar="PROFILE",
+                        help="device profile giving defaults (edge-anomaly devices); flags win")
     export.add_argument("--batch", type=int, help="batch size for --static (default 1)")
     export.add_argument("--static", action="store_const", const=True, help="fixed batch and shapes (Intel NPU)")
     export.add_argument("--max-batch", type=int, dest="max_batch", help="largest batch, dynamic engines (default 32)")

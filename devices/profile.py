@@ -1,0 +1,140 @@
+"""The schema of a device profile (``devices/<name>.yaml``): one board, from export to install.
+
+Validated strictly (unknown keys are errors) so that a typo in a profile names the field and
+the file instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Backend = Literal["onnxruntime", "openvino", "tensorrt"]
+# The bundle formats each backend reads (runtime.backends: ONNX and TensorRT bundles carry an ONNX model).
+RUNS = {"onnxruntime": ("onnx", "tensorrt"), "openvino": ("openvino", "onnx", "tensorrt"), "tensorrt": ("tensorrt",)}
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExportSettings(_Strict):
+    """Defaults for ``edge-anomaly export --device``; the keys match the command's flags."""
+
+    format: Literal["onnx", "openvino", "tensorrt"]
+    precision: Literal["fp32", "fp16", "int8"]
+    batch: int = Field(1, ge=1, description="batch size when static")
+    static: bool = Field(False, description="fixed batch and shapes (Intel NPU)")
+    max_batch: int = Field(32, ge=1, description="largest batch of a dynamic engine")
+
+
+class Fallback(_Strict):
+    backend: Backend
+    device: str | None = None
+
+
+class RuntimeSettings(_Strict):
+    """Defaults for ``Detector.load`` (and so for ``bench``, ``predict`` and the station's cameras)."""
+
+    backend: Backend
+    device: str | None = Field(None, description="CPU, GPU, NPU (OpenVINO); CUDA (onnxruntime); cuda:N (TensorRT)")
+    threads: int | None = Field(None, ge=1, description="engine CPU threads; none: the engine's choice")
+    batch: int = Field(1, ge=1, description="frames per inference call")
+    fallback: Fallback | None = Field(None, description="the engine to use when the main one is missing")
+
+
+class InputLimits(_Strict):
+    """Model input sizes (pixels per side) the board handles: memory, NPU tiling, speed."""
+
+    min_side: int = Field(64, ge=32)
+    max_side: int = Field(ge=32)
+    multiple_of: int = Field(32, ge=1)
+
+    def problem(self, size: tuple[int, int]) -> str | None:
+        """Why a (height, width) input does not fit, or None."""
+        for side in size:
+            if side > self.max_side:
+                return f"input side {side} px exceeds max_side {self.max_side}"
+            if side < self.min_side:
+                return f"input side {side} px is below min_side {self.min_side}"
+            if side % self.multiple_of:
+                return f"input side {side} px is not a multiple of {self.multiple_of}"
+        return None
+
+
+class Install(_Strict):
+    extra: Backend = Field(description="edge-anomaly extra holding the engine's Python package")
+    venv_flags: list[str] = Field(default_factory=list, description="e.g. --system-site-packages (JetPack's TensorRT)")
+    pip_options: list[str] = Field(default_factory=list, description="e.g. --extra-index-url for vendor wheels")
+    groups: list[str] = Field(default_factory=lambda: ["video"], description="device groups for the service user")
+    system: str | None = Field(None, description="what must be on the box before pip (OS image, drivers)")
+
+    @property
+    def extras(self) -> str:
+        return f"{self.extra},daemon"
+
+    @property
+    def pip_command(self) -> str:
+        options = "".join(f"{option} " for option in self.pip_options)
+        return f'pip install {options}"edge-anomaly[{self.extras}]"'
+
+
+class DeviceProfile(_Strict):
+    name: str
+    title: str
+    arch: Literal["x86_64", "aarch64"]
+    export: ExportSettings
+    runtime: RuntimeSettings
+    input: InputLimits
+    install: Install
+    limits: list[str] = Field(description="known limits, in words")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeviceProfile:
+        if self.export.format not in RUNS[self.runtime.backend]:
+            raise ValueError(f"runtime.backend {self.runtime.backend!r} cannot run "
+                             f"export.format {self.export.format!r}")
+        if self.export.static and self.runtime.batch != self.export.batch:
+            raise ValueError(f"runtime.batch {self.runtime.batch} differs from the static export.batch "
+                             f"{self.export.batch}")
+        return self
+
+    def backend_for(self, engine_format: str) -> tuple[str, str | None]:
+        """(backend, device) running an ``engine_format`` bundle on this board: the main engine, else the fallback."""
+        for choice in (self.runtime, self.runtime.fallback):
+            if choice is not None and engine_format in RUNS[choice.backend]:
+                return choice.backend, choice.device
+        usable = [c.backend for c in (self.runtime, self.runtime.fallback) if c is not None]
+        raise ProfileError(f"profile {self.name!r} runs {' or '.join(usable)}, which cannot run a "
+                           f"{engine_format} bundle (export it with --device {self.name})")
+
+    def engine_settings(self, engine_format: str, backend: str | None = None, threads: int | None = None,
+                        batch: int | None = None) -> dict:
+        """``Detector.load``/bench settings for a bundle of ``engine_format`` on this board; given values win."""
+        chosen, device = self.backend_for(engine_format)
+        return {"backend": backend or chosen, "device": device if backend in (None, chosen) else None,
+                "threads": threads or self.runtime.threads, "batch": batch or self.runtime.batch}
+
+
+def read_profile(path: Path) -> DeviceProfile:
+    """Load and validate one profile file; errors name the file and every bad field."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        profile = DeviceProfile.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n  ".join(f"{'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}"
+                               for e in exc.errors(include_url=False))
+        raise ProfileError(f"{path}: invalid device profile:\n  {problems}") from None
+    if profile.name != path.stem:
+        raise ProfileError(f"{path}: name {profile.name!r} differs from the file name {path.stem!r}")
+    return profile
