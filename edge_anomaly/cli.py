@@ -184,11 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     # Commands of the other packages register themselves; their modules import nothing heavy.
+    from devices import commands as devices_commands
     from exporters import commands as export_commands
     from runtime import commands as runtime_commands
     from runtime.daemon import commands as daemon_commands
 
-    for module in (export_commands, runtime_commands, daemon_commands):
+    for module in (export_commands, runtime_commands, daemon_commands, devices_commands):
         module.register(commands)
     return parser
 

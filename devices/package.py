@@ -1,0 +1,156 @@
+"""``edge-anomaly package``: one tar with all a board needs to run a station.
+
+The tar holds the verified bundle, the station config pointing at it, the systemd unit, the
+board's profile, the edge-anomaly wheel and an ``install.sh`` written for the board, with
+``SHA256SUMS`` over all of them, so a controls engineer copies one file to the box.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shlex
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from devices import FOLDER, SOURCE_ROOT, DeviceProfile
+from edge_anomaly import __version__
+
+EXAMPLE_STATION = FOLDER / "station.yaml"
+
+
+class PackageError(ValueError):
+    """A bundle, config or wheel that must not go to a board; the message says which and why."""
+
+
+def bundle_archive(bundle: Path) -> Path:
+    """The bundle's ``.tar``: the path itself, or the twin that ``edge-anomaly export`` writes beside a folder."""
+    if bundle.is_dir():
+        twin = bundle.with_name(bundle.name + ".tar")
+        if not twin.is_file():
+            raise PackageError(f"{bundle}: no {twin.name} beside the bundle folder (export writes both)")
+        return twin
+    if not bundle.is_file():
+        raise PackageError(f"{bundle}: no such bundle")
+    return bundle
+
+
+def check_bundle(archive: Path, profile: DeviceProfile) -> tuple[str, str | None]:
+    """Verify the bundle's hashes and that the board can run it; returns the (backend, device) it will use."""
+    from runtime.bundle import open_bundle
+
+    bundle = open_bundle(archive)
+    backend, device = profile.backend_for(bundle.engine["format"])
+    if profile.export.static and bundle.engine.get("batch", {}).get("dynamic", True):
+        raise PackageError(f"{archive}: profile {profile.name!r} needs static shapes, the bundle has a dynamic batch "
+                           f"(export it with --device {profile.name})")
+    problem = profile.input.problem(bundle.input_size)
+    if problem:
+        raise PackageError(f"{archive}: profile {profile.name!r} does not take this bundle ({problem})")
+    return backend, device
+
+
+def station_config(station: Path, bundle_name: str, profile: DeviceProfile, backend: str,
+                   device: str | None) -> str:
+    """``station`` with every camera on the packaged bundle and, unless set, the board's engine settings."""
+    from runtime.daemon.config import StationConfig
+
+    data = yaml.safe_load(station.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("cameras"), list):
+        raise PackageError(f"{station}: not a station config (no 'cameras' list)")
+    for camera in data["cameras"]:
+        camera["bundle"] = f"bundles/{bundle_name}"  # relative: the daemon reads it from the config's folder
+        for key, value in (("backend", backend), ("device", device), ("threads", profile.runtime.threads)):
+            if value is not None:
+                camera.setdefault(key, value)
+    try:  # the schema only: secrets are read on the box
+        StationConfig.model_validate(data)
+    except ValueError as exc:
+        raise PackageError(f"{station}: invalid station config: {exc}") from None
+    header = (f"# Station config packaged for {profile.title} (profile {profile.name}) from {station.name}.\n"
+              "# Relative paths are taken from this file's folder. Validate: edge-anomaly serve --config "
+              "station.yaml --check\n")
+    return header + yaml.safe_dump(data, sort_keys=False)
+
+
+def service_unit(station: dict) -> str:
+    """The systemd unit, allowed to write into the drop folders of folder-mode cameras."""
+    unit = (FOLDER / "edge-anomaly.service").read_text()
+    drops = [str(c["watch"]["path"]) for c in station["cameras"] if c.get("mode") == "folder"
+             and Path(str(c["watch"]["path"])).is_absolute()]
+    if drops:
+        writable = "ReadWritePaths=/var/lib/edge-anomaly"
+        unit = unit.replace(writable, f"{writable} {' '.join(drops)}")
+    return unit
+
+
+def build_wheel(out: Path) -> Path | None:
+    """The edge-anomaly wheel built into ``out`` from the source checkout (None from an installed copy)."""
+    if SOURCE_ROOT is None:
+        return None
+    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out),
+                          str(SOURCE_ROOT)], capture_output=True, text=True, check=False)
+    wheels = list(out.glob("edge_anomaly-*.whl"))
+    if run.returncode != 0 or len(wheels) != 1:
+        raise PackageError(f"building the edge-anomaly wheel from {SOURCE_ROOT} failed:\n{run.stderr[-2000:]}")
+    return wheels[0]
+
+
+def install_script(profile: DeviceProfile, requirement: str) -> str:
+    install = profile.install
+    values = {"TITLE": profile.title, "PROFILE": profile.name, "ARCH": profile.arch, "REQUIREMENT": requirement,
+              "VENV_FLAGS": shlex.join(install.venv_flags), "PIP_OPTIONS": shlex.join(install.pip_options),
+              "GROUPS": " ".join(install.groups)}
+    script = (FOLDER / "install.sh.in").read_text()
+    for key, value in values.items():
+        script = script.replace(f"@{key}@", value)
+    return script
+
+
+def build_package(bundle: Path, profile: DeviceProfile, out: Path, station: Path | None = None,
+                  wheel: Path | None = None) -> Path:
+    """Write the station tar ``out``; refuses a bundle that fails its hashes or that the board cannot run."""
+    archive = bundle_archive(bundle)
+    backend, device = check_bundle(archive, profile)
+    station = station or EXAMPLE_STATION
+    config = station_config(station, archive.name, profile, backend, device)
+    with tempfile.TemporaryDirectory(prefix="edge-anomaly-wheel-") as scratch:
+        wheel = wheel or build_wheel(Path(scratch))
+        return _write(out, archive, profile, config, wheel)
+
+
+def _write(out: Path, archive: Path, profile: DeviceProfile, config: str, wheel: Path | None) -> Path:
+    if wheel is not None and not wheel.name.startswith("edge_anomaly-"):
+        raise PackageError(f"{wheel}: not an edge-anomaly wheel")
+    extras = profile.install.extras
+    requirement = f"./wheels/{wheel.name}[{extras}]" if wheel else f"edge-anomaly[{extras}]=={__version__}"
+    members: dict[str, bytes | Path] = {
+        f"bundles/{archive.name}": archive,
+        "station.yaml": config.encode(),
+        "edge-anomaly.service": service_unit(yaml.safe_load(config)).encode(),
+        "profile.yaml": (FOLDER / f"{profile.name}.yaml").read_bytes(),
+        "install.sh": install_script(profile, requirement).encode(),
+    }
+    if wheel is not None:
+        members[f"wheels/{wheel.name}"] = wheel
+    sums = "".join(f"{_sha256(content)}  {name}\n" for name, content in members.items())
+    members["SHA256SUMS"] = sums.encode()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out, "w") as tar:
+        for name, content in members.items():
+            data = content.read_bytes() if isinstance(content, Path) else content
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), int(time.time())
+            info.mode = 0o755 if name == "install.sh" else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+def _sha256(content: bytes | Path) -> str:
+    return hashlib.sha256(content.read_bytes() if isinstance(content, Path) else content).hexdigest()
