@@ -92,9 +92,23 @@ def bench(bundle: str, *, batch: int = 1, threads: int | None = None, backend: s
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    figures = bench(args.bundle, batch=args.batch, threads=args.threads, backend=args.backend, device=args.device,
-                    frames=args.frames, warmup=args.warmup, frame_size=args.frame_size, image=args.image,
-                    pipelined=args.pipelined)
+    engine = {"backend": args.backend or "auto", "device": args.device, "threads": args.threads,
+              "batch": args.batch or 1}
+    target, profile = args.bundle, _device_profile(args.device)
+    if profile is not None:  # the board's engine, device, threads and batch, unless given
+        from runtime.bundle import open_bundle
+
+        opened = open_bundle(args.bundle)
+        target = opened.folder  # a .tar is unpacked once
+        engine = profile.engine_settings(opened.engine["format"], args.backend, args.threads, args.batch)
+    elif args.record:
+        raise ValueError("--record needs --device PROFILE (edge-anomaly devices lists them)")
+    figures = bench(target, **engine, frames=args.frames, warmup=args.warmup, frame_size=args.frame_size,
+                    image=args.image, pipelined=args.pipelined)
+    if args.record:
+        from devices.results import format_row, record
+
+        print(f"recorded in {record(profile, format_row(figures, opened.manifest), args.results)}")
     if args.json:
         print(json.dumps(figures))
         return
@@ -107,16 +121,30 @@ def cmd_bench(args: argparse.Namespace) -> None:
           f"| {figures['peak_rss_mb']:.0f} |")
 
 
+def _device_profile(device: str | None):
+    """The device profile named by ``--device``, or None when it names an engine device (CPU, GPU, ...)."""
+    if not device:
+        return None
+    from devices import load_profile, profile_names
+
+    return load_profile(device) if device in profile_names() else None
+
+
 def register(subparsers) -> None:
     """Add the runtime's subcommands to ``subparsers``."""
     bench_parser = subparsers.add_parser(
         "bench", help="latency, throughput and memory of a bundle on this machine (no torch needed)",
         description="Times Detector.predict end to end (decoded frame in, result out) on one frame repeated.")
     bench_parser.add_argument("bundle", type=Path, help="bundle folder or .tar")
-    bench_parser.add_argument("--batch", type=int, default=1, help="frames per predict call (default 1)")
-    bench_parser.add_argument("--threads", type=int, help="engine CPU threads (default: the engine's choice)")
-    bench_parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino", "tensorrt"])
-    bench_parser.add_argument("--device", help="CPU, GPU or NPU (OpenVINO); CUDA (onnxruntime); cuda:N (TensorRT)")
+    bench_parser.add_argument("--batch", type=int, help="frames per predict call (default: the profile's, else 1)")
+    bench_parser.add_argument("--threads", type=int,
+                              help="engine CPU threads (default: the profile's, else the engine's choice)")
+    bench_parser.add_argument("--backend", choices=["auto", "onnxruntime", "openvino", "tensorrt"],
+                              help="default: the profile's, else auto")
+    bench_parser.add_argument("--device",
+                              help="a device profile (edge-anomaly devices: its engine, device, threads and batch "
+                                   "become the defaults), or an engine device: CPU, GPU or NPU (OpenVINO); "
+                                   "CUDA (onnxruntime); cuda:N (TensorRT)")
     bench_parser.add_argument("--frames", type=int, default=50, help="timed calls (default 50)")
     bench_parser.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
     bench_parser.add_argument("--frame-size", type=_frame_size, default=_frame_size(DEFAULT_FRAME_SIZE),
@@ -127,4 +155,8 @@ def register(subparsers) -> None:
     bench_parser.add_argument("--json", action="store_true",
                               help="print one JSON object (latency_ms_median, latency_ms_p95, throughput_fps, "
                                    "peak_rss_mb, ...)")
+    bench_parser.add_argument("--record", action="store_true",
+                              help="append the figures to the profile's results table (devices/results/PROFILE.md)")
+    bench_parser.add_argument("--results", type=Path, metavar="DIR",
+                              help="folder of results tables for --record (default: devices/results of the checkout)")
     bench_parser.set_defaults(run=cmd_bench)
