@@ -1,0 +1,114 @@
+"""``edge-anomaly package``: one verified tar per board, and its install.sh sets up a running station."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import yaml
+from device_helpers import run_cli
+
+from runtime.bundle import open_bundle
+from runtime.daemon.config import load_config
+from runtime.image_io import list_images
+
+
+def _package(bundle: Path, profile: str, out: Path, *flags: str) -> tuple[int, str]:
+    return run_cli("package", str(bundle), "--device", profile, *flags, "--out", str(out))
+
+
+def _extract(archive: Path, folder: Path) -> Path:
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def test_package_holds_the_verified_bundle_config_unit_script_and_wheel(device_export, tmp_path, monkeypatch):
+    folder, _ = device_export("generic-x86-64")
+    code, output = _package(folder, "generic-x86-64", tmp_path / "station.tar")
+    assert code == 0, output
+    with tarfile.open(tmp_path / "station.tar") as tar:
+        names = set(tar.getnames())
+        assert tar.getmember("install.sh").mode == 0o755
+    bundle = f"bundles/{folder.name}.tar"
+    assert names == {bundle, "station.yaml", "edge-anomaly.service", "install.sh", "profile.yaml", "SHA256SUMS",
+                     "wheels/edge_anomaly-0.1.0-py3-none-any.whl"}
+    root = _extract(tmp_path / "station.tar", tmp_path / "box")
+    for line in (root / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ")
+        assert hashlib.sha256((root / name).read_bytes()).hexdigest() == digest, name
+    assert (root / bundle).read_bytes() == folder.with_name(folder.name + ".tar").read_bytes()
+    assert open_bundle(root / bundle).engine["format"] == "onnx"  # every file's hash verifies
+    monkeypatch.setenv("MQTT_PASSWORD", "not used")  # the example config names it
+    config = load_config(root / "station.yaml")  # the example station, every camera on the packaged bundle
+    assert [c.bundle for c in config.cameras] == [root / bundle] * 3
+    assert {(c.backend, c.device, c.threads) for c in config.cameras} == {("onnxruntime", "CPU", 4)}
+    script = (root / "install.sh").read_text()
+    assert '"./wheels/edge_anomaly-0.1.0-py3-none-any.whl[onnxruntime,daemon]"' in script and "@" not in script
+    assert "ReadWritePaths=/var/lib/edge-anomaly /srv/ftp/label-cam" in (root / "edge-anomaly.service").read_text()
+
+
+def test_package_refuses_what_the_board_cannot_run(device_export, tmp_path):
+    openvino, _ = device_export("intel-core-cpu")
+    code, output = _package(openvino, "jetson-orin-nano", tmp_path / "a.tar")
+    assert code == 2 and "'jetson-orin-nano' runs tensorrt or onnxruntime, which cannot run a openvino bundle" in output
+    dynamic, _ = device_export("generic-x86-64")
+    code, output = _package(dynamic, "intel-core-ultra-npu", tmp_path / "b.tar")
+    assert code == 2 and "needs static shapes" in output
+    tampered = tmp_path / "tampered"
+    shutil.copytree(dynamic, tampered)
+    (tampered / "model.onnx").write_bytes((tampered / "model.onnx").read_bytes()[:-1] + b"\0")
+    with tarfile.open(tmp_path / "tampered.tar", "w") as tar:
+        tar.add(tampered, arcname="tampered")
+    code, output = _package(tampered, "generic-x86-64", tmp_path / "c.tar")
+    assert code == 2 and "SHA-256 mismatch" in output
+    assert not any((tmp_path / name).exists() for name in ("a.tar", "b.tar", "c.tar"))
+
+
+def test_install_script_sets_up_a_station_that_answers_over_mqtt(device_export, boards, mqtt, tmp_path):
+    from daemon_harness import station_config, wait_until
+
+    broker, new_probe = mqtt
+    probe = new_probe()
+
+    folder, _ = device_export("generic-x86-64")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    camera = {"name": "label", "bundle": "replaced-by-package.tar", "mode": "folder",
+              "watch": {"path": str(drop), "poll_s": 0.2, "settle_s": 0.3}}
+    station = tmp_path / "my-station.yaml"
+    station.write_text(yaml.safe_dump(station_config(broker.port, [camera])))
+    assert _package(folder, "generic-x86-64", tmp_path / "station.tar", "--station", str(station))[0] == 0
+    box = _extract(tmp_path / "station.tar", tmp_path / "box")
+    prefix, config_dir = tmp_path / "opt", tmp_path / "etc"
+    env = {**os.environ, "PREFIX": str(prefix), "CONFIG_DIR": str(config_dir), "SYSTEMD": "no",
+           "PYTHON": shutil.which("python3") or sys.executable}
+    began = time.monotonic()
+    install = subprocess.run(["bash", str(box / "install.sh")], env=env, capture_output=True, text=True, timeout=300)
+    seconds = time.monotonic() - began
+    assert install.returncode == 0, install.stdout + install.stderr
+    assert "is valid" in install.stdout and seconds < 120, (seconds, install.stdout)
+    print(f"install.sh took {seconds:.1f} s")
+    assert (config_dir / "bundles" / f"{folder.name}.tar").is_file()
+
+    log = open(tmp_path / "daemon.log", "wb")
+    daemon = subprocess.Popen([str(prefix / "venv" / "bin" / "edge-anomaly"), "serve", "--config",
+                               str(config_dir / "station.yaml")], stdout=log, stderr=log, cwd=tmp_path)
+    try:
+        probe.wait_for("/status", lambda d: d["state"] == "online", timeout=30)
+        status = new_probe().wait_for("/status")[0]  # a client that subscribes later gets it from the broker
+        assert status.retain and status.data["state"] == "online"
+        assert status.data["cameras"]["label"]["bundle"]["name"] == folder.name
+        shutil.copyfile(list_images(boards / "test" / "good")[0], drop / "part.png")
+        result = probe.wait_for("/label/result", timeout=30)[0].data
+        assert result["source"] == "part.png" and result["label"] in ("normal", "anomalous")
+        wait_until(lambda: (drop / "processed" / "part.png").is_file(), 10, "the file to be moved to processed/")
+    finally:
+        daemon.terminate()
+        assert daemon.wait(timeout=30) == 0, (tmp_path / "daemon.log").read_text()
