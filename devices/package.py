@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import shlex
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from devices import FOLDER, SOURCE_ROOT, DeviceProfile
 from edge_anomaly import __version__
 
 EXAMPLE_STATION = FOLDER / "station.yaml"
+log = logging.getLogger(__name__)
 
 
 class PackageError(ValueError):
@@ -46,7 +48,11 @@ def check_bundle(archive: Path, profile: DeviceProfile) -> tuple[str, str | None
     from runtime.bundle import open_bundle
 
     bundle = open_bundle(archive)
-    backend, device = profile.backend_for(bundle.engine["format"])
+    engine_format = bundle.engine["format"]
+    backend, device = profile.backend_for(engine_format)
+    if engine_format != profile.export.format:
+        log.warning("profile %s exports %s bundles; this %s bundle will run on %s %s", profile.name,
+                    profile.export.format, engine_format, backend, device or "")
     if profile.export.static and bundle.engine.get("batch", {}).get("dynamic", True):
         raise PackageError(f"{archive}: profile {profile.name!r} needs static shapes, the bundle has a dynamic batch "
                            f"(export it with --device {profile.name})")

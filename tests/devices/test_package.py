@@ -71,6 +71,21 @@ def test_package_refuses_what_the_board_cannot_run(device_export, tmp_path):
     assert not any((tmp_path / name).exists() for name in ("a.tar", "b.tar", "c.tar"))
 
 
+def test_a_bundle_for_the_fallback_engine_is_packaged_with_a_warning(device_export, tmp_path, caplog):
+    onnx, _ = device_export("generic-x86-64")
+    wheel = tmp_path / "edge_anomaly-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"a wheel built elsewhere")
+    code, output = _package(onnx, "jetson-orin-nano", tmp_path / "jetson.tar", "--wheel", str(wheel))
+    assert code == 0, output
+    assert "profile jetson-orin-nano exports tensorrt bundles; this onnx bundle will run on onnxruntime CUDA" in (
+        caplog.text)
+    box = _extract(tmp_path / "jetson.tar", tmp_path / "box")
+    assert (box / "wheels" / wheel.name).read_bytes() == wheel.read_bytes()
+    assert 'VENV_FLAGS="--system-site-packages"' in (box / "install.sh").read_text()
+    camera = yaml.safe_load((box / "station.yaml").read_text())["cameras"][0]
+    assert (camera["backend"], camera["device"], camera["threads"]) == ("onnxruntime", "CUDA", 4)
+
+
 def test_install_script_sets_up_a_station_that_answers_over_mqtt(device_export, boards, mqtt, tmp_path):
     from daemon_harness import station_config, wait_until
 
