@@ -7,7 +7,6 @@ threshold and normalisation, training-set fingerprint, versions, file hashes) an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -22,6 +21,7 @@ import edge_anomaly
 from edge_anomaly.backbones import FeatureExtractor, normalization_for
 from edge_anomaly.graph import AnomalyGraph
 from edge_anomaly.templates import TemplateParams, get_template
+from runtime.bundle import sha256_file
 from runtime.preprocess import batch_inputs
 from runtime.result import CONCEPTS, Result
 from runtime.scoring import Scoring
@@ -30,14 +30,6 @@ MODEL_FORMAT = "edge-anomaly-model"
 SCHEMA_VERSION = 1
 METADATA_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_graph(template_name: str, params: TemplateParams) -> AnomalyGraph:

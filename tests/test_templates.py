@@ -31,8 +31,8 @@ def test_batched_coreset_covers_as_well_as_exact_greedy():
         greedy_coreset(points, 0)
 
 
-def _patchcore(bank_rows: int = 500) -> PatchCoreScorer:
-    params = PatchCoreParams(coreset_ratio=1.0, num_neighbors=4)
+def _patchcore(bank_rows: int = 500, top_k: int = 1) -> PatchCoreScorer:
+    params = PatchCoreParams(coreset_ratio=1.0, num_neighbors=4, top_k=top_k)
     scorer = PatchCoreScorer(params, [(8, 6, 6), (4, 3, 3)])
     generator = torch.Generator().manual_seed(1)
     scorer.fit(torch.rand(bank_rows // 36 + 1, 12, 6, 6, generator=generator))
@@ -56,14 +56,23 @@ def test_patchcore_chunk_size_respects_the_element_budget():
     assert scorer.default_chunk_size(36 * 10) == 10  # 36 patches per image x 10 bank rows
 
 
-def test_patchcore_image_score_is_reweighted_max_patch_distance():
-    scorer = _patchcore()
+@pytest.mark.parametrize("top_k", [1, 5])
+def test_patchcore_image_score_is_reweighted_mean_of_top_k_patch_distances(top_k):
+    scorer = _patchcore(top_k=top_k)
     features = [torch.rand(2, 8, 6, 6), torch.rand(2, 4, 3, 3)]
     patch_map, score = scorer(features)
     assert patch_map.shape == (2, 1, 6, 6)
-    max_patch = patch_map.flatten(1).max(dim=1).values
-    assert torch.all(score <= max_patch + 1e-6) and torch.all(score > 0)
     assert torch.all(scorer.bank_neighbors[:, 0] == torch.arange(len(scorer.memory_bank)))
+    patches = scorer.embed(features).flatten(2).transpose(1, 2)
+    for image in range(2):
+        distances = torch.cdist(patches[image], scorer.memory_bank)  # [patches, bank]
+        nearest = distances.min(dim=1)
+        worst = int(nearest.values.argmax())
+        neighbors = scorer.memory_bank[scorer.bank_neighbors[nearest.indices[worst]]]
+        weight = 1 - torch.softmax(torch.linalg.norm(neighbors - patches[image, worst], dim=1), dim=0)[0]
+        expected = weight * nearest.values.topk(top_k).values.mean()
+        assert torch.allclose(patch_map[image].flatten(), nearest.values, atol=1e-4)
+        assert torch.isclose(score[image], expected, atol=1e-4)
 
 
 def test_padim_distance_matches_numpy_mahalanobis():

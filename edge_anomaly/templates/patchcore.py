@@ -3,9 +3,10 @@
 Each position's feature is averaged over its neighbourhood (locally aware patch features),
 layers are aligned on the finest grid, and a greedy coreset keeps a fraction of all training
 patches. A patch's anomaly score is the distance to its nearest memory-bank entry; the image
-score is the largest patch score, reweighted by how isolated that patch's neighbour is in the
-bank. The nearest-neighbour search is written as chunked matrix products so that an exported
-graph never materialises a tensor larger than a fixed budget, whatever the bank size.
+score is the mean of the ``top_k`` largest patch scores (PatchCore: the largest alone),
+reweighted by how isolated the worst patch's neighbour is in the bank. The nearest-neighbour
+search is written as chunked matrix products so that an exported graph never materialises a
+tensor larger than a fixed budget, whatever the bank size.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class PatchCoreParams(TemplateParams):
     coreset_ratio: float = Field(0.1, gt=0.0, le=1.0, description="fraction of training patches kept in the bank")
     projection_dim: int = Field(128, ge=8, description="random-projection size used by the coreset selection")
     num_neighbors: int = Field(9, ge=1, description="bank neighbours used by the image-score reweighting")
+    top_k: int = Field(1, ge=1, description="image score: mean of the k largest patch scores (1: the maximum)")
 
 
 class PatchCoreScorer(Scorer):
@@ -111,7 +113,8 @@ class PatchCoreScorer(Scorer):
         sq_dist, index = self.nearest(patches)
         dist = sq_dist.sqrt()
         patch_map = dist.reshape(-1, 1, *self.grid)
-        max_dist, max_pos = dist.max(dim=1)
+        top_dist, top_pos = dist.topk(min(self.params.top_k, dist.shape[1]), dim=1)
+        max_pos = top_pos[:, 0]
         # Reweighting (PatchCore eq. 7): a test patch whose nearest bank entry sits in a dense
         # region of the bank is more surely anomalous than one near a sparse, rare entry.
         channels = patches.shape[2]
@@ -120,4 +123,4 @@ class PatchCoreScorer(Scorer):
         neighbors = self.memory_bank[neighbor_rows]  # [N, k, C]
         neighbor_dist = (worst_patch - neighbors).pow(2).sum(dim=2).clamp_min(0.0).sqrt()
         weight = 1.0 - torch.softmax(neighbor_dist, dim=1)[:, 0]
-        return patch_map, weight * max_dist
+        return patch_map, weight * top_dist.mean(dim=1)
