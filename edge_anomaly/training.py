@@ -98,8 +98,8 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams,
         reference = GlobalStatsReference.fit(stats[fit_idx])
         lighting, blur = reference.deviation_scores(stats)
         scoring = Scoring(local=local, reference=reference,
-                          lighting=quantile_scale(lighting, params.threshold_quantile, params.threshold_margin),
-                          blur=quantile_scale(blur, params.threshold_quantile, params.threshold_margin))
+                          lighting=quantile_scale(lighting, params.threshold_quantile, params.global_check_margin),
+                          blur=quantile_scale(blur, params.threshold_quantile, params.global_check_margin))
     info = {
         "training_set": {
             "folder": str(folder),

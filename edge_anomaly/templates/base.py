@@ -36,6 +36,10 @@ class TemplateParams(BaseModel):
         0.25, ge=0.0, description="threshold = quantile + margin * (quantile - median) of held-out scores"
     )
     global_checks: bool = Field(True, description="also flag lighting and blur departures from the training set")
+    global_check_margin: float = Field(
+        1.0, ge=0.0, description="margin of the lighting and blur thresholds (as threshold_margin): only clear "
+        "departures count, since normal frames already vary in exposure"
+    )
     heatmap_sigma: float = Field(4.0, ge=0.0, description="Gaussian smoothing of the heatmap, in input pixels")
     batch_size: int = Field(8, ge=1, description="images per forward pass while fitting and evaluating")
     seed: int = Field(0, description="seed for the hold-out split, projections and sampling")
