@@ -33,7 +33,7 @@ from exporters.parity import (
 )
 from runtime.bundle import ENGINE_FORMATS, PRECISIONS
 
-# Parts quantised by default, chosen by measurement on MVTec bottle (docs/README-export.md).
+# Parts quantised by default, chosen by measurement on MVTec bottle (README.md, Export).
 # The scorer takes INT8 only at its matrix products' inputs (distances accumulate in float):
 # for PatchCore that is most of the run time; for PaDiM the input quantiser's calibrated range
 # also clips the rare wild features of an INT8 backbone, which the precision matrices would

@@ -34,7 +34,7 @@ class Tolerances:
     max_pixel_auroc_drop: float
 
 
-# Measured on MVTec bottle and the generated boards (see docs/README-export.md): FP32 engines
+# Measured on MVTec bottle and the generated boards (see README.md, Export): FP32 engines
 # match to rounding and FP16 ones closely. INT8 keeps rankings and AUROCs, but moves single
 # heatmap pixels across the threshold (up to the full 0..1 range on the boards), so its
 # heatmap difference is reported and left to the user to bound. Its rank correlation is looser:
