@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tarfile
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,13 +82,28 @@ def _safe_extract(archive: Path, target: Path) -> None:
 
 
 def open_bundle(path: str | Path) -> Bundle:
-    """Open a bundle folder or ``.tar`` and verify every file against the manifest."""
+    """Open a bundle folder or ``.tar`` and verify every file against the manifest.
+
+    A ``.tar`` is extracted into a temporary folder that lives as long as the returned Bundle
+    (a daemon swapping bundles for months must not fill the disk).
+    """
     path = Path(path)
-    if path.is_file() and tarfile.is_tarfile(path):
-        folder = Path(tempfile.mkdtemp(prefix="edge-anomaly-bundle-"))
+    if not (path.is_file() and tarfile.is_tarfile(path)):
+        return _verified(path)
+    folder = Path(tempfile.mkdtemp(prefix="edge-anomaly-bundle-"))
+    try:
         _safe_extract(path, folder)
         inner = [p for p in folder.iterdir() if p.is_dir()]
-        path = inner[0] if not (folder / MANIFEST).is_file() and len(inner) == 1 else folder
+        bundle = _verified(inner[0] if not (folder / MANIFEST).is_file() and len(inner) == 1 else folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    weakref.finalize(bundle, shutil.rmtree, folder, ignore_errors=True)
+    return bundle
+
+
+def _verified(path: Path) -> Bundle:
+    """The bundle in folder ``path``, once its manifest and every file's hash check out."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{path}: not a bundle (no {MANIFEST})")
