@@ -136,27 +136,22 @@ def _write(out: Path, archive: Path, profile: DeviceProfile, config: str, wheel:
         raise PackageError(f"{wheel}: not an edge-anomaly wheel")
     extras = profile.install.extras
     requirement = f"./wheels/{wheel.name}[{extras}]" if wheel else f"edge-anomaly[{extras}]=={__version__}"
-    members: dict[str, bytes | Path] = {
-        f"bundles/{archive.name}": archive,
+    members: dict[str, bytes] = {
+        f"bundles/{archive.name}": archive.read_bytes(),
         "station.yaml": config.encode(),
         "edge-anomaly.service": service_unit(yaml.safe_load(config)).encode(),
         "profile.yaml": (FOLDER / f"{profile.name}.yaml").read_bytes(),
         "install.sh": install_script(profile, requirement).encode(),
     }
     if wheel is not None:
-        members[f"wheels/{wheel.name}"] = wheel
-    sums = "".join(f"{_sha256(content)}  {name}\n" for name, content in members.items())
+        members[f"wheels/{wheel.name}"] = wheel.read_bytes()
+    sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in members.items())
     members["SHA256SUMS"] = sums.encode()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out, "w") as tar:
-        for name, content in members.items():
-            data = content.read_bytes() if isinstance(content, Path) else content
+        for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), int(time.time())
             info.mode = 0o755 if name == "install.sh" else 0o644
             tar.addfile(info, io.BytesIO(data))
     return out
-
-
-def _sha256(content: bytes | Path) -> str:
-    return hashlib.sha256(content.read_bytes() if isinstance(content, Path) else content).hexdigest()
