@@ -65,7 +65,7 @@ def check_bundle(archive: Path, profile: DeviceProfile) -> tuple[str, str | None
 def station_config(station: Path, bundle_name: str, profile: DeviceProfile, backend: str,
                    device: str | None) -> str:
     """``station`` with every camera on the packaged bundle and, unless set, the board's engine settings."""
-    from runtime.daemon.config import StationConfig
+    from runtime.station.config import StationConfig
 
     data = yaml.safe_load(station.read_text())
     if not isinstance(data, dict) or not isinstance(data.get("cameras"), list):

@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     from devices import commands as devices_commands
     from exporters import commands as export_commands
     from runtime import commands as runtime_commands
-    from runtime.daemon import commands as daemon_commands
+    from runtime.station import commands as daemon_commands
 
     for module in (export_commands, runtime_commands, daemon_commands, devices_commands):
         module.register(commands)

@@ -10,7 +10,7 @@ import pytest
 from device_helpers import run_cli
 
 # The install test starts the installed daemon against a real mosquitto from the daemon tests' harness.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime" / "station"))
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +36,7 @@ def device_export(board_model, tmp_path_factory):
 @pytest.fixture
 def mqtt(tmp_path):
     """(a real mosquitto on a free port, ``probe()``: a new client subscribed to the station's topics)."""
-    from daemon_harness import Broker, Probe
+    from station_harness import Broker, Probe
 
     broker, probes = Broker(tmp_path / "broker"), []
     broker.start()

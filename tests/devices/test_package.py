@@ -15,8 +15,8 @@ import yaml
 from device_helpers import run_cli
 
 from runtime.bundle import open_bundle
-from runtime.daemon.config import load_config
 from runtime.image_io import list_images
+from runtime.station.config import load_config
 
 
 def _package(bundle: Path, profile: str, out: Path, *flags: str) -> tuple[int, str]:
@@ -87,7 +87,7 @@ def test_a_bundle_for_the_fallback_engine_is_packaged_with_a_warning(device_expo
 
 
 def test_install_script_sets_up_a_station_that_answers_over_mqtt(device_export, boards, mqtt, tmp_path):
-    from daemon_harness import station_config, wait_until
+    from station_harness import station_config, wait_until
 
     broker, new_probe = mqtt
     probe = new_probe()

@@ -7,15 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-# The shared data beside the checkout (tests/conftest.py's BOTTLE; that module is not importable by name).
-BOTTLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "mvtec_ad" / "bottle"
-
-
-def read_rgb(paths: list[Path]) -> list[np.ndarray]:
-    from runtime.image_io import read_image
-
-    return [read_image(path) for path in paths]
+from runtime_test_data import BOTTLE, read_rgb
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ import threading
 import cv2
 import numpy as np
 import pytest
-from conftest import BOTTLE, read_rgb
 from mjpeg_server import MjpegCamera, free_port
+from runtime_test_data import BOTTLE, read_rgb
 
 from edge_anomaly.cli import main
 from runtime.detector import Detector

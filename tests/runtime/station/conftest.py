@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from daemon_harness import Broker, DaemonProcess, Probe
+from station_harness import Broker, DaemonProcess, Probe
 
 
 @pytest.fixture

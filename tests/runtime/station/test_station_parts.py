@@ -15,12 +15,12 @@ import pytest
 
 pytest.importorskip("pydantic")
 
-from runtime.daemon.cameras import SourceError, open_source  # noqa: E402
-from runtime.daemon.config import ConfigError, SourceConfig, WatchConfig, load_config, parse_config  # noqa: E402
-from runtime.daemon.evidence import EvidenceStore  # noqa: E402
-from runtime.daemon.logs import JsonFormatter  # noqa: E402
-from runtime.daemon.outbox import ALERT, RESULT, Outbox  # noqa: E402
-from runtime.daemon.watch import FolderWatcher  # noqa: E402
+from runtime.station.cameras import SourceError, open_source  # noqa: E402
+from runtime.station.config import ConfigError, SourceConfig, WatchConfig, load_config, parse_config  # noqa: E402
+from runtime.station.evidence import EvidenceStore  # noqa: E402
+from runtime.station.logs import JsonFormatter  # noqa: E402
+from runtime.station.outbox import ALERT, RESULT, Outbox  # noqa: E402
+from runtime.station.watch import FolderWatcher  # noqa: E402
 
 CAMERA = {"name": "cam1", "bundle": "bundles/b.tar", "mode": "trigger", "source": {"kind": "camera", "device": 0}}
 
@@ -31,7 +31,7 @@ def _config(**overrides) -> dict:
 
 def test_example_station_yaml_is_valid(monkeypatch):
     monkeypatch.setenv("MQTT_PASSWORD", "s3cret")
-    config = load_config(Path(__file__).resolve().parents[2] / "devices" / "station.yaml")
+    config = load_config(Path(__file__).resolve().parents[3] / "devices" / "station.yaml")
     assert config.mqtt.password.value().get_secret_value() == "s3cret"
     assert {camera.mode for camera in config.cameras} == {"continuous", "trigger", "folder"}
 
@@ -140,7 +140,7 @@ def test_folder_watcher_waits_for_a_file_to_stop_growing(tmp_path):
 
 
 def test_the_daemon_imports_neither_torch_nor_the_training_package():
-    code = ("import sys, runtime.daemon.service; "
+    code = ("import sys, runtime.station.service; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'edge_anomaly')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -13,8 +13,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from runtime.daemon.config import SourceConfig
 from runtime.image_io import ImageReadError, list_images, read_image, to_rgb8
+from runtime.station.config import SourceConfig
 
 
 class SourceError(RuntimeError):

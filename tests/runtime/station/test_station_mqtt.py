@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from daemon_harness import (
+from station_harness import (
     STATION,
     Broker,
     DaemonProcess,
@@ -35,9 +35,9 @@ from daemon_harness import (
     wait_until,
 )
 
-from runtime.daemon.messages import iso_time
 from runtime.detector import Detector
 from runtime.image_io import list_images, read_image
+from runtime.station.messages import iso_time
 
 
 def _camera(name: str, bundle: Path, mode: str, **settings) -> dict:

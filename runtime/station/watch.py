@@ -14,8 +14,8 @@ import shutil
 import time
 from pathlib import Path
 
-from runtime.daemon.config import WatchConfig
 from runtime.image_io import IMAGE_SUFFIXES
+from runtime.station.config import WatchConfig
 
 log = logging.getLogger(__name__)
 PROCESSED = "processed"

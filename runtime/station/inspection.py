@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.daemon.config import CameraConfig
-from runtime.daemon.evidence import EvidenceStore
-from runtime.daemon.messages import BundleInfo, Inspection, Topics, alert_message, new_id, result_message
-from runtime.daemon.outbox import ALERT, RESULT, Outbox
-from runtime.daemon.stats import StationStats
 from runtime.detector import Detector
 from runtime.predict_files import annotate
+from runtime.station.config import CameraConfig
+from runtime.station.evidence import EvidenceStore
+from runtime.station.messages import BundleInfo, Inspection, Topics, alert_message, new_id, result_message
+from runtime.station.outbox import ALERT, RESULT, Outbox
+from runtime.station.stats import StationStats
 from runtime.visualize import anomaly_regions, thumbnail
 
 log = logging.getLogger(__name__)

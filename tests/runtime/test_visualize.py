@@ -11,7 +11,7 @@ import numpy as np
 
 from runtime.visualize import anomaly_regions, colorize, draw_regions, overlay_heatmap, thumbnail
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _two_blobs() -> np.ndarray:

@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from runtime.daemon.cameras import FrameError, FrameSource, SourceError, open_source
-from runtime.daemon.config import CameraConfig
-from runtime.daemon.inspection import Inspector
-from runtime.daemon.stats import StationStats
-from runtime.daemon.watch import FolderWatcher
 from runtime.image_io import ImageReadError, read_image
+from runtime.station.cameras import FrameError, FrameSource, SourceError, open_source
+from runtime.station.config import CameraConfig
+from runtime.station.inspection import Inspector
+from runtime.station.stats import StationStats
+from runtime.station.watch import FolderWatcher
 
 log = logging.getLogger(__name__)
 

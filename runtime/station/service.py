@@ -17,16 +17,16 @@ import threading
 import time
 from pathlib import Path
 
-from runtime.daemon.config import CameraConfig, ConfigError, StationConfig, load_config
-from runtime.daemon.evidence import EvidenceStore
-from runtime.daemon.health import HealthServer
-from runtime.daemon.inspection import Inspector, LoadedBundle, load_bundle
-from runtime.daemon.logs import setup_logging
-from runtime.daemon.messages import Topics, error_message, iso_time, status_message
-from runtime.daemon.mqtt import MqttLink
-from runtime.daemon.outbox import Outbox
-from runtime.daemon.stats import StationStats
-from runtime.daemon.workers import OK, CameraWorker, Trigger
+from runtime.station.config import CameraConfig, ConfigError, StationConfig, load_config
+from runtime.station.evidence import EvidenceStore
+from runtime.station.health import HealthServer
+from runtime.station.inspection import Inspector, LoadedBundle, load_bundle
+from runtime.station.logs import setup_logging
+from runtime.station.messages import Topics, error_message, iso_time, status_message
+from runtime.station.mqtt import MqttLink
+from runtime.station.outbox import Outbox
+from runtime.station.stats import StationStats
+from runtime.station.workers import OK, CameraWorker, Trigger
 
 log = logging.getLogger(__name__)
 

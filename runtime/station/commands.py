@@ -6,7 +6,7 @@ import argparse
 
 
 def run_serve(args: argparse.Namespace) -> None:
-    from runtime.daemon.service import serve
+    from runtime.station.service import serve
 
     serve(args.config, check_only=args.check)
 

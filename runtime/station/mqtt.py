@@ -22,9 +22,9 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from runtime.daemon.config import MqttConfig
-from runtime.daemon.messages import Topics, iso_time, offline_message
-from runtime.daemon.outbox import Outbox
+from runtime.station.config import MqttConfig
+from runtime.station.messages import Topics, iso_time, offline_message
+from runtime.station.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
