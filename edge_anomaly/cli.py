@@ -24,16 +24,50 @@ def _print_metrics(metrics: dict) -> None:
         print(per_defect_table(metrics))
 
 
+def fit_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` pairs plus the flags that are hyperparameters under another name (--roi, --center-crop, ...)."""
+    pairs = list(args.set)
+    if args.roi is not None:
+        pairs.append(f"roi={args.roi}")
+    if args.center_crop is not None:
+        pairs.append(f"center_crop={args.center_crop}")
+    if args.false_alarm_rate is not None:
+        pairs.append(f"false_alarm_rate={args.false_alarm_rate}")
+    return pairs
+
+
 def cmd_fit(args: argparse.Namespace) -> None:
-    from edge_anomaly.config import load_params
+    from edge_anomaly.config import config_template, load_params
+    from edge_anomaly.data.training_set import TrainingSet
     from edge_anomaly.training import fit_model
 
-    template, params = load_params(args.template, args.config, args.set)
-    model = fit_model(args.data, template, params, defects=args.defects)
+    overrides = fit_overrides(args)
+    training = TrainingSet.scan(args.data, args.every_nth, args.max_frames)
+    choice = None
+    if args.template in (None, "auto") and config_template(args.config) is None:
+        from edge_anomaly.autoconfig.search import choose_configuration
+
+        choice = choose_configuration(training, args.config, overrides, args.max_latency_ms, args.defects)
+        print(choice.table())
+        print(f"\nautomatic configuration chose {choice.template} "
+              f"(from {'synthetic defects' if choice.defects == 'synthetic' else choice.defects})\n")
+        template, params = choice.template, choice.params
+    else:
+        template, params = load_params(args.template, args.config, overrides)
+    model = fit_model(args.data, template, params, defects=args.defects, training=training)
+    if choice is not None:
+        model.info["autoconfig"] = choice.record()
     model.save(args.out)
-    scale = model.scoring.local
-    print(f"saved {template} model to {args.out} (fit {model.info['fit_seconds']} s, "
-          f"threshold {scale.threshold:.4g} from {model.info['threshold_mode']})")
+    calibration = model.info["calibration"]
+    height, width = model.input_size
+    promise = (f"false-alarm rate {calibration['target_false_alarm_rate']:.3g} "
+               f"(estimated {calibration['estimated_false_alarm_rate']:.3g})"
+               if calibration["target_false_alarm_rate"] else calibration["method"])
+    print(f"saved {template} model to {args.out}: input {width}x{height}, {model.info['training_set']['n_images']} "
+          f"normal images, threshold {model.scoring.local.threshold:.4g} for {promise}, "
+          f"fit {model.info['fit_seconds']} s")
+    if calibration["note"]:
+        print(f"note: {calibration['note']}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -134,12 +168,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    fit = commands.add_parser("fit", help="learn normal from a folder of good images")
-    fit.add_argument("--data", required=True, help="folder of normal images (or an MVTec category root)")
-    fit.add_argument("--template", help="patchcore or padim (default: from --config, else patchcore)")
+    fit = commands.add_parser("fit", help="learn normal from good images (and videos)")
+    fit.add_argument("--data", required=True,
+                     help="folder of normal images and/or videos, an MVTec category root, or one video file")
+    fit.add_argument("--template", help="patchcore, padim or auto (default: from --config, else auto: chosen by "
+                     "how well each candidate separates synthetic defects made on your images)")
     fit.add_argument("--config", help="YAML file of hyperparameters")
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
-    fit.add_argument("--defects", help="folder of defect examples: choose the F1-optimal threshold")
+    fit.add_argument("--roi", type=_roi, metavar="X,Y,W,H",
+                     help="inspect only this rectangle of every image, in image pixels (travels with the model)")
+    fit.add_argument("--center-crop", type=float, metavar="FRACTION",
+                     help="inspect a centred square of this fraction of the shorter side (travels with the model)")
+    fit.add_argument("--false-alarm-rate", type=float, metavar="RATE",
+                     help="share of good parts the threshold may flag (default 0.01)")
+    fit.add_argument("--every-nth", type=int, default=1, metavar="N", help="videos: keep every Nth frame")
+    fit.add_argument("--max-frames", type=int, metavar="N", help="videos: at most N frames from each")
+    fit.add_argument("--max-latency-ms", type=float, metavar="MS",
+                     help="automatic configuration: only candidates at most this slow per image (PyTorch, this CPU)")
+    fit.add_argument("--defects", help="folder of defect examples: choose the configuration and the F1-optimal "
+                     "threshold on them instead of synthetic defects and a false-alarm rate")
     fit.add_argument("--out", required=True, help="model folder to write")
     fit.set_defaults(run=cmd_fit)
 

@@ -34,6 +34,14 @@ def validation_message(exc: ValidationError, source: str) -> str:
 DEFAULT_TEMPLATE = "patchcore"
 
 
+def config_template(config_file: str | Path | None) -> str | None:
+    """The ``template:`` a config file names, if any (it then chooses the template, not the automatic search)."""
+    if config_file is None or not Path(config_file).is_file():
+        return None
+    loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+    return loaded.get("template") if isinstance(loaded, dict) else None
+
+
 def load_params(template_name: str | None, config_file: str | Path | None = None,
                 overrides: list[str] | None = None) -> tuple[str, TemplateParams]:
     """(template name, validated hyperparameters). The template comes from the argument, else

@@ -22,7 +22,7 @@ from edge_anomaly.backbones import FeatureExtractor, normalization_for
 from edge_anomaly.graph import AnomalyGraph
 from edge_anomaly.templates import TemplateParams, get_template
 from runtime.bundle import sha256_file
-from runtime.preprocess import batch_inputs
+from runtime.preprocess import frame_to_input, inspected_region
 from runtime.result import CONCEPTS, Result
 from runtime.scoring import Scoring
 
@@ -53,6 +53,15 @@ def run_graph(graph: AnomalyGraph, inputs: np.ndarray, batch_size: int) -> tuple
     return np.concatenate(heatmaps), np.concatenate(scores)
 
 
+# Hyperparameters of earlier versions that no longer exist (the threshold now holds a false-alarm rate).
+RETIRED_PARAMS = ("threshold_quantile", "threshold_margin")
+
+
+def _current_params(params: dict) -> dict:
+    """Saved hyperparameters with retired ones dropped, so older model folders still load."""
+    return {key: value for key, value in params.items() if key not in RETIRED_PARAMS}
+
+
 @dataclass
 class TrainedModel:
     template: str
@@ -69,13 +78,17 @@ class TrainedModel:
         return run_graph(self.graph, inputs, self.params.batch_size)
 
     def predict(self, frames: list[np.ndarray]) -> list[Result]:
-        """Verdicts for RGB uint8 frames of any size; heatmaps come back at each frame's size."""
+        """Verdicts for RGB uint8 frames of any size; heatmaps come back at each frame's size.
+
+        Only the model's region of interest is inspected, as an exported bundle does.
+        """
         start = time.perf_counter()
-        inputs = batch_inputs(frames, self.input_size)
+        regions = [inspected_region(f.shape[:2], self.params.roi, self.params.center_crop) for f in frames]
+        inputs = np.stack([frame_to_input(f, self.input_size, region=r) for f, r in zip(frames, regions, strict=True)])
         heatmaps, scores = self.infer(inputs)
         latency = (time.perf_counter() - start) * 1000 / max(len(frames), 1)
-        return [self.scoring.decide(float(s), h, x, f.shape[:2], latency)
-                for s, h, x, f in zip(scores, heatmaps, inputs, frames, strict=True)]
+        return [self.scoring.decide(float(s), h, x, f.shape[:2], latency, region=r)
+                for s, h, x, f, r in zip(scores, heatmaps, inputs, frames, regions, strict=True)]
 
     def metadata(self) -> dict:
         return {
@@ -89,6 +102,8 @@ class TrainedModel:
                 "dtype": "uint8",
                 "color_order": "RGB",
                 "normalization": normalization_for(self.params.backbone),
+                "roi": None if self.params.roi is None else list(self.params.roi),
+                "center_crop": self.params.center_crop,
             },
             "outputs": {"heatmap": "raw score per input pixel [N, H, W]", "score": "raw image score [N]"},
             "scoring": self.scoring.to_dict(),
@@ -129,7 +144,7 @@ class TrainedModel:
             if actual != expected:
                 raise ValueError(f"{folder / name}: SHA-256 mismatch (expected {expected[:12]}…, got {actual[:12]}…)")
         template = get_template(metadata["template"])
-        params = template.params.model_validate(metadata["params"])
+        params = template.params.model_validate(_current_params(metadata["params"]))
         graph = build_graph(metadata["template"], params)
         state = load_file(folder / WEIGHTS_FILE)
         graph.scorer.load_fitted({k.removeprefix("scorer."): v for k, v in state.items() if k.startswith("scorer.")})

@@ -1,13 +1,15 @@
-"""Fitting a template on a folder of normal images, then calibrating its threshold.
+"""Fitting a template on normal images, then calibrating its threshold for a false-alarm rate.
 
-A share of the normal images is held out: the model never sees them while fitting, and
-their scores set the threshold and normalisation (or, given defect examples, the F1-optimal
-threshold is used instead). The lighting and blur checks are calibrated the same way.
+Every training image is fitted. Calibration scores each one with a model that did not see it
+(a k-fold over the training set, in contiguous blocks so that neighbouring video frames fall in
+the same fold), and a tail fit of those scores sets the threshold for the target false-alarm
+rate. Given defect examples, the F1-optimal threshold is used instead. The lighting and blur
+checks are calibrated on the training images' whole-image statistics.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import time
 from pathlib import Path
 
@@ -15,26 +17,20 @@ import numpy as np
 import torch
 
 from edge_anomaly.backbones import build_extractor
-from edge_anomaly.calibration import f1_scale, quantile_scale
-from edge_anomaly.data.folders import load_inputs, require_images, training_folder
+from edge_anomaly.calibration import f1_scale, false_alarm_threshold, quantile_scale
+from edge_anomaly.data.augment import compressed_copies
+from edge_anomaly.data.training_set import TrainingSet, input_size_for
 from edge_anomaly.graph import AnomalyGraph
 from edge_anomaly.model import TrainedModel, run_graph
 from edge_anomaly.progress import make_progress
 from edge_anomaly.templates import TemplateParams, get_template
 from runtime.global_stats import GlobalStatsReference, image_statistics
-from runtime.image_io import IMAGE_SUFFIXES, list_images
 from runtime.scoring import Scoring
 
+log = logging.getLogger(__name__)
+
 MIN_TRAINING_IMAGES = 6
-
-
-def fingerprint(paths: list[Path]) -> str:
-    """SHA-256 over the names and contents of the training images, order-independent."""
-    digest = hashlib.sha256()
-    for path in sorted(paths, key=lambda p: p.name):
-        digest.update(path.name.encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+GLOBAL_CHECK_QUANTILE = 0.99
 
 
 def split_holdout(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,73 +40,109 @@ def split_holdout(count: int, fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[held:]), np.sort(order[:held])
 
 
-def _read_folder(folder: Path, size: tuple[int, int], progress, label: str) -> tuple[np.ndarray, list[Path]]:
-    paths = list_images(folder, recursive=True)
-    if not paths:
-        raise ValueError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
-    task = progress.add_task(label, total=len(paths))
-    return load_inputs(paths, size, lambda: progress.advance(task))
+def contiguous_folds(count: int, folds: int) -> np.ndarray:
+    """Fold number of each of ``count`` items, in contiguous blocks of (nearly) equal size."""
+    return (np.arange(count) * min(folds, count) // max(count, 1)).astype(np.int64)
 
 
-def fit_model(data: str | Path, template_name: str, params: TemplateParams,
-              defects: str | Path | None = None) -> TrainedModel:
-    """Fit ``template_name`` on the normal images under ``data`` and calibrate it."""
+def resolve_input_size(params: TemplateParams, training: TrainingSet) -> TemplateParams:
+    """``params`` with a concrete input size: the given one, else one that keeps the images' aspect."""
+    if params.input_size is not None:
+        return params
+    aspect = training.aspect_ratio(params.roi, params.center_crop)
+    return params.model_copy(update={"input_size": input_size_for(aspect, params.max_input_pixels)})
+
+
+def with_augmentations(images: np.ndarray, folds: np.ndarray, kinds: list[str],
+                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training images plus their compressed copies; each copy stays in its original's fold."""
+    if not kinds:
+        return images, folds
+    parts, part_folds = [images], [folds]
+    for fold in np.unique(folds):
+        copies = compressed_copies(images[folds == fold], kinds, seed + int(fold))
+        parts.append(copies)
+        part_folds.append(np.full(len(copies), fold))
+    return np.concatenate(parts), np.concatenate(part_folds)
+
+
+@torch.no_grad()
+def embed_images(graph: AnomalyGraph, images: np.ndarray, batch_size: int, advance=None) -> torch.Tensor:
+    """The scorer's per-position embeddings of uint8 NHWC images."""
+    embeddings = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(images[start:start + batch_size])
+        embeddings.append(graph.scorer.embed(graph.extractor(batch.permute(0, 3, 1, 2).float() / 255.0)))
+        if advance is not None:
+            advance(len(batch))
+    return torch.cat(embeddings)
+
+
+def fit_model(data: str | Path, template_name: str, params: TemplateParams, defects: str | Path | None = None,
+              every_nth: int = 1, max_frames: int | None = None,
+              training: TrainingSet | None = None) -> TrainedModel:
+    """Fit ``template_name`` on the normal images (and video frames) under ``data`` and calibrate it."""
     template = get_template(template_name)
-    folder = training_folder(data)
+    training = training or TrainingSet.scan(data, every_nth, max_frames)
+    params = resolve_input_size(params, training)
+    size = tuple(params.input_size)
     started = time.perf_counter()
     with make_progress() as progress:
-        images, paths = _read_folder(folder, params.input_size, progress, "reading images")
-        require_images(folder, len(paths), MIN_TRAINING_IMAGES)
-        fit_idx, held_idx = split_holdout(len(paths), params.holdout_fraction, params.seed)
+        task = progress.add_task("reading images", total=None)
+        originals, names = training.load(size, params.roi, params.center_crop, lambda: progress.advance(task))
+        if len(originals) < MIN_TRAINING_IMAGES:
+            raise ValueError(f"{training.folder}: found {len(originals)} usable images, "
+                             f"need at least {MIN_TRAINING_IMAGES}")
+        folds = contiguous_folds(len(originals), params.calibration_folds)
+        images, folds = with_augmentations(originals, folds, list(params.augment), params.seed)
 
-        extractor = build_extractor(params.backbone, params.layers, params.input_size, params.backbone_weights)
-        scorer = template.scorer(params, extractor.feature_shapes(params.input_size))
-        graph = AnomalyGraph(extractor, scorer, params.input_size, params.heatmap_sigma).eval()
-        task = progress.add_task("extracting features", total=len(fit_idx))
-        embeddings = []
-        with torch.no_grad():
-            for start in range(0, len(fit_idx), params.batch_size):
-                batch = torch.from_numpy(images[fit_idx[start:start + params.batch_size]])
-                embeddings.append(scorer.embed(extractor(batch.permute(0, 3, 1, 2).float() / 255.0)))
-                progress.advance(task, len(batch))
-            embeddings = torch.cat(embeddings)
-            task = progress.add_task(f"fitting {template_name}", total=None)
-            scorer.progress = lambda done, total: progress.update(task, completed=done, total=total)
-            scorer.fit(embeddings)
-            scorer.progress = None
-            del embeddings
+        extractor = build_extractor(params.backbone, params.layers, size, params.backbone_weights)
+        scorer = template.scorer(params, extractor.feature_shapes(size))
+        graph = AnomalyGraph(extractor, scorer, size, params.heatmap_sigma).eval()
+        task = progress.add_task("extracting features", total=len(images))
+        embeddings = embed_images(graph, images, params.batch_size, lambda n: progress.advance(task, n))
+        task = progress.add_task(f"fitting {template_name}", total=None)
+        scorer.progress = lambda done, total: progress.update(task, completed=done, total=total)
+        scorer.fit(embeddings)
+        scorer.progress = None
         fit_seconds = time.perf_counter() - started
 
-        task = progress.add_task("calibrating threshold", total=len(held_idx))
-        held_scores = run_graph(graph, images[held_idx], params.batch_size)[1]
-        progress.advance(task, len(held_idx))
+        progress.add_task(f"calibrating ({params.calibration_folds}-fold)", total=None)
+        normal_scores = scorer.fold_scores(embeddings, folds, params.batch_size)
+        del embeddings
         if defects is not None:
-            defect_images, _ = _read_folder(Path(defects), params.input_size, progress, "reading defect examples")
-            local = f1_scale(held_scores, run_graph(graph, defect_images, params.batch_size)[1])
+            defect_set = TrainingSet.scan(defects)
+            defect_images, _ = defect_set.load(size, params.roi, params.center_crop)
+            local, calibration = f1_scale(normal_scores, run_graph(graph, defect_images, params.batch_size)[1])
         else:
-            local = quantile_scale(held_scores, params.threshold_quantile, params.threshold_margin)
+            local, calibration = false_alarm_threshold(normal_scores, params.false_alarm_rate)
+    if calibration.note:
+        log.warning("%s", calibration.note)
 
     scoring = Scoring(local=local)
     if params.global_checks:
         # Whole-image statistics are cheap and unbiased enough in-sample, so every training
-        # image (not only the held-out few) calibrates their thresholds: a steadier tail.
-        stats = np.stack([image_statistics(x) for x in images])
-        reference = GlobalStatsReference.fit(stats[fit_idx])
+        # image calibrates their thresholds.
+        stats = np.stack([image_statistics(x) for x in originals])
+        reference = GlobalStatsReference.fit(stats)
         lighting, blur = reference.deviation_scores(stats)
         scoring = Scoring(local=local, reference=reference,
-                          lighting=quantile_scale(lighting, params.threshold_quantile, params.global_check_margin),
-                          blur=quantile_scale(blur, params.threshold_quantile, params.global_check_margin))
+                          lighting=quantile_scale(lighting, GLOBAL_CHECK_QUANTILE, params.global_check_margin),
+                          blur=quantile_scale(blur, GLOBAL_CHECK_QUANTILE, params.global_check_margin))
     info = {
         "training_set": {
-            "folder": str(folder),
-            "n_images": len(paths),
-            "n_fit": len(fit_idx),
-            "n_holdout": len(held_idx),
-            "fingerprint": fingerprint(paths),
+            "folder": str(training.folder),
+            "n_images": len(originals),
+            "n_augmented": len(images) - len(originals),
+            "n_sources": len(training.sources),
+            "video": {"every_nth": training.every_nth, "max_frames": training.max_frames} if training.has_video
+            else None,
+            "fingerprint": training.fingerprint(),
         },
-        "threshold_mode": "f1" if defects is not None else "quantile",
-        "holdout_scores": {"min": float(held_scores.min()), "median": float(np.median(held_scores)),
-                           "max": float(held_scores.max())},
+        "threshold_mode": calibration.method,
+        "calibration": calibration.to_dict(),
+        "normal_scores": {"min": float(normal_scores.min()), "median": float(np.median(normal_scores)),
+                          "max": float(normal_scores.max())},
         "fit_seconds": round(fit_seconds, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -23,7 +23,7 @@ def build_manifest(model: TrainedModel, engine: dict, name: str) -> dict:
         "edge_anomaly_version": edge_anomaly.__version__,
         "template": model.template,
         "engine": engine,
-        "input": {**meta["input"], "roi": None, "center_crop": None},
+        "input": meta["input"],
         "outputs": meta["outputs"],
         "scoring": meta["scoring"],
         "concepts": meta["concepts"],

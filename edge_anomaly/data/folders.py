@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from runtime.image_io import ImageReadError, list_images, read_image
-from runtime.preprocess import resize_to_input
+from runtime.preprocess import Region, frame_to_input, inspected_region
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,26 @@ def training_folder(data: str | Path) -> Path:
     return mvtec_train if mvtec_train.is_dir() else data
 
 
-def load_inputs(paths: Iterable[Path], size_hw: tuple[int, int],
-                advance: Callable[[], None] | None = None) -> tuple[np.ndarray, list[Path]]:
-    """Read and resize images to the model input; returns (uint8 NHWC, paths that loaded)."""
+def crop_region(image_hw: tuple[int, int], roi: Region | None, center_crop: float | None, name: object) -> Region:
+    """The inspected region of one image, or a ValueError naming the image when the ROI does not fit it."""
+    try:
+        return inspected_region(image_hw, roi, center_crop)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def load_inputs(paths: Iterable[Path], size_hw: tuple[int, int], advance: Callable[[], None] | None = None,
+                roi: Region | None = None, center_crop: float | None = None) -> tuple[np.ndarray, list[Path]]:
+    """Read, crop to the inspected region and resize images to the model input.
+
+    Returns (uint8 NHWC, paths that loaded); the same steps as the runtime's, so training,
+    evaluation, export calibration and the edge all see the same pixels.
+    """
     images, kept = [], []
     for path in paths:
         try:
-            images.append(resize_to_input(read_image(path), size_hw))
+            rgb = read_image(path)
+            images.append(frame_to_input(rgb, size_hw, region=crop_region(rgb.shape[:2], roi, center_crop, path)))
             kept.append(path)
         except ImageReadError as exc:
             log.warning("skipping %s", exc)
@@ -80,10 +93,12 @@ def mvtec_test_set(root: str | Path) -> list[TestSample]:
     return samples
 
 
-def read_mask(path: Path, size_hw: tuple[int, int]) -> np.ndarray:
-    """A ground-truth mask as bool at (height, width), nearest-neighbour resized."""
+def read_mask(path: Path, size_hw: tuple[int, int], roi: Region | None = None,
+              center_crop: float | None = None) -> np.ndarray:
+    """A ground-truth mask as bool at (height, width), cropped like its image and nearest-neighbour resized."""
     mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if mask is None:
         raise ImageReadError(f"{path}: mask is not a decodable image")
-    mask = cv2.resize(mask, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_NEAREST)
+    x, y, w, h = crop_region(mask.shape[:2], roi, center_crop, path)
+    mask = cv2.resize(mask[y:y + h, x:x + w], (size_hw[1], size_hw[0]), interpolation=cv2.INTER_NEAREST)
     return mask > 0

@@ -13,14 +13,14 @@ from edge_anomaly.progress import make_progress
 from runtime.image_io import read_image
 
 
-def _mask_for(sample, size_hw: tuple[int, int]) -> np.ndarray | None:
+def _mask_for(sample, size_hw: tuple[int, int], params) -> np.ndarray | None:
     """All-False for good images; the defect mask, or None when there is no usable one
     (global defects such as lighting have none, or an empty one)."""
     if sample.label == 0:
         return np.zeros(size_hw, dtype=bool)
     if sample.mask_path is None:
         return None
-    mask = read_mask(sample.mask_path, size_hw)
+    mask = read_mask(sample.mask_path, size_hw, params.roi, params.center_crop)
     return mask if mask.any() else None
 
 
@@ -34,7 +34,8 @@ def evaluate_model(model: TrainedModel, data: str | Path, report_dir: str | Path
     size = model.input_size
     with make_progress() as progress:
         task = progress.add_task("reading test images", total=len(samples))
-        inputs, kept = load_inputs([s.path for s in samples], size, lambda: progress.advance(task))
+        inputs, kept = load_inputs([s.path for s in samples], size, lambda: progress.advance(task),
+                                   model.params.roi, model.params.center_crop)
         by_path = {s.path: s for s in samples}
         samples = [by_path[path] for path in kept]
         task = progress.add_task("scoring", total=len(samples))
@@ -46,7 +47,7 @@ def evaluate_model(model: TrainedModel, data: str | Path, report_dir: str | Path
                 sample, image = samples[start + offset], inputs[start + offset]
                 result = model.scoring.decide(float(score), heatmap, image, size)
                 records.append(EvalRecord(str(sample.path), sample.defect, sample.label, result.normalized_score,
-                                          result.heatmap, _mask_for(sample, size), result.kind))
+                                          result.heatmap, _mask_for(sample, size, model.params), result.kind))
             progress.advance(task, len(heatmaps))
     metrics = compute_metrics(records)
     metrics["model"] = {"template": model.template, "params": model.params.model_dump(mode="json")}

@@ -8,8 +8,9 @@ scorer is part of the exported graph, so it must stay traceable (no data-depende
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
@@ -22,23 +23,42 @@ class TemplateParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    input_size: tuple[int, int] = Field((256, 256), description="model input (height, width); multiples of 32")
+    input_size: tuple[int, int] | None = Field(
+        None, description="model input (height, width), multiples of 32; default: chosen from the training images, "
+        "keeping their aspect ratio within max_input_pixels"
+    )
+    max_input_pixels: int = Field(
+        256 * 256, ge=64 * 64, description="pixel budget of the automatic input size (height x width)"
+    )
     backbone: str = Field("efficientnet-lite0", description=f"feature extractor: {', '.join(BACKBONES)}")
     backbone_weights: str | None = Field(
         None, description="local weights file (.safetensors or .pth) for backbones without packaged weights"
     )
     layers: list[str] = Field(description=f"backbone stages whose features are used: {', '.join(LAYER_NAMES)}")
-    holdout_fraction: float = Field(
-        0.1, ge=0.02, le=0.5, description="share of training images held out to calibrate the threshold"
+    roi: tuple[int, int, int, int] | None = Field(
+        None, description="inspect only this rectangle [x, y, width, height] of every image, in image pixels"
     )
-    threshold_quantile: float = Field(0.99, gt=0.5, le=1.0, description="quantile of held-out normal scores")
-    threshold_margin: float = Field(
-        0.25, ge=0.0, description="threshold = quantile + margin * (quantile - median) of held-out scores"
+    center_crop: float | None = Field(
+        None, gt=0.0, le=1.0, description="inspect a centred square of this fraction of the shorter side (after roi)"
+    )
+    augment: list[Literal["jpeg", "video"]] = Field(
+        [], description="also train on compressed copies of the training images (JPEG, H.264/MPEG-4 re-encoding), "
+        "so that the line camera's compression artefacts read as normal"
+    )
+    false_alarm_rate: float = Field(
+        0.01, gt=0.0, lt=0.5, description="target share of good parts flagged: sets the threshold"
+    )
+    calibration_folds: int = Field(
+        5, ge=2, le=20, description="k-fold over the training images: each is scored by a model that did not see it"
+    )
+    holdout_fraction: float = Field(
+        0.1, ge=0.02, le=0.5, description="share of training images held out to calibrate templates without k-fold"
     )
     global_checks: bool = Field(True, description="also flag lighting and blur departures from the training set")
     global_check_margin: float = Field(
-        1.0, ge=0.0, description="margin of the lighting and blur thresholds (as threshold_margin): only clear "
-        "departures count, since normal frames already vary in exposure"
+        1.0, ge=0.0, description="lighting and blur thresholds: the 99th percentile of the training images' "
+        "deviation plus this many times its distance to the median; only clear departures count, since normal "
+        "frames already vary in exposure"
     )
     heatmap_sigma: float = Field(4.0, ge=0.0, description="Gaussian smoothing of the heatmap, in input pixels")
     batch_size: int = Field(8, ge=1, description="images per forward pass while fitting and evaluating")
@@ -46,8 +66,8 @@ class TemplateParams(BaseModel):
 
     @field_validator("input_size")
     @classmethod
-    def _multiple_of_32(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if any(side < 64 or side % 32 for side in value):
+    def _multiple_of_32(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and any(side < 64 or side % 32 for side in value):
             raise ValueError(f"input_size {value}: each side must be a multiple of 32 and at least 64")
         return value
 
@@ -66,9 +86,16 @@ class TemplateParams(BaseModel):
             raise ValueError(f"layers {unknown or value} invalid; choose from {', '.join(LAYER_NAMES)}")
         return value
 
+    @field_validator("roi")
+    @classmethod
+    def _roi_size(cls, value: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+        if value is not None and (value[0] < 0 or value[1] < 0 or value[2] < 32 or value[3] < 32):
+            raise ValueError(f"roi {list(value)}: x and y must be >= 0, width and height at least 32 pixels")
+        return value
+
     @model_validator(mode="after")
     def _blur_fits(self) -> TemplateParams:
-        if int(4.0 * self.heatmap_sigma + 0.5) >= min(self.input_size):
+        if self.input_size is not None and int(4.0 * self.heatmap_sigma + 0.5) >= min(self.input_size):
             raise ValueError(f"heatmap_sigma={self.heatmap_sigma} is too large for input_size {self.input_size}")
         return self
 
@@ -81,6 +108,8 @@ class Scorer(nn.Module):
     """
 
     params_type: ClassVar[type[TemplateParams]]
+    params: TemplateParams
+    feature_shapes: list[tuple[int, int, int]]
     progress: Callable[[int, int], None] | None = None  # (done, total) units of fitting work, for a bar
 
     def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -91,6 +120,22 @@ class Scorer(nn.Module):
 
     def score(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def fold_scores(self, embeddings: torch.Tensor, folds: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """Image score of every training image from a scorer fitted without its fold (k-fold).
+
+        These are honest normal scores for calibration: no image is judged by a model that
+        learnt it. The default refits a fresh scorer per fold; templates with a cheaper exact
+        way (masking a memory bank) override it.
+        """
+        scores = np.empty(len(embeddings), np.float64)
+        for fold in np.unique(folds):
+            held = np.flatnonzero(folds == fold)
+            scorer = type(self)(self.params, self.feature_shapes)
+            scorer.fit(embeddings[np.flatnonzero(folds != fold)])
+            scores[held] = batched_image_scores(scorer, embeddings[held], batch_size)
+        return scores
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.score(self.embed(features))
@@ -103,6 +148,11 @@ class Scorer(nn.Module):
             raise ValueError(f"scorer state has {sorted(state)}, expected {sorted(expected)}")
         for name, tensor in state.items():
             setattr(self, name, tensor)
+
+
+def batched_image_scores(scorer: Scorer, embeddings: torch.Tensor, batch_size: int) -> np.ndarray:
+    return np.concatenate([scorer.score(embeddings[start:start + batch_size])[1].double().numpy()
+                           for start in range(0, len(embeddings), batch_size)])
 
 
 def aligned_concat(features: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:

@@ -27,6 +27,7 @@ class PadimScorer(Scorer):
     def __init__(self, params: PadimParams, feature_shapes: list[tuple[int, int, int]]) -> None:
         super().__init__()
         self.params = params
+        self.feature_shapes = feature_shapes
         self.grid = tuple(feature_shapes[0][1:])
         channels = sum(shape[0] for shape in feature_shapes)
         if params.n_features > channels:

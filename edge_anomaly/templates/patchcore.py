@@ -11,11 +11,12 @@ tensor larger than a fixed budget, whatever the bank size.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
 
-from edge_anomaly.templates.base import Scorer, TemplateParams, aligned_concat
+from edge_anomaly.templates.base import Scorer, TemplateParams, aligned_concat, batched_image_scores
 from edge_anomaly.templates.coreset import greedy_coreset
 
 # Largest distance block (elements per image) materialised at once during the search: small
@@ -40,6 +41,8 @@ class PatchCoreScorer(Scorer):
         if params.patch_size % 2 == 0:
             raise ValueError(f"patch_size must be odd, got {params.patch_size}")
         self.params = params
+        self.feature_shapes = feature_shapes
+        self.bank_source = np.zeros(0, np.int64)  # training image of each bank entry (fit only, not saved)
         self.grid = tuple(feature_shapes[0][1:])
         self.pool = nn.AvgPool2d(params.patch_size, stride=1, padding=params.patch_size // 2,
                                  count_include_pad=False)
@@ -66,12 +69,35 @@ class PatchCoreScorer(Scorer):
                                    seed=self.params.seed, progress=self.progress)
             bank = patches[index].contiguous()
         else:
+            index = torch.arange(patches.shape[0])
             bank = patches.contiguous()
+        self.bank_source = (index // (embeddings.shape[2] * embeddings.shape[3])).numpy()
         if self.progress is not None:
             self.progress(size, size)
         self.memory_bank = bank
         self.bank_sq_norms = (bank * bank).sum(dim=1)
         self.bank_neighbors = self._bank_self_neighbors(bank, self.params.num_neighbors)
+
+    @torch.no_grad()
+    def fold_scores(self, embeddings: torch.Tensor, folds: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """k-fold scores from the fitted bank with the fold's own entries masked out.
+
+        The coreset without a fold's images is (nearly) the coreset of the other folds, at the
+        cost of one search instead of one coreset per fold.
+        """
+        if len(self.bank_source) != self.memory_bank.shape[0]:
+            return super().fold_scores(embeddings, folds, batch_size)
+        entry_fold = folds[self.bank_source]
+        scores = np.empty(len(embeddings), np.float64)
+        for fold in np.unique(folds):
+            keep = torch.from_numpy(entry_fold != fold)
+            held = np.flatnonzero(folds == fold)
+            masked = PatchCoreScorer(self.params, self.feature_shapes)
+            bank = self.memory_bank[keep].contiguous()
+            masked.memory_bank, masked.bank_sq_norms = bank, self.bank_sq_norms[keep]
+            masked.bank_neighbors = self._bank_self_neighbors(bank, min(self.params.num_neighbors, len(bank)))
+            scores[held] = batched_image_scores(masked, embeddings[held], batch_size)
+        return scores
 
     @staticmethod
     def _bank_self_neighbors(bank: torch.Tensor, k: int, rows_per_step: int = 2048) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Automatic configuration: choosing a template and its key hyperparameters without defect images."""

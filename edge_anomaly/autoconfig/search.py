@@ -1,0 +1,203 @@
+"""Choosing the template and its key hyperparameters by how well candidates separate synthetic defects.
+
+Without defect images, the training images are split: most fit each candidate, the rest are
+kept normal and also receive synthetic defects (see :mod:`synthetic_defects`). A candidate
+scores by its image AUROC on that set and by its recall at a strict threshold (the highest
+held-out normal score), as a line would run it; the best one that meets the latency budget
+wins, the faster one on a tie. With ``--defects DIR`` the real defect images replace the
+synthetic ones. The winner is then fitted on every image and calibrated as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from edge_anomaly.autoconfig.synthetic_defects import synthetic_defect_set
+from edge_anomaly.backbones import build_extractor
+from edge_anomaly.config import load_params
+from edge_anomaly.data.folders import crop_region
+from edge_anomaly.data.training_set import TrainingSet, input_size_for
+from edge_anomaly.graph import AnomalyGraph
+from edge_anomaly.model import run_graph
+from edge_anomaly.progress import make_progress
+from edge_anomaly.templates import TemplateParams, get_template
+from edge_anomaly.training import embed_images, split_holdout
+from runtime.preprocess import frame_to_input
+
+log = logging.getLogger(__name__)
+
+MAX_FIT_IMAGES = 120  # candidates are compared on a bounded subset: a few minutes on 2 cores
+MAX_CHECK_IMAGES = 30  # held-out normals, each also given synthetic defects
+DEFECTS_PER_IMAGE = 2
+LATENCY_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A template and the hyperparameters it is tried with (besides the user's own)."""
+
+    name: str
+    template: str
+    overrides: dict = field(default_factory=dict)
+    max_input_pixels: int = 256 * 256
+
+
+CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("patchcore", "patchcore"),
+    Candidate("patchcore top-3", "patchcore", {"top_k": 3}),
+    Candidate("patchcore deep", "patchcore", {"layers": ["stage4", "stage6"]}),
+    Candidate("patchcore 384", "patchcore", {}, 384 * 384),
+    Candidate("padim", "padim"),
+)
+
+
+@dataclass
+class Trial:
+    candidate: str
+    template: str
+    input_size: tuple[int, int]
+    synthetic_auroc: float
+    recall_at_strict: float  # share of defects above the highest held-out normal score
+    latency_ms: float  # PyTorch, one image, median
+    seconds: float  # fit and scoring time of this candidate
+    within_budget: bool
+    error: str | None = None
+
+    def key(self) -> tuple:
+        """Better first: within budget, AUROC (to 0.005), recall (to 0.02), then faster."""
+        return (self.within_budget and self.error is None, round(self.synthetic_auroc / 0.005),
+                round(self.recall_at_strict / 0.02), -self.latency_ms)
+
+
+@dataclass
+class Choice:
+    template: str
+    params: TemplateParams
+    trials: list[Trial]
+    defects: str  # "synthetic" or the defect folder
+
+    def table(self) -> str:
+        lines = ["| candidate | template | input (h x w) | AUROC | recall at strict threshold | ms/image | "
+                 "search s | chosen |", "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+        best = max(self.trials, key=Trial.key)
+        for t in self.trials:
+            note = t.error or ("" if t.within_budget else "over latency budget")
+            lines.append(f"| {t.candidate} | {t.template} | {t.input_size[0]} x {t.input_size[1]} | "
+                         f"{t.synthetic_auroc:.3f} | {t.recall_at_strict:.2f} | {t.latency_ms:.1f} | {t.seconds:.1f} | "
+                         f"{'yes' if t is best else note} |")
+        return "\n".join(lines)
+
+    def record(self) -> dict:
+        return {"defects": self.defects, "chosen": max(self.trials, key=Trial.key).candidate,
+                "trials": [asdict(t) for t in self.trials]}
+
+
+def _candidate_params(candidate: Candidate, config_file: str | Path | None, overrides: list[str],
+                      training: TrainingSet) -> TemplateParams:
+    """The user's settings (which always win) on top of the candidate's."""
+    _, params = load_params(candidate.template, config_file, overrides)
+    user_keys = params.model_fields_set
+    update = {key: value for key, value in candidate.overrides.items() if key not in user_keys}
+    if "max_input_pixels" not in user_keys:
+        update["max_input_pixels"] = candidate.max_input_pixels
+    return get_template(candidate.template).params.model_validate({**params.model_dump(), **update})
+
+
+def _sized(params: TemplateParams, aspect: float) -> TemplateParams:
+    if params.input_size is not None:
+        return params
+    return params.model_copy(update={"input_size": input_size_for(aspect, params.max_input_pixels)})
+
+
+def _latency_ms(graph: AnomalyGraph, image: np.ndarray) -> float:
+    times = []
+    with torch.no_grad():
+        graph(torch.from_numpy(image[None]))
+        for _ in range(LATENCY_REPEATS):
+            start = time.perf_counter()
+            graph(torch.from_numpy(image[None]))
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def _try(candidate: Candidate, params: TemplateParams, frames: list[np.ndarray], fit_idx: np.ndarray,
+         normal_idx: np.ndarray, defect_frames: list[np.ndarray], max_latency_ms: float | None) -> Trial:
+    started = time.perf_counter()
+    size = tuple(params.input_size)
+    template = get_template(candidate.template)
+
+    def inputs(images: list[np.ndarray]) -> np.ndarray:
+        return np.stack([frame_to_input(image, size) for image in images])
+
+    extractor = build_extractor(params.backbone, params.layers, size, params.backbone_weights)
+    scorer = template.scorer(params, extractor.feature_shapes(size))
+    graph = AnomalyGraph(extractor, scorer, size, params.heatmap_sigma).eval()
+    scorer.fit(embed_images(graph, inputs([frames[i] for i in fit_idx]), params.batch_size))
+    normal = run_graph(graph, inputs([frames[i] for i in normal_idx]), params.batch_size)[1]
+    defect = run_graph(graph, inputs(defect_frames), params.batch_size)[1]
+    labels = np.r_[np.zeros(len(normal)), np.ones(len(defect))]
+    auroc = float(roc_auc_score(labels, np.r_[normal, defect]))
+    recall = float(np.mean(defect > normal.max()))
+    latency = _latency_ms(graph, inputs(frames[:1])[0])
+    within = max_latency_ms is None or latency <= max_latency_ms
+    return Trial(candidate.name, candidate.template, size, auroc, recall, latency,
+                 time.perf_counter() - started, within)
+
+
+def choose_configuration(training: TrainingSet, config_file: str | Path | None = None,
+                         overrides: list[str] | None = None, max_latency_ms: float | None = None,
+                         defects: str | Path | None = None, seed: int = 0,
+                         candidates: tuple[Candidate, ...] = CANDIDATES) -> Choice:
+    """Try every candidate on the training images and return the best, with the table of trials."""
+    overrides = overrides or []
+    base = _candidate_params(candidates[0], config_file, overrides, training)
+    aspect = training.aspect_ratio(base.roi, base.center_crop)
+    with make_progress() as progress:
+        task = progress.add_task("reading images for automatic configuration", total=None)
+        frames = [frame[y:y + h, x:x + w] for _, frame in training.frames()
+                  for x, y, w, h in [_region(frame, base)]]
+        progress.update(task, completed=1, total=1)
+    if len(frames) < 10:
+        raise ValueError(f"{training.folder}: automatic configuration needs at least 10 normal images, "
+                         f"found {len(frames)}; choose --template yourself")
+    fit_idx, check_idx = split_holdout(len(frames), min(0.5, max(0.15, MAX_CHECK_IMAGES / len(frames))), seed)
+    fit_idx = fit_idx[np.linspace(0, len(fit_idx) - 1, min(len(fit_idx), MAX_FIT_IMAGES)).round().astype(int)]
+    check_idx = check_idx[:MAX_CHECK_IMAGES]
+    if defects is not None:
+        defect_set = TrainingSet.scan(defects)
+        defect_frames = [frame[y:y + h, x:x + w] for _, frame in defect_set.frames()
+                         for x, y, w, h in [_region(frame, base)]]
+        source = str(defects)
+    else:
+        defect_frames, _ = synthetic_defect_set([frames[i] for i in check_idx], DEFECTS_PER_IMAGE, seed)
+        source = "synthetic"
+    trials = []
+    with make_progress() as progress:
+        task = progress.add_task("trying candidates", total=len(candidates))
+        for candidate in candidates:
+            try:
+                params = _sized(_candidate_params(candidate, config_file, overrides, training), aspect)
+                trials.append(_try(candidate, params, frames, fit_idx, check_idx, defect_frames, max_latency_ms))
+            except (ValueError, RuntimeError) as exc:  # e.g. --set keys another template does not have
+                log.warning("candidate %s left out: %s", candidate.name, exc)
+                trials.append(Trial(candidate.name, candidate.template, (0, 0), 0.0, 0.0, float("inf"), 0.0,
+                                    False, str(exc).splitlines()[0]))
+            progress.advance(task)
+    best = max(trials, key=Trial.key)
+    if best.error is not None or not best.within_budget:
+        raise ValueError(f"no candidate meets the latency budget of {max_latency_ms} ms:\n"
+                         + Choice("", base, trials, source).table())
+    chosen = next(c for c in candidates if c.name == best.candidate)
+    return Choice(chosen.template, _candidate_params(chosen, config_file, overrides, training), trials, source)
+
+
+def _region(frame: np.ndarray, params: TemplateParams) -> tuple[int, int, int, int]:
+    return crop_region(frame.shape[:2], params.roi, params.center_crop, "image")
