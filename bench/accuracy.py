@@ -1,18 +1,24 @@
-"""Accuracy and training speed per category and template, as markdown tables.
+"""Accuracy, false alarms and misses per category with the defaults, as markdown tables.
 
-    python bench/accuracy.py                                  # synthetic boards, bottle, magnetic_tile
-    python bench/accuracy.py --categories bottle --templates patchcore --set coreset_ratio=0.05
+    python bench/accuracy.py                                   # boards, bottle, magnetic_tile; automatic configuration
+    python bench/accuracy.py --categories bottle --template patchcore --set coreset_ratio=0.05
+    python bench/accuracy.py --categories bottle --video      # also: fit on an mp4 of good parts, judge another
 
-For every (category, template): fit with default hyperparameters (plus any --set), evaluate on
-the test set, and time a single 256 px image through the PyTorch model (batch 1, after
-warm-up, 2 threads). Categories whose data is absent are reported as skipped.
+For every category: ``fit`` as a new user runs it (automatic configuration unless --template),
+evaluate on the test set at the calibrated threshold, and time one image through the PyTorch
+model (batch 1, after warm-up, 2 threads). The false-alarm rate is the share of test/good
+flagged; the miss rate the share of defect images not flagged. Categories whose data is absent
+are reported as skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,9 +32,12 @@ sys.path.insert(0, str(REPO))
 from edge_anomaly.config import load_params  # noqa: E402
 from edge_anomaly.data.folders import mvtec_test_set  # noqa: E402
 from edge_anomaly.data.synthetic import generate_boards  # noqa: E402
+from edge_anomaly.data.training_set import TrainingSet  # noqa: E402
+from edge_anomaly.data.video import write_video  # noqa: E402
+from edge_anomaly.demo import flagged_share  # noqa: E402
 from edge_anomaly.evaluation.evaluate import evaluate_model  # noqa: E402
 from edge_anomaly.training import fit_model  # noqa: E402
-from runtime.image_io import read_image  # noqa: E402
+from runtime.image_io import list_images, read_image  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 CATEGORIES = {
@@ -36,6 +45,17 @@ CATEGORIES = {
     "bottle": SHARED / "mvtec_ad" / "bottle",
     "magnetic_tile": SHARED / "mtd" / "magnetic_tile",
 }
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+        flags = next(line.split(":", 1)[1].split() for line in out.splitlines() if line.startswith("Flags"))
+        isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+        return f"{model} ({os.cpu_count()} cores; {', '.join(isa)})"
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or "unknown CPU"
 
 
 def single_image_latency_ms(model, data: Path, repeats: int = 20) -> tuple[float, float]:
@@ -51,21 +71,52 @@ def single_image_latency_ms(model, data: Path, repeats: int = 20) -> tuple[float
     return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
 
 
-def run(category: str, data: Path, template: str, overrides: list[str]) -> dict:
-    name, params = load_params(template, overrides=overrides)
-    model = fit_model(data, name, params)
+def fit_like_the_cli(data: Path, template: str | None, overrides: list[str]):
+    """(model, search seconds): what ``edge-anomaly fit --data DATA`` does with these flags."""
+    training = TrainingSet.scan(data)
+    started = time.perf_counter()
+    choice = None
+    if template is None:
+        from edge_anomaly.autoconfig.search import choose_configuration
+
+        choice = choose_configuration(training, overrides=overrides)
+        name, params = choice.template, choice.params
+    else:
+        name, params = load_params(template, overrides=overrides)
+    search_s = time.perf_counter() - started
+    model = fit_model(data, name, params, training=training)
+    if choice is not None:
+        model.info["autoconfig"] = choice.record()
+        print(f"\n{data.name}: automatic configuration\n\n{choice.table()}\n", flush=True)
+    return model, search_s, time.perf_counter() - started
+
+
+def video_row(data: Path, template: str | None, overrides: list[str], work: Path) -> dict:
+    """Fit on an mp4 of the good training images, count flags on an mp4 of the good test images."""
+    train_video = write_video(work / f"{data.name}-train.mp4",
+                              [read_image(p) for p in list_images(data / "train" / "good")], 10.0)
+    test_video = write_video(work / f"{data.name}-test.mp4",
+                             [read_image(p) for p in list_images(data / "test" / "good")], 10.0)
+    model, _, total_s = fit_like_the_cli(train_video, template, overrides)
+    flagged, frames = flagged_share(model, test_video)
+    return {"category": data.name, "template": model.template, "frames": frames, "flagged": flagged,
+            "fit_s": total_s}
+
+
+def run(category: str, data: Path, template: str | None, overrides: list[str]) -> dict:
+    model, search_s, total_s = fit_like_the_cli(data, template, overrides)
     metrics = evaluate_model(model, data)
     median, p95 = single_image_latency_ms(model, data)
-    bank = getattr(model.graph.scorer, "memory_bank", None)
     return {
         "category": category,
-        "template": template,
-        "fit_s": model.info["fit_seconds"],
+        "template": model.template,
+        "input": model.input_size,
+        "search_s": search_s,
+        "fit_s": total_s,
         "latency_ms_median": median,
         "latency_ms_p95": p95,
-        "bank": None if bank is None else int(bank.shape[0]),
-        **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "pixel_aupro", "image_f1", "image_f1_calibrated")},
-        "per_defect": metrics["per_defect"],
+        "calibration": model.info["calibration"],
+        "metrics": metrics,
     }
 
 
@@ -73,42 +124,63 @@ def fmt(value) -> str:
     return "n/a" if value is None or value != value else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
 
+def rate(metrics: dict, key: str) -> str:
+    entry = metrics.get(key)
+    if isinstance(entry, dict):
+        return f"{entry['rate']:.3f} ({entry['count']}/{entry['of']})"
+    return fmt(entry)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=list(CATEGORIES))
-    parser.add_argument("--templates", nargs="+", default=["patchcore", "padim"])
+    parser.add_argument("--template", help="fixed template instead of automatic configuration")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--video", action="store_true", help="also the mp4 case for each real category")
     parser.add_argument("--json", help="also write all rows to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    rows, skipped = [], []
+    rows, videos, skipped = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for category in args.categories:
             data = CATEGORIES[category] or generate_boards(Path(tmp) / "boards")
             if not (data / "train" / "good").is_dir():
                 skipped.append(f"{category}: data not found at {data}")
                 continue
-            for template in args.templates:
-                rows.append(run(category, data, template, args.set))
+            rows.append(run(category, data, args.template, args.set))
+            if args.video and CATEGORIES[category] is not None:
+                videos.append(video_row(data, args.template, args.set, Path(tmp)))
 
-    print("| category | template | image AUROC | pixel AUROC | AUPRO | F1 best | F1 calibrated | fit s | "
-          "ms/image median | p95 | bank |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"CPU: {cpu_name()}; torch threads 2; {time.strftime('%Y-%m-%d')}\n")
+    print("| category | template | input (h x w) | image AUROC | pixel AUROC | AUPRO | false-alarm rate | "
+          "miss rate | fit s (of which search) | ms/image median | p95 |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['category']} | {r['template']} | {fmt(r['image_auroc'])} | {fmt(r['pixel_auroc'])} | "
-              f"{fmt(r['pixel_aupro'])} | {fmt(r['image_f1'])} | {fmt(r['image_f1_calibrated'])} | "
-              f"{r['fit_s']:.1f} | {r['latency_ms_median']:.1f} | {r['latency_ms_p95']:.1f} | {fmt(r['bank'])} |")
+        m = r["metrics"]
+        print(f"| {r['category']} | {r['template']} | {r['input'][0]} x {r['input'][1]} | {fmt(m['image_auroc'])} | "
+              f"{fmt(m['pixel_auroc'])} | {fmt(m['pixel_aupro'])} | {rate(m, 'false_alarm_rate')} | "
+              f"{rate(m, 'miss_rate')} | {r['fit_s']:.0f} ({r['search_s']:.0f}) | {r['latency_ms_median']:.1f} | "
+              f"{r['latency_ms_p95']:.1f} |")
     for r in rows:
-        print(f"\n{r['category']} / {r['template']}: image AUROC and recall at the calibrated threshold per defect\n")
+        c = r["calibration"]
+        print(f"\n{r['category']}: threshold for a false-alarm rate of {c['target_false_alarm_rate']} from "
+              f"{c['n_scores']} k-fold normal scores (estimated {fmt(c['estimated_false_alarm_rate'])}); "
+              f"per defect at the calibrated threshold:\n")
         print("| defect | n | image AUROC vs good | recall |")
         print("| --- | ---: | ---: | ---: |")
-        for defect, d in r["per_defect"].items():
-            print(f"| {defect} | {d['n']} | {fmt(d['image_auroc'])} | {fmt(d['recall_calibrated'])} |")
+        for defect, d in r["metrics"]["per_defect"].items():
+            print(f"| {defect} | {d['n']} | {fmt(d['image_auroc'])} | {fmt(d.get('recall_calibrated'))} |")
+    if videos:
+        print("\n| video case | template | frames of good test parts | flagged | fit s |")
+        print("| --- | --- | ---: | ---: | ---: |")
+        for v in videos:
+            print(f"| {v['category']}: fitted on an mp4 of train/good, judged on an mp4 of test/good | "
+                  f"{v['template']} | {v['frames']} | {v['flagged']} ({v['flagged'] / max(v['frames'], 1):.1%}) | {v['fit_s']:.0f} |")
     for line in skipped:
         print(f"\nskipped {line}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2, default=float))
+        Path(args.json).write_text(json.dumps({"rows": rows, "videos": videos}, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -155,10 +155,12 @@ def cmd_templates(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from edge_anomaly.demo import run_demo
+    from edge_anomaly.demo import run_demo, video_summary
 
     metrics = run_demo(args.out, args.data, args.template, args.set)
     _print_metrics(metrics)
+    if "video" in metrics:
+        print("\n" + video_summary(metrics["video"]))
     print(f"\nmodel in {Path(args.out) / 'model'}, report in {Path(args.out) / 'report'}")
 
 
@@ -225,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="generate data (or use --data), fit, evaluate, report")
     demo.add_argument("--data", help="MVTec-layout category instead of the generated circuit boards")
-    demo.add_argument("--template", help="patchcore (default) or padim")
+    demo.add_argument("--template", help="patchcore, padim or auto (default: automatic configuration)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     demo.add_argument("--out", default="edge-anomaly-demo", help="output folder (default: ./edge-anomaly-demo)")
     demo.set_defaults(run=cmd_demo)

@@ -116,7 +116,7 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
             local, calibration = f1_scale(normal_scores, run_graph(graph, defect_images, params.batch_size)[1])
         else:
             local, calibration = false_alarm_threshold(normal_scores, params.false_alarm_rate)
-    if calibration.note:
+    if calibration.method != "f1" and calibration.note:
         log.warning("%s", calibration.note)
 
     scoring = Scoring(local=local)

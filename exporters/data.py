@@ -3,8 +3,8 @@
 Both come from the model's training folder (``model.info["training_set"]["folder"]``), cropped
 to the model's region of interest: a share of its images (re-derived from the seed) forms the
 parity set and the rest calibrates INT8, and when the folder is an MVTec category's
-``train/good`` a bounded, evenly spaced sample of the category's test set adds defects with masks. ``--calibration-data DIR`` replaces
-the training folder (a folder of normal images or an MVTec category root).
+``train/good`` a bounded, evenly spaced sample of the category's test set adds defects with masks.
+``--calibration-data DIR`` replaces the training folder (a folder of normal images or an MVTec category root).
 """
 
 from __future__ import annotations

@@ -39,10 +39,17 @@ def _smooth_noise(shape_hw: tuple[int, int], rng: np.random.Generator, cells: in
     return cv2.resize(coarse, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_CUBIC).clip(0, 255)
 
 
-def _random_centre(shape_hw: tuple[int, int], diameter: float, rng: np.random.Generator) -> tuple[int, int]:
-    height, width = shape_hw
+def _random_centre(image: np.ndarray, diameter: float, rng: np.random.Generator, tries: int = 8) -> tuple[int, int]:
+    """A random place on the part rather than on a flat background: of a few random centres, the one
+    whose neighbourhood varies most (a blur or a moved piece on a plain area would change nothing)."""
+    height, width = image.shape[:2]
     margin_x, margin_y = min(width // 2, int(diameter)), min(height // 2, int(diameter))
-    return int(rng.integers(margin_x, width - margin_x + 1)), int(rng.integers(margin_y, height - margin_y + 1))
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    size = max(3, int(diameter) | 1)
+    detail = cv2.blur(gray * gray, (size, size)) - cv2.blur(gray, (size, size)) ** 2
+    centres = [(int(rng.integers(margin_x, width - margin_x + 1)), int(rng.integers(margin_y, height - margin_y + 1)))
+               for _ in range(tries)]
+    return max(centres, key=lambda c: detail[min(c[1], height - 1), min(c[0], width - 1)])
 
 
 def _patch_from_elsewhere(image: np.ndarray, box: int, rng: np.random.Generator) -> np.ndarray:
@@ -62,7 +69,7 @@ def add_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.nda
     if kind == "spot":
         diameter *= 0.5
     diameter = max(diameter, 4.0)
-    centre = _random_centre((height, width), diameter, rng)
+    centre = _random_centre(image, diameter, rng)
     mask = _blob_mask((height, width), centre, diameter, rng)[..., None]
     base = image.astype(np.float32)
     if kind == "texture":

@@ -109,7 +109,7 @@ class TrainingSet:
             _, _, width, height = crop_region(shape, roi, center_crop, path)
             ratios.append(width / height)
         if not ratios:
-            raise ValueError(f"{self.folder}: no readable image to measure the aspect ratio from")
+            raise ValueError(f"{self.folder}: found no usable images (none could be read to measure the aspect ratio)")
         return float(np.median(ratios))
 
     def load(self, size_hw: tuple[int, int], roi: Region | None = None, center_crop: float | None = None,

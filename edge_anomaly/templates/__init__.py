@@ -23,7 +23,9 @@ class Template:
 TEMPLATES: dict[str, Template] = {
     "patchcore": Template("patchcore", "coreset memory bank of patch features, nearest-neighbour distance",
                           PatchCoreParams, PatchCoreScorer),
-    "padim": Template("padim", "Gaussian per feature-map position, Mahalanobis distance", PadimParams, PadimScorer),
+    "padim": Template("padim", "Gaussian per feature-map position, Mahalanobis distance; only for aligned parts "
+                      "(fixtured, same place every time): parts that move or vary in place break it",
+                      PadimParams, PadimScorer),
 }
 
 

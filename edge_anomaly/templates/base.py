@@ -49,7 +49,7 @@ class TemplateParams(BaseModel):
         0.01, gt=0.0, lt=0.5, description="target share of good parts flagged: sets the threshold"
     )
     calibration_folds: int = Field(
-        5, ge=2, le=20, description="k-fold over the training images: each is scored by a model that did not see it"
+        10, ge=2, le=20, description="k-fold over the training images: each is scored by a model that did not see it"
     )
     holdout_fraction: float = Field(
         0.1, ge=0.02, le=0.5, description="share of training images held out to calibrate templates without k-fold"

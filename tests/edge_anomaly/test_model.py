@@ -71,7 +71,7 @@ def test_training_folder_errors_are_clear(tmp_path):
 
     _, params = load_params("patchcore")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no images found"):
+    with pytest.raises(ValueError, match="no images or videos found"):
         fit_model(tmp_path / "empty", "patchcore", params)
     with pytest.raises(FileNotFoundError, match="not found"):
         fit_model(tmp_path / "absent", "patchcore", params)

@@ -1,0 +1,37 @@
+"""Automatic configuration: synthetic defects are local and visible; the search picks what separates them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from edge_anomaly.autoconfig.search import Candidate, choose_configuration  # noqa: E402
+from edge_anomaly.autoconfig.synthetic_defects import KINDS, add_defect  # noqa: E402
+from edge_anomaly.data.training_set import TrainingSet  # noqa: E402
+from runtime.image_io import list_images, read_image  # noqa: E402
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_synthetic_defects_are_local_and_visible(boards, kind):
+    image = read_image(list_images(boards / "train" / "good")[0])
+    changed = np.abs(add_defect(image, kind, np.random.default_rng(3)).astype(int) - image).max(axis=2) > 12
+    share = changed.mean()
+    assert 0.0005 < share < 0.06, f"{kind}: {share:.4f} of the pixels changed"
+
+
+def test_search_prefers_the_candidate_that_separates_defects_and_respects_the_budget(boards, capsys):
+    training = TrainingSet.scan(boards)
+    candidates = (
+        # a scorer that sees only the coarsest stage cannot tell a small defect from normal
+        Candidate("coarse", "padim", {"layers": ["stage6"], "n_features": 8}, 64 * 64),
+        Candidate("fine", "padim", {"n_features": 16}, 128 * 160),
+    )
+    choice = choose_configuration(training, candidates=candidates)
+    trials = {t.candidate: t for t in choice.trials}
+    assert trials["fine"].synthetic_auroc > trials["coarse"].synthetic_auroc
+    assert choice.template == "padim" and choice.params.n_features == 16
+    assert choice.record()["chosen"] == "fine" and "| fine |" in choice.table()
+    with pytest.raises(ValueError, match="latency budget"):
+        choose_configuration(training, max_latency_ms=0.001, candidates=candidates)
