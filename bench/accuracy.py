@@ -175,8 +175,9 @@ def main() -> None:
         print("\n| video case | template | frames of good test parts | flagged | fit s |")
         print("| --- | --- | ---: | ---: | ---: |")
         for v in videos:
+            share = v["flagged"] / max(v["frames"], 1)
             print(f"| {v['category']}: fitted on an mp4 of train/good, judged on an mp4 of test/good | "
-                  f"{v['template']} | {v['frames']} | {v['flagged']} ({v['flagged'] / max(v['frames'], 1):.1%}) | {v['fit_s']:.0f} |")
+                  f"{v['template']} | {v['frames']} | {v['flagged']} ({share:.1%}) | {v['fit_s']:.0f} |")
     for line in skipped:
         print(f"\nskipped {line}")
     if args.json:
