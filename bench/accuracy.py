@@ -124,11 +124,11 @@ def fmt(value) -> str:
     return "n/a" if value is None or value != value else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
 
-def rate(metrics: dict, key: str) -> str:
-    entry = metrics.get(key)
-    if isinstance(entry, dict):
-        return f"{entry['rate']:.3f} ({entry['count']}/{entry['of']})"
-    return fmt(entry)
+def rate(metrics: dict, name: str, among: str) -> str:
+    """``false_alarm`` / ``miss`` as the share and the count: 0.050 (1/20)."""
+    if f"{name}_rate" not in metrics:
+        return "n/a"
+    return f"{fmt(metrics[f'{name}_rate'])} ({metrics[f'{name}_count']}/{metrics[among]})"
 
 
 def main() -> None:
@@ -159,8 +159,8 @@ def main() -> None:
     for r in rows:
         m = r["metrics"]
         print(f"| {r['category']} | {r['template']} | {r['input'][0]} x {r['input'][1]} | {fmt(m['image_auroc'])} | "
-              f"{fmt(m['pixel_auroc'])} | {fmt(m['pixel_aupro'])} | {rate(m, 'false_alarm_rate')} | "
-              f"{rate(m, 'miss_rate')} | {r['fit_s']:.0f} ({r['search_s']:.0f}) | {r['latency_ms_median']:.1f} | "
+              f"{fmt(m['pixel_auroc'])} | {fmt(m['pixel_aupro'])} | {rate(m, 'false_alarm', 'n_good')} | "
+              f"{rate(m, 'miss', 'n_anomalous')} | {r['fit_s']:.0f} ({r['search_s']:.0f}) | {r['latency_ms_median']:.1f} | "
               f"{r['latency_ms_p95']:.1f} |")
     for r in rows:
         c = r["calibration"]
