@@ -65,6 +65,7 @@ def compute_metrics(records: Sequence[EvalRecord], threshold: float = 0.5) -> di
         per_defect[str(defect)] = {
             "n": int(mine.sum()),
             **_rate("miss", mine & ~flagged, mine),
+            "recall_calibrated": float(np.mean(flagged[mine])),  # 1 - miss_rate, as bench/accuracy.py reads it
             "image_auroc": image_auroc(labels[chosen], scores[chosen]),
             "kinds": {str(kind): int((said == kind).sum()) for kind in sorted(set(said)) if kind},
         }

@@ -57,6 +57,7 @@ def test_compute_metrics_values():
         "n": 3,
         "miss_rate": pytest.approx(1 / 3),
         "miss_count": 1,
+        "recall_calibrated": pytest.approx(2 / 3),
         "kinds": {"local": 2},
     }
     assert m["per_defect"]["lighting"] == {
@@ -64,6 +65,7 @@ def test_compute_metrics_values():
         "n": 2,
         "miss_rate": 0.0,
         "miss_count": 0,
+        "recall_calibrated": 1.0,
         "kinds": {"lighting": 2},
     }
     # Best at 0.4: TP 5, FP 1 -> 10/11. At 0.5: TP 4, FP 1, FN 1 -> 0.8.
