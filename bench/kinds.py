@@ -52,13 +52,15 @@ def _cpu() -> str:
 
 
 def _subsampled(data: Path, max_train: int, work: Path) -> Path:
-    """``data`` itself, or a copy of its layout whose train/good holds every k-th image (symlinks)."""
+    """``data`` itself, or a copy of its layout whose train/good holds ``max_train`` images spread
+    evenly over the sorted list (symlinks, nothing copied)."""
     train = list_images(data / "train" / "good")
     if len(train) <= max_train:
         return data
     root = work / data.name
     (root / "train" / "good").mkdir(parents=True)
-    for path in train[:: -(-len(train) // max_train)]:
+    for index in np.unique(np.linspace(0, len(train) - 1, max_train).round().astype(int)):
+        path = train[index]
         (root / "train" / "good" / path.name).symlink_to(path.resolve())
     for part in ("test", "ground_truth"):
         if (data / part).exists():
@@ -123,7 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-kind", type=int, default=40, help="generated boards per defect kind")
     parser.add_argument("--max-train", type=int, default=200,
-                        help="real categories: fit on at most this many training images (every k-th)")
+                        help="real categories: fit on at most this many training images (spread evenly)")
     parser.add_argument("--factors", type=float, nargs="+", default=[1.0, 0.6, 1.5])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--skip-real", action="store_true")
