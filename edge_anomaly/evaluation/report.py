@@ -293,8 +293,10 @@ def html_report(path: Path, title: str, metrics: dict, roc_png: Path, overlays: 
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
-    figures = "".join(f"<figure>{embed(png, caption)}<figcaption>{html.escape(png.name)}</figcaption></figure>"
-                      for png, caption in overlays)
+    def figures(prefix: str) -> str:
+        return "".join(f"<figure>{embed(png, caption)}<figcaption>{html.escape(png.name)}</figcaption></figure>"
+                       for png, caption in overlays if png.name.startswith(prefix))
+
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -309,7 +311,8 @@ figcaption {{ font-size: 0.8em; color: #555; }}
 <h2>Verdicts at the calibrated threshold</h2>{table(metrics_table(metrics))}
 <h2>Per defect</h2>{table(per_defect_table(metrics))}
 <h2>Image ROC</h2>{embed(roc_png, "image ROC")}
-<h2>Worst cases</h2>{figures}
+<h2>Good images closest to a false alarm</h2>{figures("good_")}
+<h2>Defects closest to a miss</h2>{figures("defect_")}
 </body></html>
 """
     path.write_text(page, encoding="utf-8")
