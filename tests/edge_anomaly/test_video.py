@@ -50,6 +50,10 @@ def test_unopenable_and_oversized_videos_name_the_file(tmp_path, monkeypatch):
     with pytest.raises(ImageReadError, match="absent.mp4"):
         sample_video_frames(tmp_path / "absent.mp4")
     clip = write_video(tmp_path / "big.mp4", _numbered(2), fps=5)
+    monkeypatch.setattr(video, "MAX_SAMPLED_BYTES", 96 * 64 * 3)  # room for one frame, not two
+    with pytest.raises(ValueError, match=r"big.mp4: more than .* after 1 frames; sample fewer"):
+        sample_video_frames(clip)
+    assert len(sample_video_frames(clip, max_frames=1)) == 1
     monkeypatch.setattr(video, "MAX_FRAME_PIXELS", 64 * 64)
     with pytest.raises(ValueError, match=r"big.mp4: frames of 96x64 exceed"):
         sample_video_frames(clip)
