@@ -25,20 +25,23 @@ import collections
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edge_anomaly.config import load_params
-from edge_anomaly.data.folders import load_inputs, mvtec_test_set
-from edge_anomaly.data.synthetic import DEFECT_KINDS, generate_boards
-from edge_anomaly.training import fit_model
-from runtime.image_io import list_images
-from runtime.scoring import ScoreScale, Scoring
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # before bench/, whose runtime.py would shadow the runtime package
+
+from edge_anomaly.config import load_params  # noqa: E402
+from edge_anomaly.data.folders import load_inputs, mvtec_test_set  # noqa: E402
+from edge_anomaly.data.synthetic import DEFECT_KINDS, generate_boards  # noqa: E402
+from edge_anomaly.training import fit_model  # noqa: E402
+from runtime.image_io import list_images  # noqa: E402
+from runtime.scoring import ScoreScale, Scoring  # noqa: E402
+
 REAL = {"bottle": "mvtec_ad/bottle", "magnetic_tile": "mtd/magnetic_tile"}
 
 
@@ -118,7 +121,7 @@ def _report(name: str, outputs, expected: dict[str, str], factors: list[float]) 
         right = sum(r for r, _ in shares.values())
         flagged = sum(f for _, f in shares.values())
         print(f"### {label} (raw {threshold:.3f})\n\n{table}\n")
-        print(f"all defects: {100 * right / max(flagged, 1):.1f} % of {flagged} flagged labelled right\n")
+        print(f"all defects: {100 * right / max(flagged, 1):.1f} % of {flagged} flagged labelled right\n", flush=True)
 
 
 def main() -> None:
@@ -130,7 +133,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--skip-real", action="store_true")
     args = parser.parse_args()
-    print(f"# Kinds (CPU: {_cpu()})")
+    print(f"# Kinds (CPU: {_cpu()})", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-kinds-") as work:
         boards = generate_boards(Path(work) / "boards", n_train=80, n_test_good=20, n_per_defect=args.per_kind)
         _report("generated boards", _outputs(boards), DEFECT_KINDS, args.factors)
