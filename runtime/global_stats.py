@@ -34,11 +34,22 @@ def _min_std() -> np.ndarray:
     return np.array([MIN_STD[name.split("_")[0]] for name in STAT_NAMES])
 
 
-def image_statistics(rgb: np.ndarray) -> np.ndarray:
+# A shading cell with less than this share of its pixels left after an exclusion is not
+# compared: what remains of it is not the same part of the scene as in the reference.
+MIN_CELL_KEPT = 0.75
+
+
+def image_statistics(rgb: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """Statistics of one RGB uint8 image at model input size, in the order of STAT_NAMES.
 
     Shading cells are relative to the image mean and sharpness is the Laplacian energy
     relative to the image variance, so an exposure change moves only brightness/contrast.
+    ``exclude`` (bool, image-sized) marks a local region, e.g. a defect's, to ask whether the
+    rest of the frame still looks mis-lit or defocused: the shading cells it reaches into by
+    more than 1 - MIN_CELL_KEPT come back as nan (no evidence either way) and sharpness is
+    measured on the pixels outside it. Brightness, contrast and colour stay whole-frame
+    figures: leaving out a region shifts them by what the region normally holds (a dark
+    bottle centre), which would read as a lighting change of its own.
     """
     pixels = rgb.astype(np.float32) / 255.0
     gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
@@ -48,8 +59,16 @@ def image_statistics(rgb: np.ndarray) -> np.ndarray:
     chroma = channel_means / max(float(channel_means.sum()), 1e-6)
     cells = cv2.resize(gray, (GRID, GRID), interpolation=cv2.INTER_AREA)
     shading = cells.reshape(-1) / max(brightness, 1e-6)
-    laplacian_var = float(cv2.Laplacian(gray, cv2.CV_32F).var())
-    sharpness = float(np.log((laplacian_var + 1e-8) / (contrast**2 + 1e-8)))
+    laplacian = cv2.Laplacian(gray, cv2.CV_32F)
+    if exclude is not None and exclude.any():
+        keep = ~exclude
+        kept_share = cv2.resize(keep.astype(np.float32), (GRID, GRID), interpolation=cv2.INTER_AREA)
+        shading[kept_share.reshape(-1) < MIN_CELL_KEPT] = np.nan
+        laplacian_var = float(laplacian[keep].var()) if keep.any() else np.nan
+        kept_contrast = float(gray[keep].std()) if keep.any() else np.nan
+    else:
+        laplacian_var, kept_contrast = float(laplacian.var()), contrast
+    sharpness = float(np.log((laplacian_var + 1e-8) / (kept_contrast**2 + 1e-8)))
     return np.array([brightness, contrast, *chroma, *shading, sharpness], dtype=np.float64)
 
 
@@ -71,9 +90,10 @@ class GlobalStatsReference:
         """(lighting, blur) raw scores for (n, STAT_NAMES) statistics.
 
         Lighting is the largest absolute z-score over the lighting statistics; blur counts
-        only a loss of sharpness.
+        only a loss of sharpness. A nan statistic (left out, see :func:`image_statistics`)
+        counts as no deviation.
         """
-        z = (np.atleast_2d(stats) - self.mean) / self.std
+        z = np.nan_to_num((np.atleast_2d(stats) - self.mean) / self.std, nan=0.0)
         n_lighting = len(LIGHTING_STATS)
         lighting = np.abs(z[:, :n_lighting]).max(axis=1)
         blur = np.maximum(-z[:, n_lighting], 0.0)

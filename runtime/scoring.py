@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from runtime.global_stats import GlobalStatsReference, image_statistics
@@ -15,6 +16,38 @@ from runtime.preprocess import Region, heatmap_to_frame
 from runtime.result import ANOMALOUS, NORMAL, Result
 
 _MAX_EXPONENT = 60.0  # exp(60) is finite in float64; beyond it the logistic is 0 or 1 anyway
+
+# What counts as a compact hot region (see compact_hot_region), as shares of the inspected area.
+HOT_LEVEL = 0.5  # normalised heatmap level: the calibrated threshold
+MAX_HOT_SHARE = 0.4  # hotter than this share of the area, the anomaly is the whole frame
+FEW_COMPONENTS = 3  # the largest FEW_COMPONENTS hot components ...
+MIN_FEW_SHARE = 0.8  # ... must hold this share of the hot area (not speckle all over)
+REGION_MARGIN = 1 / 32  # the region is widened by this share of the shorter side before it is left out
+
+
+def _logistic(excess: float | np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(excess, -_MAX_EXPONENT, _MAX_EXPONENT)))
+
+
+def compact_hot_region(heatmap: np.ndarray) -> np.ndarray | None:
+    """The pixels of a compact hot region of a normalised heatmap, widened by a margin, or None.
+
+    Hot pixels are those >= HOT_LEVEL; regions are their 8-connected components
+    (``cv2.connectedComponentsWithStats``). The hot area is compact when it is non-empty,
+    covers at most MAX_HOT_SHARE of the map, and its FEW_COMPONENTS largest components hold
+    at least MIN_FEW_SHARE of it: one or a few blobs, not a whole frame gone hot and not a
+    dust of spots. All shares are of the map's area, so they hold for any input size.
+    """
+    hot = (np.asarray(heatmap) >= HOT_LEVEL).astype(np.uint8)
+    area = int(hot.sum())
+    if area == 0 or area > MAX_HOT_SHARE * hot.size:
+        return None
+    _, _, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
+    sizes = np.sort(stats[1:, cv2.CC_STAT_AREA])[::-1]
+    if sizes[:FEW_COMPONENTS].sum() < MIN_FEW_SHARE * area:
+        return None
+    margin = max(1, round(REGION_MARGIN * min(hot.shape)))
+    return cv2.dilate(hot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))) > 0
 
 
 @dataclass(frozen=True)
@@ -33,9 +66,7 @@ class ScoreScale:
             raise ValueError(f"invalid score scale: threshold={self.threshold}, spread={self.spread}")
 
     def normalize(self, raw: np.ndarray | float) -> np.ndarray:
-        exponent = np.clip(-(np.asarray(raw, dtype=np.float64) - self.threshold) * np.log(9.0) / self.spread,
-                           -_MAX_EXPONENT, _MAX_EXPONENT)
-        return 1.0 / (1.0 + np.exp(exponent))
+        return _logistic((np.asarray(raw, dtype=np.float64) - self.threshold) * np.log(9.0) / self.spread)
 
     def to_dict(self) -> dict:
         return {"threshold": float(self.threshold), "spread": float(self.spread)}
@@ -64,30 +95,59 @@ class Scoring:
         ``region`` is the part of the frame the model saw (ROI, centre crop); the heatmap is
         placed there in a frame-size map.
         """
+        heatmap = self.local.normalize(raw_heatmap).astype(np.float32)
         kind_scores = {"local": float(self.local.normalize(raw_score))}
+        excess: dict[str, float] = {}
         if self.reference is not None and self.lighting is not None and self.blur is not None:
-            lighting, blur = self.reference.deviation_scores(image_statistics(input_rgb))
-            kind_scores["lighting"] = float(self.lighting.normalize(lighting[0]))
-            kind_scores["blur"] = float(self.blur.normalize(blur[0]))
+            excess = self._global_excess(input_rgb)
+            kind_scores.update({name: float(_logistic(value)) for name, value in excess.items()})
+        fired = [name for name, value in excess.items() if value >= 0.0]
         # The global checks only speak when they fire: below their thresholds the verdict is
         # the local score alone, so they cannot reorder images they have nothing to say about.
-        # When one fires it names the kind, since a dark or blurred frame also disturbs every
-        # patch and "lighting"/"blur" is the actionable explanation.
-        fired = [name for name, value in kind_scores.items() if name != "local" and value >= 0.5]
-        kind = max(fired, key=kind_scores.__getitem__) if fired else "local"
         normalized = max(kind_scores[name] for name in ["local", *fired])
         anomalous = normalized >= 0.5
-        heatmap = self.local.normalize(raw_heatmap).astype(np.float32)
+        kind = self._kind(excess, heatmap, input_rgb) if anomalous else None
         return Result(
             score=float(raw_score),
             normalized_score=normalized,
             label=ANOMALOUS if anomalous else NORMAL,
             confidence=normalized if anomalous else 1.0 - normalized,
-            kind=kind if anomalous else None,
+            kind=kind,
             heatmap=heatmap_to_frame(heatmap, frame_hw, region),
             kind_scores=kind_scores,
             latency_ms=latency_ms,
         )
+
+    def _global_excess(self, input_rgb: np.ndarray, exclude: np.ndarray | None = None) -> dict[str, float]:
+        """How far past its threshold each global check is, in units of its spread (>= 0: fired).
+
+        Unlike the normalised score this does not saturate at 1, so two checks that both fired
+        clearly can still be told apart.
+        """
+        lighting, blur = self.reference.deviation_scores(image_statistics(input_rgb, exclude))
+        return {name: float((raw[0] - scale.threshold) * np.log(9.0) / scale.spread)
+                for name, raw, scale in (("lighting", lighting, self.lighting), ("blur", blur, self.blur))}
+
+    def _kind(self, excess: dict[str, float], heatmap: np.ndarray, input_rgb: np.ndarray) -> str:
+        """``lighting`` or ``blur`` only when no local region explains the frame, else ``local``.
+
+        When a global check fired and the heatmap has a compact hot region
+        (:func:`compact_hot_region`), the global statistics are measured again without that
+        region: if they are back within their thresholds, the region is what moved them (a
+        missing label, a rust patch) and the kind is ``local``; if the rest of the frame is
+        still off (a dark frame with one hot spot), the global check that fired furthest wins.
+        """
+        fired = [name for name, value in excess.items() if value >= 0.0]
+        if not fired:
+            return "local"
+        hot = compact_hot_region(heatmap)
+        if hot is not None:
+            if hot.shape != input_rgb.shape[:2]:
+                hot = cv2.resize(hot.astype(np.uint8), input_rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+            without = self._global_excess(input_rgb, exclude=hot)
+            if all(without[name] < 0.0 for name in fired):
+                return "local"
+        return max(fired, key=excess.__getitem__)
 
     def to_dict(self) -> dict:
         data: dict = {"local": self.local.to_dict()}

@@ -1,8 +1,11 @@
-"""Evaluation report: metrics over a labelled test set, written as JSON, Markdown, an ROC plot
-and overlays of the worst false-alarm and miss candidates, so a run can be judged at a glance."""
+"""Evaluation report: metrics over a labelled test set, written as JSON, Markdown, an ROC plot,
+overlays of the worst false-alarm and miss candidates and one self-contained HTML page, so a
+run can be judged at a glance in the line's terms (false alarms and misses, then AUROC)."""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -15,6 +18,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from edge_anomaly.evaluation.metrics import aupro, best_f1, f1_at, image_auroc, pixel_auroc
+from runtime.image_io import write_image
 from runtime.visualize import draw_regions, overlay_heatmap
 
 GOOD = "good"
@@ -36,28 +40,38 @@ class EvalRecord:
 def compute_metrics(records: Sequence[EvalRecord], threshold: float = 0.5) -> dict:
     """Image, pixel and per-defect metrics; undefined values are nan (written to JSON as null).
 
-    Pixel metrics use only records with a mask, so global defects (lighting, blur) without
-    one do not count as missed pixels. Per-defect AUROC is each defect against all good
-    images, which shows which defect type the detector struggles with.
+    The line's figures come first: ``false_alarm_rate`` (share of good images flagged at the
+    calibrated threshold) and ``miss_rate`` (share of defect images not flagged at it), each
+    with its counts, per defect type too. Pixel metrics use only records with a mask, so
+    global defects (lighting, blur) without one do not count as missed pixels. Per-defect
+    AUROC is each defect against all good images, which shows which defect type the detector
+    struggles with; ``kinds`` counts what the detector called the flagged ones.
     """
     labels = np.array([r.label for r in records], dtype=np.int64)
     scores = np.array([r.score for r in records], dtype=np.float64)
+    flagged = scores >= threshold
     with_mask = [r for r in records if r.mask is not None]
     masks = [r.mask for r in with_mask]
     heatmaps = [r.heatmap for r in with_mask]
     f1, best_threshold = best_f1(labels, scores)
     normal = labels == 0
     defects = np.array([r.defect for r in records])
+    kinds = np.array([r.kind or "" for r in records])
     per_defect = {}
     for defect in sorted(set(defects[~normal])):
-        chosen = normal | (defects == defect)
-        mine = scores[defects == defect]
+        mine = defects == defect
+        chosen = normal | mine
+        said = kinds[mine & flagged]
         per_defect[str(defect)] = {
+            "n": int(mine.sum()),
+            **_rate("miss", mine & ~flagged, mine),
+            "recall_calibrated": float(np.mean(flagged[mine])),  # 1 - miss_rate, as bench/accuracy.py reads it
             "image_auroc": image_auroc(labels[chosen], scores[chosen]),
-            "n": int(mine.size),
-            "recall_calibrated": float(np.mean(mine >= threshold)),
+            "kinds": {str(kind): int((said == kind).sum()) for kind in sorted(set(said)) if kind},
         }
     return {
+        **_rate("false_alarm", normal & flagged, normal),
+        **_rate("miss", ~normal & ~flagged, ~normal),
         "image_auroc": image_auroc(labels, scores),
         "pixel_auroc": pixel_auroc(masks, heatmaps),
         "pixel_aupro": aupro(masks, heatmaps),
@@ -66,10 +80,17 @@ def compute_metrics(records: Sequence[EvalRecord], threshold: float = 0.5) -> di
         "image_f1_calibrated": f1_at(labels, scores, threshold),
         "threshold": threshold,
         "n_images": len(records),
+        "n_good": int(normal.sum()),
         "n_anomalous": int(labels.sum()),
         "n_pixel_images": len(with_mask),
         "per_defect": per_defect,
     }
+
+
+def _rate(name: str, hits: np.ndarray, among: np.ndarray) -> dict:
+    """``{name}_rate`` (nan when there is nothing to count) and ``{name}_count``."""
+    count, total = int(hits.sum()), int(among.sum())
+    return {f"{name}_rate": count / total if total else float("nan"), f"{name}_count": count}
 
 
 def write_report(
@@ -81,14 +102,17 @@ def write_report(
     image_loader: Callable[[str], np.ndarray],
     worst: int = 6,
 ) -> Path:
-    """Write metrics.json, metrics.md, roc.png and worst/ overlays into ``report_dir``.
+    """Write metrics.json, metrics.md, roc.png, worst/ overlays and report.html into ``report_dir``.
 
-    worst/ holds the ``worst`` highest-scoring good images (fp_NN_<stem>.png, false-alarm
-    candidates) and lowest-scoring anomalous ones (fn_NN_<defect>_<stem>.png, miss candidates);
-    ``image_loader`` returns the RGB image for a record's path.
+    worst/ holds the ``worst`` highest-scoring good images (good_NN_<verdict>_<stem>.png: the
+    false alarms, or the good images closest to being one) and the lowest-scoring defect images
+    (defect_NN_<verdict>_<defect>_<stem>.png: the misses, or the narrowest catches).
+    report.html is one self-contained file (tables, ROC and overlays embedded) that opens
+    offline. ``image_loader`` returns the RGB image for a record's path.
     """
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
+    threshold = float(metrics.get("threshold", 0.5))
     images = [
         {
             "path": str(r.path),
@@ -103,94 +127,196 @@ def write_report(
     (report_dir / "metrics.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     markdown = f"# {title}\n\n{metrics_table(metrics)}\n\n## Per defect\n\n{per_defect_table(metrics)}\n"
     (report_dir / "metrics.md").write_text(markdown)
-    _plot_roc(report_dir / "roc.png", records, title)
-    _write_worst(report_dir / "worst", records, image_loader, worst)
+    _plot_roc(report_dir / "roc.png", records, title, threshold)
+    overlays = _write_worst(report_dir / "worst", records, image_loader, worst, threshold)
+    html_report(report_dir / "report.html", title, metrics, report_dir / "roc.png", overlays)
     return report_dir
 
 
+def _share(metrics: dict, name: str, total: str) -> str:
+    """``{name}_rate`` and its count as "5.0 % (1 of 20)", or n/a when nothing was counted."""
+    value = metrics.get(f"{name}_rate")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * value:.1f} % ({metrics[f'{name}_count']} of {metrics[total]})"
+
+
 def metrics_table(metrics: dict) -> str:
-    """The headline metrics as a Markdown table (nan shown as n/a); keys missing are skipped."""
+    """The headline metrics as a Markdown table, the line's figures first (false alarms and misses
+    at the calibrated threshold, then AUROC); nan shown as n/a; keys missing are skipped."""
+    lines = ["| metric | value |", "| --- | ---: |"]
+    if "false_alarm_rate" in metrics:
+        lines.append(f"| false-alarm rate (good flagged) | {_share(metrics, 'false_alarm', 'n_good')} |")
+    if "miss_rate" in metrics:
+        lines.append(f"| miss rate (defects not flagged) | {_share(metrics, 'miss', 'n_anomalous')} |")
     rows = [
         ("image AUROC", "image_auroc"),
         ("pixel AUROC", "pixel_auroc"),
         ("pixel AUPRO (FPR <= 0.3)", "pixel_aupro"),
-        ("image F1 (best threshold)", "image_f1"),
-        ("best threshold", "best_threshold"),
         ("image F1 (calibrated threshold)", "image_f1_calibrated"),
+        ("image F1 (best threshold)", "image_f1"),
         ("calibrated threshold", "threshold"),
+        ("best threshold", "best_threshold"),
         ("images", "n_images"),
+        ("good images", "n_good"),
         ("anomalous images", "n_anomalous"),
         ("images with masks", "n_pixel_images"),
     ]
-    lines = ["| metric | value |", "| --- | ---: |"]
     lines += [f"| {name} | {_fmt(metrics[key])} |" for name, key in rows if key in metrics]
     return "\n".join(lines)
 
 
 def per_defect_table(metrics: dict) -> str:
-    lines = ["| defect | n | image AUROC vs good | recall at threshold |", "| --- | ---: | ---: | ---: |"]
+    lines = ["| defect | n | miss rate | image AUROC vs good | flagged as |", "| --- | ---: | ---: | ---: | --- |"]
     for defect, row in metrics.get("per_defect", {}).items():
-        lines.append(
-            f"| {defect} | {row['n']} | {_fmt(row['image_auroc'])} | {_fmt(row['recall_calibrated'])} |"
-        )
+        kinds = ", ".join(f"{kind} {count}" for kind, count in row.get("kinds", {}).items()) or "-"
+        miss = _share(row, "miss", "n")
+        lines.append(f"| {defect} | {row['n']} | {miss} | {_fmt(row['image_auroc'])} | {kinds} |")
     return "\n".join(lines)
 
 
-def _plot_roc(path: Path, records: Sequence[EvalRecord], title: str) -> None:
-    """Image-level ROC overall, plus one curve per defect (against all good images) if several."""
+_LINE_STYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _plot_roc(path: Path, records: Sequence[EvalRecord], title: str, threshold: float) -> None:
+    """Image-level ROC overall, plus one curve per defect (against all good images) if several.
+
+    The false-positive axis is logarithmic, with a false-positive rate of 0 drawn at half of one
+    good image's share (labelled 0), so curves that all reach 1.0 at a tiny false-positive rate
+    stay apart; each curve has its own line style and marks its operating point at the
+    calibrated threshold.
+    """
     labels = np.array([r.label for r in records])
     scores = np.array([r.score for r in records], dtype=np.float64)
     defects = np.array([r.defect for r in records])
-    curves = [("all", np.ones(len(records), dtype=bool))]
+    curves = [("all defects", np.ones(len(records), dtype=bool))]
     anomalous_defects = sorted(set(defects[labels == 1]))
     if len(anomalous_defects) > 1:
         curves += [(d, (labels == 0) | (defects == d)) for d in anomalous_defects]
-    figure = Figure(figsize=(5, 5), dpi=100)
+    zero = 0.5 / max(int((labels == 0).sum()), 1)  # where FPR 0 sits on the log axis
+    figure = Figure(figsize=(7, 5), dpi=110)
     axes = figure.add_subplot()
-    for name, chosen in curves:
+    for index, (name, chosen) in enumerate(curves):
         auc = image_auroc(labels[chosen], scores[chosen])
         if math.isnan(auc):
             continue
         fpr, tpr, _ = roc_curve(labels[chosen], scores[chosen])
-        axes.plot(fpr, tpr, linewidth=2.0 if name == "all" else 1.0, label=f"{name} (AUROC {auc:.3f})")
-    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1.0)
-    axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate")
-    axes.set_title(f"{title}: image ROC", fontsize=10)
+        flagged = scores[chosen] >= threshold
+        truth = labels[chosen] == 1
+        point = (float(flagged[~truth].mean()), float(flagged[truth].mean()))
+        line, = axes.plot(np.maximum(fpr, zero), tpr, linestyle=_LINE_STYLES[index % len(_LINE_STYLES)],
+                          linewidth=2.5 if index == 0 else 1.5, drawstyle="steps-post",
+                          label=f"{name}: AUROC {auc:.3f}")
+        axes.plot(max(point[0], zero), point[1], marker=_MARKERS[index % len(_MARKERS)], markersize=8,
+                  color=line.get_color(), markeredgecolor="black", linestyle="none")
+    axes.plot([], [], marker="o", color="white", markeredgecolor="black", linestyle="none",
+              label="marker: calibrated threshold")
+    axes.set_xscale("log")
+    ticks = [zero, *(t for t in (0.01, 0.03, 0.1, 0.3) if t > 1.5 * zero), 1.0]
+    axes.set_xticks(ticks, ["0", *(f"{100 * t:g} %" for t in ticks[1:])])
+    axes.minorticks_off()
+    axes.set(xlim=(zero * 0.8, 1.05), ylim=(-0.01, 1.02), ylabel="true-positive rate (defect images caught)",
+             xlabel="false-positive rate (good images flagged), log scale")
+    axes.grid(True, alpha=0.3)
+    axes.set_title(f"{title}: image ROC", fontsize=11)
     if axes.get_legend_handles_labels()[0]:
-        axes.legend(loc="lower right", fontsize=8)
+        axes.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
     figure.tight_layout()
     figure.savefig(path)
 
 
 def _write_worst(
-    folder: Path, records: Sequence[EvalRecord], image_loader: Callable[[str], np.ndarray], worst: int
-) -> None:
-    """Overlays of the likeliest false alarms and misses; earlier runs' overlays are removed first
-    so the folder never mixes two evaluations."""
+    folder: Path, records: Sequence[EvalRecord], image_loader: Callable[[str], np.ndarray], worst: int,
+    threshold: float,
+) -> list[tuple[Path, str]]:
+    """Overlays of the good images likeliest to be false alarms and the defects likeliest to be
+    missed, each named and captioned by its verdict; earlier runs' overlays are removed first
+    so the folder never mixes two evaluations. Returns (path, caption) pairs."""
     folder.mkdir(exist_ok=True)
-    for old in folder.glob("f[pn]_*.png"):
+    for old in [*folder.glob("f[pn]_*.png"), *folder.glob("good_*.png"), *folder.glob("defect_*.png")]:
         old.unlink()
     good = sorted((r for r in records if r.label == 0), key=lambda r: r.score, reverse=True)
-    missed = sorted((r for r in records if r.label == 1), key=lambda r: r.score)
+    defect = sorted((r for r in records if r.label == 1), key=lambda r: r.score)
+    written = []
     for rank, record in enumerate(good[:worst], start=1):
-        _write_overlay(folder / f"fp_{rank:02d}_{Path(record.path).stem}.png", record, image_loader)
-    for rank, record in enumerate(missed[:worst], start=1):
-        name = f"fn_{rank:02d}_{record.defect}_{Path(record.path).stem}.png"
-        _write_overlay(folder / name, record, image_loader)
+        verdict = "false_alarm" if record.score >= threshold else "passed"
+        path = folder / f"good_{rank:02d}_{verdict}_{Path(record.path).stem}.png"
+        written.append((path, _write_overlay(path, record, image_loader, verdict, threshold)))
+    for rank, record in enumerate(defect[:worst], start=1):
+        verdict = "caught" if record.score >= threshold else "missed"
+        path = folder / f"defect_{rank:02d}_{verdict}_{record.defect}_{Path(record.path).stem}.png"
+        written.append((path, _write_overlay(path, record, image_loader, verdict, threshold)))
+    return written
 
 
-def _write_overlay(path: Path, record: EvalRecord, image_loader: Callable[[str], np.ndarray]) -> None:
+_MIN_PANEL_WIDTH = 320  # small images are enlarged so the caption stays legible
+_BANNER_RGB = (32, 32, 32)
+_VERDICT_RGB = {"false_alarm": (255, 90, 90), "missed": (255, 90, 90), "passed": (120, 220, 120),
+                "caught": (120, 220, 120)}
+
+
+def _write_overlay(path: Path, record: EvalRecord, image_loader: Callable[[str], np.ndarray], verdict: str,
+                   threshold: float) -> str:
+    """The image beside its heatmap overlay, under one caption banner; returns the caption."""
     image = image_loader(record.path)
-    picture = draw_regions(overlay_heatmap(image, record.heatmap), record.heatmap)
-    caption = f"{record.defect} score {record.score:.3f}" + (f" ({record.kind})" if record.kind else "")
-    scale = max(0.4, picture.shape[1] / 640)
-    origin = (5, 5 + round(20 * scale))
-    thickness = max(1, round(scale * 2))
-    # Dark outline under light text keeps the caption readable on any heatmap colour.
-    for colour, width in (((0, 0, 0), thickness + 2), ((255, 255, 255), thickness)):
-        cv2.putText(picture, caption, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, width, cv2.LINE_AA)
-    if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
+    scale = max(1.0, _MIN_PANEL_WIDTH / image.shape[1])
+    if scale > 1.0:
+        image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                           interpolation=cv2.INTER_NEAREST)
+    picture = np.hstack([image, draw_regions(overlay_heatmap(image, record.heatmap), record.heatmap)])
+    relation = ">=" if record.score >= threshold else "<"
+    kind = f", kind {record.kind}" if record.kind else ""
+    caption = (f"{verdict.replace('_', ' ').upper()}: {record.defect}, score {record.score:.3f} {relation} "
+               f"{threshold:.2f}{kind}")
+    font_scale = picture.shape[1] / 1100
+    thickness = max(1, round(font_scale * 2))
+    (_, text_h), baseline = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+    banner = np.full((text_h + baseline + 12, picture.shape[1], 3), _BANNER_RGB, np.uint8)
+    cv2.putText(banner, caption, (8, text_h + 6), cv2.FONT_HERSHEY_SIMPLEX, font_scale, _VERDICT_RGB[verdict],
+                thickness, cv2.LINE_AA)
+    write_image(path, np.vstack([banner, picture]))
+    return caption
+
+
+def html_report(path: Path, title: str, metrics: dict, roc_png: Path, overlays: Sequence[tuple[Path, str]]) -> Path:
+    """One self-contained HTML file: the metrics tables, the ROC and the overlays as base64 PNGs,
+    with inline styles only, so it can be mailed or opened on a machine without network."""
+    def table(markdown: str) -> str:
+        rows = [line.strip("|").split("|") for line in markdown.splitlines() if not line.startswith("| ---")]
+        head = "".join(f"<th>{html.escape(cell.strip())}</th>" for cell in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(cell.strip())}</td>" for cell in row) + "</tr>"
+                       for row in rows[1:])
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def embed(png: Path, alt: str) -> str:
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+    def figures(prefix: str) -> str:
+        return "".join(f"<figure>{embed(png, caption)}<figcaption>{html.escape(png.name)}</figcaption></figure>"
+                       for png, caption in overlays if png.name.startswith(prefix))
+
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 10px; }} td:not(:first-child) {{ text-align: right; }}
+figure {{ display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }}
+img {{ max-width: 100%; }} figure img {{ max-width: 640px; }}
+figcaption {{ font-size: 0.8em; color: #555; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<h2>Verdicts at the calibrated threshold</h2>{table(metrics_table(metrics))}
+<h2>Per defect</h2>{table(per_defect_table(metrics))}
+<h2>Image ROC</h2>{embed(roc_png, "image ROC")}
+<h2>Good images closest to a false alarm</h2>{figures("good_")}
+<h2>Defects closest to a miss</h2>{figures("defect_")}
+</body></html>
+"""
+    path.write_text(page, encoding="utf-8")
+    return path
 
 
 def _fmt(value: object) -> str:

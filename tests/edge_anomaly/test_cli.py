@@ -23,13 +23,15 @@ def test_evaluate_writes_metrics_report_and_prints_table(board_model, boards, tm
     assert main(["evaluate", str(folder), "--data", str(boards), "--report", str(report)]) == 0
     out = capsys.readouterr().out
     assert "image AUROC" in out and "pixel AUPRO" in out
+    assert out.index("false-alarm rate") < out.index("miss rate") < out.index("image AUROC")  # the line's figures first
     metrics = json.loads((report / "metrics.json").read_text())
     for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "image_f1"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["image_auroc"] >= 0.95
     assert metrics["n_pixel_images"] == metrics["n_images"] - 4 * 3  # lighting and blur have no masks
     assert (report / "roc.png").stat().st_size > 0 and (report / "metrics.md").is_file()
-    assert list((report / "worst").glob("fn_*.png"))
+    assert list((report / "worst").glob("defect_*.png")) and (report / "report.html").is_file()
+    assert 0.0 <= metrics["false_alarm_rate"] <= 1.0 and 0.0 <= metrics["miss_rate"] <= 1.0
 
 
 def test_predict_folder_skips_corrupt_file_and_names_it(board_model, boards, tmp_path, caplog):

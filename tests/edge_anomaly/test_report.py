@@ -49,15 +49,24 @@ def test_compute_metrics_values():
     m = compute_metrics(_records())
     # 18 of 20 (anomalous, good) pairs ordered correctly; scratch 11 of 12, lighting 7 of 8.
     assert m["image_auroc"] == pytest.approx(0.9)
+    # At the calibrated 0.5: good 0.6 is a false alarm (1 of 4), scratch 0.4 a miss (1 of 5).
+    assert (m["false_alarm_rate"], m["false_alarm_count"], m["n_good"]) == (0.25, 1, 4)
+    assert (m["miss_rate"], m["miss_count"], m["n_anomalous"]) == (0.2, 1, 5)
     assert m["per_defect"]["scratch"] == {
         "image_auroc": pytest.approx(11 / 12),
         "n": 3,
+        "miss_rate": pytest.approx(1 / 3),
+        "miss_count": 1,
         "recall_calibrated": pytest.approx(2 / 3),
+        "kinds": {"local": 2},
     }
     assert m["per_defect"]["lighting"] == {
         "image_auroc": pytest.approx(7 / 8),
         "n": 2,
-        "recall_calibrated": pytest.approx(1.0),
+        "miss_rate": 0.0,
+        "miss_count": 0,
+        "recall_calibrated": 1.0,
+        "kinds": {"lighting": 2},
     }
     # Best at 0.4: TP 5, FP 1 -> 10/11. At 0.5: TP 4, FP 1, FN 1 -> 0.8.
     assert m["image_f1"] == pytest.approx(10 / 11)
@@ -90,15 +99,27 @@ def test_write_report(tmp_path):
 
     markdown = (out / "metrics.md").read_text()
     assert markdown.startswith("# bottle\n")
-    assert "| image AUROC | 0.900 |" in markdown and "| scratch | 3 | 0.917 | 0.667 |" in markdown
+    table = markdown.splitlines()[4:7]  # the line's figures first, then AUROC
+    assert table == ["| false-alarm rate (good flagged) | 25.0 % (1 of 4) |",
+                     "| miss rate (defects not flagged) | 20.0 % (1 of 5) |", "| image AUROC | 0.900 |"]
+    assert "| scratch | 3 | 33.3 % (1 of 3) | 0.917 | local 2 |" in markdown
 
     roc = cv2.imread(str(out / "roc.png"))
     assert roc is not None and roc.shape[0] > 100 and roc.shape[1] > 100
 
+    # Named by verdict: a caught defect is a catch, a good image under the threshold passed.
     worst = sorted(p.name for p in (out / "worst").iterdir())
-    assert worst == ["fn_01_scratch_002.png", "fn_02_lighting_001.png", "fp_01_003.png", "fp_02_002.png"]
-    overlay = cv2.imread(str(out / "worst" / "fp_01_003.png"))
-    assert overlay.shape == (2 * SIZE, 2 * SIZE, 3)
+    assert worst == ["defect_01_missed_scratch_002.png", "defect_02_caught_lighting_001.png",
+                     "good_01_false_alarm_003.png", "good_02_passed_002.png"]
+    overlay = cv2.imread(str(out / "worst" / "good_01_false_alarm_003.png"))
+    # Image and overlay side by side, enlarged to a legible width, under a caption banner.
+    assert overlay.shape[1] == 2 * 320 and overlay.shape[0] > 320
+    assert (overlay[:5] == overlay[0, 0]).all()  # the banner's top rows are plain, the text below them
+
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 5  # the ROC and four overlays, embedded
+    assert "<script" not in page and "http" not in page and "<link" not in page
+    assert "25.0 % (1 of 4)" in page
 
     # A rerun with fewer worst cases leaves no stale overlays behind.
     write_report(out, records, compute_metrics(records), title="bottle", image_loader=_loader, worst=1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from runtime.global_stats import STAT_NAMES, GlobalStatsReference, image_statistics
-from runtime.scoring import ScoreScale, Scoring
+from runtime.scoring import ScoreScale, Scoring, compact_hot_region
 
 
 def test_scale_puts_threshold_at_half_and_is_monotonic():
@@ -86,3 +86,65 @@ def test_decide_reports_label_confidence_kind_and_frame_size_heatmap():
     dark = scoring.decide(8.0, heat, (normals[0] * 0.3).astype(np.uint8), (128, 128))
     assert (dark.label, dark.kind) == ("anomalous", "lighting")
     assert Scoring.from_dict(scoring.to_dict()).to_dict() == scoring.to_dict()
+
+
+def _scoring_for(normals: list[np.ndarray]) -> Scoring:
+    reference = GlobalStatsReference.fit(np.stack([image_statistics(n) for n in normals]))
+    return Scoring(local=ScoreScale(10.0, 2.0), reference=reference,
+                   lighting=ScoreScale(6.0, 2.0), blur=ScoreScale(6.0, 2.0))
+
+
+def test_compact_hot_region_is_a_few_blobs_not_the_whole_frame_nor_speckle():
+    heat = np.zeros((128, 128), np.float32)
+    heat[20:50, 30:60] = 0.9
+    region = compact_hot_region(heat)
+    assert region is not None and region[35, 45] and region[18, 45]  # the blob, widened by a margin
+    assert not region[100, 100]
+    assert compact_hot_region(np.zeros((128, 128))) is None  # nothing hot
+    assert compact_hot_region(np.full((128, 128), 0.7)) is None  # everything hot: the whole frame
+    speckle = np.zeros((128, 128), np.float32)
+    speckle[::8, ::8] = 0.9  # 256 separate hot pixels: no few components hold the hot area
+    assert compact_hot_region(speckle) is None
+
+
+def test_excluded_region_blanks_its_shading_cells_and_keeps_whole_frame_figures():
+    image = _board_like(np.random.default_rng(2))
+    exclude = np.zeros(image.shape[:2], bool)
+    exclude[:40, :40] = True  # all of cell 00, part of its neighbours
+    full, partial = image_statistics(image), image_statistics(image, exclude)
+    names = list(STAT_NAMES)
+    assert np.isnan(partial[names.index("shading_00")])
+    assert not np.isnan(partial[names.index("shading_33")])
+    assert partial[names.index("brightness")] == full[names.index("brightness")]
+    assert np.array_equal(image_statistics(image, np.zeros_like(exclude)), full)
+
+
+def test_a_local_defect_that_moves_the_global_statistics_stays_local():
+    normals = [_board_like(np.random.default_rng(seed)) for seed in range(12)]
+    scoring = _scoring_for(normals)
+    defect = normals[0].copy()
+    defect[0:32, 32:64] = 60  # a flat grey patch where parts and print should be (a missing label)
+    heat = np.full((128, 128), 8.0, np.float32)
+    heat[0:32, 32:64] = 14.0  # the model sees it as one compact hot region
+    light, blur = scoring.reference.deviation_scores(image_statistics(defect))
+    # Both global checks fire on it (darker cell, sharpness lost): alone they would say blur.
+    assert scoring.lighting.normalize(light[0]) >= 0.5 and scoring.blur.normalize(blur[0]) >= 0.5
+    result = scoring.decide(14.0, heat, defect, (128, 128))
+    assert (result.label, result.kind) == ("anomalous", "local")
+    assert result.kind_scores["blur"] >= 0.5  # the scores still say what moved
+
+    # The same frame without a hot region in the heatmap: nothing local explains it.
+    assert scoring.decide(8.0, np.full((128, 128), 8.0, np.float32), defect, (128, 128)).kind == "blur"
+
+
+def test_a_dark_or_blurred_frame_with_a_hot_spot_is_still_lighting_or_blur():
+    normals = [_board_like(np.random.default_rng(seed)) for seed in range(12)]
+    scoring = _scoring_for(normals)
+    heat = np.full((128, 128), 8.0, np.float32)
+    heat[60:70, 60:70] = 14.0  # one spot the darkness lit up
+    dark = (normals[0] * 0.4).astype(np.uint8)
+    assert scoring.decide(14.0, heat, dark, (128, 128)).kind == "lighting"
+    blurred = cv2.GaussianBlur(normals[0], (0, 0), 3)
+    assert scoring.decide(14.0, heat, blurred, (128, 128)).kind == "blur"
+    everywhere = np.full((128, 128), 14.0, np.float32)  # the whole map hot: no local region
+    assert scoring.decide(14.0, everywhere, blurred, (128, 128)).kind == "blur"
