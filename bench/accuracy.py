@@ -160,7 +160,8 @@ def main() -> None:
         m = r["metrics"]
         print(f"| {r['category']} | {r['template']} | {r['input'][0]} x {r['input'][1]} | {fmt(m['image_auroc'])} | "
               f"{fmt(m['pixel_auroc'])} | {fmt(m['pixel_aupro'])} | {rate(m, 'false_alarm', 'n_good')} | "
-              f"{rate(m, 'miss', 'n_anomalous')} | {r['fit_s']:.0f} ({r['search_s']:.0f}) | {r['latency_ms_median']:.1f} | "
+              f"{rate(m, 'miss', 'n_anomalous')} | {r['fit_s']:.0f} ({r['search_s']:.0f}) | "
+              f"{r['latency_ms_median']:.1f} | "
               f"{r['latency_ms_p95']:.1f} |")
     for r in rows:
         c = r["calibration"]

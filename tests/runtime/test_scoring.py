@@ -31,8 +31,9 @@ def test_quantile_and_f1_calibration():
     assert scale.threshold == pytest.approx(99.01 + 0.5 * (99.01 - 50.5))
     assert scale.normalize(50.5) == pytest.approx(0.1)
 
-    f1 = f1_scale(np.array([1.0, 2.0, 3.0]), np.array([7.0, 8.0]))
+    f1, calibration = f1_scale(np.array([1.0, 2.0, 3.0]), np.array([7.0, 8.0]))
     assert f1.threshold == pytest.approx(5.0)  # halfway between the last normal and first defect
+    assert calibration.method == "f1" and calibration.estimated_false_alarm_rate == 0.0
 
 
 def _board_like(rng) -> np.ndarray:
