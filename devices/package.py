@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from devices import FOLDER, SOURCE_ROOT, DeviceProfile
-from edge_anomaly import __version__
+from runtime import package_version
 
 EXAMPLE_STATION = FOLDER / "station.yaml"
 log = logging.getLogger(__name__)
@@ -48,12 +48,12 @@ def check_bundle(archive: Path, profile: DeviceProfile) -> tuple[str, str | None
     from runtime.bundle import open_bundle
 
     bundle = open_bundle(archive)
-    engine_format = bundle.engine["format"]
+    engine_format = bundle.engine.format
     backend, device = profile.backend_for(engine_format)
     if engine_format != profile.export.format:
         log.warning("profile %s exports %s bundles; this %s bundle will run on %s %s", profile.name,
                     profile.export.format, engine_format, backend, device or "")
-    if profile.export.static and bundle.engine.get("batch", {}).get("dynamic", True):
+    if profile.export.static and not bundle.engine.batch.static:
         raise PackageError(f"{archive}: profile {profile.name!r} needs static shapes, the bundle has a dynamic batch "
                            f"(export it with --device {profile.name})")
     problem = profile.input.problem(bundle.input_size)
@@ -135,7 +135,7 @@ def _write(out: Path, archive: Path, profile: DeviceProfile, config: str, wheel:
     if wheel is not None and not wheel.name.startswith("edge_anomaly-"):
         raise PackageError(f"{wheel}: not an edge-anomaly wheel")
     extras = profile.install.extras
-    requirement = f"./wheels/{wheel.name}[{extras}]" if wheel else f"edge-anomaly[{extras}]=={__version__}"
+    requirement = f"./wheels/{wheel.name}[{extras}]" if wheel else f"edge-anomaly[{extras}]=={package_version()}"
     members: dict[str, bytes] = {
         f"bundles/{archive.name}": archive.read_bytes(),
         "station.yaml": config.encode(),

@@ -60,15 +60,16 @@ def _given(value: float | None, default: float) -> float:
 
 
 def _print_summary(folder: Path, archive: Path) -> None:
-    import json
+    from runtime.bundle import open_bundle
 
-    manifest = json.loads((folder / "manifest.json").read_text())
-    engine, parity = manifest["engine"], manifest["parity"]
-    print(f"{engine['format']} {engine['precision']} bundle written to {folder} and {archive}")
-    print(f"  reduced precision: {', '.join(engine['quantized']) or 'none'}")
+    manifest = open_bundle(folder).manifest
+    engine, parity = manifest.engine, manifest.parity
+    print(f"{engine.format} {engine.precision} bundle written to {folder} and {archive}")
+    print(f"  reduced precision: {', '.join(engine.quantized) or 'none'}")
+    figures = {key: getattr(parity, key) for key in
+               ("max_heatmap_diff", "score_rank_corr", "image_auroc_delta", "pixel_auroc_delta")}
     print("  parity with PyTorch: " + ", ".join(
-        f"{key} {parity[key]:.4f}" if parity[key] is not None else f"{key} n/a"
-        for key in ("max_heatmap_diff", "score_rank_corr", "image_auroc_delta", "pixel_auroc_delta")))
+        f"{key} {value:.4f}" if value is not None else f"{key} n/a" for key, value in figures.items()))
 
 
 def register(subparsers) -> None:

@@ -19,7 +19,6 @@ import numpy as np
 from edge_anomaly.model import TrainedModel
 from exporters.bundle import build_manifest, write_bundle
 from exporters.data import ExportData, export_data
-from exporters.engines import load_engine, run_batched
 from exporters.graph_parts import PARTS
 from exporters.onnx_export import INPUT_NAME, OUTPUT_NAMES, export_onnx
 from exporters.parity import (
@@ -31,7 +30,8 @@ from exporters.parity import (
     parity_figures,
     require_finite,
 )
-from runtime.bundle import ENGINE_FORMATS, PRECISIONS
+from runtime.backends import NATIVE_BACKEND, EngineFiles, open_engine, run_batched
+from runtime.manifest import ENGINE_FORMATS, PRECISIONS, DynamicBatch, StaticBatch
 
 # Parts quantised by default, chosen by measurement on MVTec bottle (README.md, Export).
 # The scorer takes INT8 only at its matrix products' inputs (distances accumulate in float):
@@ -42,6 +42,11 @@ DEFAULT_INT8_PARTS = ["backbone", "scorer"]
 # FP16 keeps the scorer in FP32: PatchCore's |x|^2 - 2 x.m + |m|^2 cancels badly in half precision.
 DEFAULT_FP16_PARTS = ["backbone"]
 PARITY_BATCH = 8
+
+
+def parity_batch(batch: int | None, max_batch: int) -> StaticBatch | DynamicBatch:
+    """The batch the parity check runs: the engine's fixed size, else up to PARITY_BATCH images a call."""
+    return StaticBatch(size=batch) if batch else DynamicBatch(max=min(PARITY_BATCH, max_batch))
 
 
 def default_parts(precision: str) -> list[str]:
@@ -119,9 +124,10 @@ class ModelExporter:
         out.mkdir(parents=True)
         try:
             files = self._write_engine(out, fmt, precision, parts, batch, max_batch)
-            engine = load_engine(fmt, out / files["model"], threads=None)
-            outputs = run_batched(engine, self.data.parity.images, batch or min(PARITY_BATCH, max_batch),
-                                  static=batch is not None)
+            # The runtime's own loader, so the check measures what an edge box runs.
+            engine = open_engine(EngineFiles.of_model(out / files["model"], fmt, self.model.input_size,
+                                                      parity_batch(batch, max_batch)), NATIVE_BACKEND[fmt])
+            outputs = run_batched(engine, self.data.parity.images)
             del engine
             require_finite(*outputs)
             scale = engine_scale = self.model.scoring.local
@@ -133,14 +139,12 @@ class ModelExporter:
         except Exception:  # a failed check or build leaves nothing that could be deployed
             shutil.rmtree(out)
             raise
-        manifest = build_manifest(self.model, self._engine_section(fmt, precision, parts, files, batch, max_batch),
-                                  name or out.name)
-        manifest["parity"] = parity
+        scoring = self.model.scoring.to_dict()
         if alignment is not None:
-            manifest["scoring"]["local"] = engine_scale.to_dict()
-            manifest["engine"]["score_alignment"] = alignment
-        if device:
-            manifest["device_profile"] = device
+            scoring["local"] = engine_scale.to_dict()
+        engine = {**self._engine_section(fmt, precision, parts, files, batch, max_batch), "score_alignment": alignment}
+        manifest = build_manifest(self.model, engine, name or out.name, scoring=scoring, parity=parity,
+                                  device_profile=device)
         return write_bundle(out, manifest)
 
     def _write_engine(self, out: Path, fmt: str, precision: str, parts: list[str], batch: int | None,

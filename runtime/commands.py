@@ -76,7 +76,7 @@ def bench(bundle: str, *, batch: int = 1, threads: int | None = None, backend: s
         elapsed = time.perf_counter() - start
     return {
         "bundle": detector.name,
-        "engine": f"{detector.bundle.engine['format']} {detector.bundle.engine.get('precision', '')}".strip(),
+        "engine": f"{detector.bundle.engine.format} {detector.bundle.engine.precision}",
         "backend": detector.backend.name,
         "device": getattr(detector.backend, "device", None),
         "mode": "pipelined" if pipelined else "sequential",
@@ -100,7 +100,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
         opened = open_bundle(args.bundle)
         target = opened.folder  # a .tar is unpacked once
-        engine = profile.engine_settings(opened.engine["format"], args.backend, args.threads, args.batch)
+        engine = profile.engine_settings(opened.engine.format, args.backend, args.threads, args.batch)
     elif args.record:
         raise ValueError("--record needs --device PROFILE (edge-anomaly devices lists them)")
     figures = bench(target, **engine, frames=args.frames, warmup=args.warmup, frame_size=args.frame_size,
