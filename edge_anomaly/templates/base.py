@@ -11,16 +11,17 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from edge_anomaly.backbones import BACKBONES, LAYER_NAMES
+from runtime.schema import StrictModel
 
 
-class TemplateParams(BaseModel):
+class TemplateParams(StrictModel):
     """Hyperparameters common to all templates."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(frozen=False, validate_assignment=True)
 
     input_size: tuple[int, int] = Field((256, 256), description="model input (height, width); multiples of 32")
     backbone: str = Field("efficientnet-lite0", description=f"feature extractor: {', '.join(BACKBONES)}")
