@@ -102,7 +102,7 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams,
                           blur=quantile_scale(blur, params.threshold_quantile, params.global_check_margin))
     info = {
         "training_set": {
-            "folder": str(folder),
+            "folder": str(folder.resolve()),  # exporting from another working folder must still find it
             "n_images": len(paths),
             "n_fit": len(fit_idx),
             "n_holdout": len(held_idx),

@@ -30,6 +30,7 @@ from exporters.parity import (
     parity_figures,
     require_finite,
 )
+from exporters.steps import Steps
 from runtime.backends import NATIVE_BACKEND, EngineFiles, open_engine, run_batched
 from runtime.manifest import ENGINE_FORMATS, PRECISIONS, DynamicBatch, StaticBatch
 
@@ -60,9 +61,12 @@ def default_parts(precision: str) -> list[str]:
 class ModelExporter:
     """Exports one trained model to bundles, sharing the ONNX trace and the check images."""
 
-    def __init__(self, model: TrainedModel, calibration_data: str | Path | None = None) -> None:
+    def __init__(self, model: TrainedModel, calibration_data: str | Path | None = None,
+                 steps: Steps | None = None) -> None:
+        """``steps`` shows the export's progress and silences other libraries (the CLI); default: neither."""
         self.model = model
         self.calibration_data = calibration_data
+        self.steps = steps or Steps()
         self._workdir = Path(tempfile.mkdtemp(prefix="edge-anomaly-export-"))
         self._traces: dict[tuple[int | None, int], Path] = {}
 
@@ -122,19 +126,28 @@ class ModelExporter:
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
+        step = self.steps.step
         try:
-            files = self._write_engine(out, fmt, precision, parts, batch, max_batch)
-            # The runtime's own loader, so the check measures what an edge box runs.
-            engine = open_engine(EngineFiles.of_model(out / files["model"], fmt, self.model.input_size,
-                                                      parity_batch(batch, max_batch)), NATIVE_BACKEND[fmt])
-            outputs = run_batched(engine, self.data.parity.images)
-            del engine
+            with step("reading calibration and parity images"):
+                images = self.data.parity.images
+            with step("tracing the model to ONNX"):
+                self.onnx_trace(batch, max_batch)
+            with step(f"writing the {fmt} {precision} engine"):
+                files = self._write_engine(out, fmt, precision, parts, batch, max_batch)
+            with step(f"PyTorch on {len(images)} parity images"):
+                reference = self.reference
+            with step(f"the engine on {len(images)} parity images"):
+                # The runtime's own loader, so the check measures what an edge box runs.
+                engine = open_engine(EngineFiles.of_model(out / files["model"], fmt, self.model.input_size,
+                                                          parity_batch(batch, max_batch)), NATIVE_BACKEND[fmt])
+                outputs = run_batched(engine, images)
+                del engine
             require_finite(*outputs)
             scale = engine_scale = self.model.scoring.local
             alignment = None
             if precision != "fp32":
-                engine_scale, alignment = aligned_scale(scale, self.reference[1], outputs[1])
-            figures = parity_figures(self.data.parity, self.reference, scale, outputs, engine_scale)
+                engine_scale, alignment = aligned_scale(scale, reference[1], outputs[1])
+            figures = parity_figures(self.data.parity, reference, scale, outputs, engine_scale)
             parity = check_parity(figures, tolerances)
         except Exception:  # a failed check or build leaves nothing that could be deployed
             shutil.rmtree(out)
@@ -204,9 +217,9 @@ class ModelExporter:
 
 def export_bundle(model: TrainedModel, out: str | Path, *, fmt: str = "onnx", precision: str = "fp32",
                   batch: int | None = None, max_batch: int = 32, calibration_data: str | Path | None = None,
-                  **options) -> tuple[Path, Path]:
+                  steps: Steps | None = None, **options) -> tuple[Path, Path]:
     """Export ``model`` into the bundle folder ``out`` (replaced if present) and ``out.tar``."""
-    with ModelExporter(model, calibration_data) as exporter:
+    with ModelExporter(model, calibration_data, steps) as exporter:
         return exporter.export(out, fmt=fmt, precision=precision, batch=batch, max_batch=max_batch, **options)
 
 
