@@ -65,9 +65,10 @@ def check_bundle(archive: Path, profile: DeviceProfile) -> tuple[str, str | None
 def station_config(station: Path, bundle_name: str, profile: DeviceProfile, backend: str,
                    device: str | None) -> str:
     """``station`` with every camera on the packaged bundle and, unless set, the board's engine settings."""
-    from runtime.station.config import StationConfig
+    from runtime.schema import read_yaml, validate
+    from runtime.station.config import SECRET_FIELDS, StationConfig
 
-    data = yaml.safe_load(station.read_text())
+    data = read_yaml(station, PackageError)
     if not isinstance(data, dict) or not isinstance(data.get("cameras"), list):
         raise PackageError(f"{station}: not a station config (no 'cameras' list)")
     for camera in data["cameras"]:
@@ -75,10 +76,8 @@ def station_config(station: Path, bundle_name: str, profile: DeviceProfile, back
         for key, value in (("backend", backend), ("device", device), ("threads", profile.runtime.threads)):
             if value is not None:
                 camera.setdefault(key, value)
-    try:  # the schema only: secrets are read on the box
-        StationConfig.model_validate(data)
-    except ValueError as exc:
-        raise PackageError(f"{station}: invalid station config: {exc}") from None
+    # the schema only (secrets are read on the box), with the station's own error report
+    validate(StationConfig, data, str(station), "station config", PackageError, secret_fields=SECRET_FIELDS)
     header = (f"# Station config packaged for {profile.title} (profile {profile.name}) from {station.name}.\n"
               "# Relative paths are taken from this file's folder. Validate: edge-anomaly serve --config "
               "station.yaml --check\n")
