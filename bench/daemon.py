@@ -1,4 +1,4 @@
-"""The edge daemon against a local mosquitto: trigger-to-result latency and a soak, as markdown tables.
+"""The station against a local mosquitto: trigger-to-result latency and a soak, as markdown tables.
 
     python bench/daemon.py                                 # latency (200 triggers) + a 2-minute soak at 20 frames/s
     python bench/daemon.py --soak-minutes 30 --fps 20      # the target soak
@@ -15,7 +15,9 @@ and every result and alert is checked for loss (gaps in ``seq``) and duplication
 
 Without ``--bundle`` a PatchCore model is fitted on generated boards and exported as an OpenVINO
 INT8 bundle when the exporter offers it, else ONNX FP32 (the table says which). Needs the
-``mosquitto`` binary. Other jobs on the same cores make the figures noisy: compare runs on a quiet box.
+``mosquitto`` binary. Broker, station process and probe client are the station tests' own
+(tests/runtime/station/station_harness.py). Other jobs on the same cores make the figures noisy: compare runs on a
+quiet box.
 """
 
 from __future__ import annotations
@@ -23,28 +25,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as mqtt
-import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "runtime" / "station"))  # the station tests' harness, shared
+
+from station_harness import Broker, DaemonProcess, Probe, station_config  # noqa: E402
 
 from runtime.detector import Detector  # noqa: E402
 from runtime.image_io import list_images, read_image  # noqa: E402
 
-PREFIX, STATION = "bench", "station"
+# Heartbeats and the SIGTERM drain as a deployed station has them, not the tests' short ones.
+STATION_SETTINGS = {"heartbeat_s": 5, "drain_timeout_s": 10, "evidence": {"max_mb": 50}}
 
 
 def build_bundle(work: Path) -> Path:
@@ -80,79 +78,14 @@ def percentiles(values: list[float]) -> tuple[float, float]:
     return float(p50), float(p95)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_broker(work: Path) -> tuple[subprocess.Popen, int]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    config = work / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n"
-                      f"user {pwd.getpwuid(os.geteuid()).pw_name}\n")
-    broker = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return broker, port
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("mosquitto did not start")
-
-
-class Listener:
-    """Records every message under the station with its arrival time; can wait for one."""
-
-    def __init__(self, port: int) -> None:
-        self.messages: list[tuple[float, str, dict]] = []
-        self.condition = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
-        self.client.on_message = self._on_message
-        self.client.on_socket_open = lambda client, userdata, sock: sock.setsockopt(
-            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # like the daemon: no Nagle delay on small packets
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe(f"{PREFIX}/#", qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, client, userdata, message) -> None:
-        arrived = time.perf_counter()
-        with self.condition:
-            self.messages.append((arrived, message.topic, json.loads(message.payload)))
-            self.condition.notify_all()
-
-    def wait(self, predicate, timeout: float = 30.0) -> tuple[float, str, dict]:
-        with self.condition:
-            found: list = []
-
-            def ready() -> bool:
-                found[:] = [m for m in self.messages if predicate(m[1], m[2])]
-                return bool(found)
-
-            if not self.condition.wait_for(ready, timeout):
-                raise TimeoutError("no matching message")
-            return found[0]
-
-    def on(self, suffix: str) -> list[dict]:
-        with self.condition:
-            return [data for _, topic, data in self.messages if topic.endswith(suffix)]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def start_daemon(work: Path, port: int, camera: dict, name: str) -> subprocess.Popen:
+def start_daemon(work: Path, port: int, camera: dict, name: str) -> DaemonProcess:
     folder = work / name
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    config = {"station": STATION, "prefix": PREFIX, "heartbeat_s": 5, "http": {"enabled": False},
-              "mqtt": {"host": "127.0.0.1", "port": port}, "evidence": {"max_mb": 50}, "cameras": [camera]}
-    (folder / "station.yaml").write_text(yaml.safe_dump(config))
-    return subprocess.Popen([sys.executable, "-m", "edge_anomaly", "serve", "--config", str(folder / "station.yaml")],
-                            stdout=open(folder / "daemon.log", "wb"), stderr=subprocess.STDOUT, cwd=folder)
+    return DaemonProcess(folder, station_config(port, [camera], **STATION_SETTINGS)).start()
+
+
+def wait_online(probe: Probe) -> None:
+    probe.wait_for("/status", lambda d: d["state"] == "online" and d["cameras"]["cam"]["state"] == "ok", timeout=120)
 
 
 def bare_latency(bundle: Path, images: list[Path], count: int) -> list[float]:
@@ -170,27 +103,24 @@ def bare_latency(bundle: Path, images: list[Path], count: int) -> list[float]:
 def trigger_latency(work: Path, port: int, bundle: Path, images: Path, count: int) -> dict:
     daemon = start_daemon(work, port, {"name": "cam", "bundle": str(bundle), "mode": "trigger",
                                        "source": {"kind": "images", "path": str(images)}}, "trigger-station")
-    listener = Listener(port)
+    probe = Probe(port)
     try:
-        listener.wait(lambda topic, d: topic.endswith("/status") and d["state"] == "online"
-                      and d["cameras"]["cam"]["state"] == "ok")
+        wait_online(probe)
         end_to_end, inference, in_daemon = [], [], []
         for n in range(count + 5):  # the first 5 warm the engine up and are not counted
             part_id = f"part-{n}"
-            sent = time.perf_counter()
-            listener.client.publish(f"{PREFIX}/{STATION}/cmd/inspect", json.dumps({"part_id": part_id}), qos=1)
-            arrived, _, result = listener.wait(lambda topic, d, p=part_id: topic.endswith("/result")
-                                               and d["part_id"] == p)
+            sent = time.time()  # the probe stamps arrivals with time.time()
+            probe.publish("cmd/inspect", {"part_id": part_id})
+            received = probe.wait_for("/result", lambda d, p=part_id: d["part_id"] == p, timeout=30)[0]
             if n >= 5:
-                end_to_end.append((arrived - sent) * 1000)
-                inference.append(result["latency_ms"]["inference"])
-                in_daemon.append(result["latency_ms"]["total"])
+                end_to_end.append((received.at - sent) * 1000)
+                inference.append(received.data["latency_ms"]["inference"])
+                in_daemon.append(received.data["latency_ms"]["total"])
         return {"end_to_end": end_to_end, "inference": inference, "in_daemon": in_daemon,
                 "overhead": [e - i for e, i in zip(end_to_end, inference, strict=True)]}
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=60)
-        listener.close()
+        daemon.stop()
+        probe.close()
 
 
 def rss_mb(pid: int) -> float:
@@ -203,26 +133,24 @@ def rss_mb(pid: int) -> float:
 def soak(work: Path, port: int, bundle: Path, images: Path, minutes: float, fps: float) -> dict:
     daemon = start_daemon(work, port, {"name": "cam", "bundle": str(bundle), "mode": "continuous", "rate_hz": fps,
                                        "source": {"kind": "images", "path": str(images)}}, "soak-station")
-    listener = Listener(port)
+    probe = Probe(port)
     samples: list[tuple[float, float]] = []
     try:
-        listener.wait(lambda topic, d: topic.endswith("/status") and d["state"] == "online"
-                      and d["cameras"]["cam"]["state"] == "ok")
+        wait_online(probe)
         start = time.monotonic()
         while time.monotonic() - start < minutes * 60:
-            samples.append((time.monotonic() - start, rss_mb(daemon.pid)))
+            samples.append((time.monotonic() - start, rss_mb(daemon.process.pid)))
             time.sleep(5)
-        daemon.send_signal(signal.SIGTERM)
-        code = daemon.wait(timeout=120)
+        code = daemon.stop()
         elapsed = time.monotonic() - start
-        _, _, final = listener.wait(lambda topic, d: topic.endswith("/heartbeat") and
-                                    d["cameras"]["cam"]["state"] == "stopped")
+        final = probe.wait_for("/heartbeat", lambda d: d["cameras"]["cam"]["state"] == "stopped")[0].data
         time.sleep(1.0)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        listener.close()
-    alerts, results = listener.on("/cam/alert"), listener.on("/cam/result")
+        if daemon.process.poll() is None:
+            daemon.kill9()
+        probe.close()
+    alerts = [m.data for m in probe.on("/cam/alert")]
+    results = [m.data for m in probe.on("/cam/result")]
     seqs = sorted({m["seq"] for m in alerts + results})
     # growth: the last fifth of the run against the first sample after a fifth (engine and caches warm)
     values = [rss for at, rss in samples]
@@ -280,11 +208,13 @@ def main() -> None:
         shutil.copyfile(path, replay / f"{path.parent.name}_{path.name}")
     images = list_images(replay)
     engine = Detector.load(bundle).bundle.engine
-    print(f"bundle {bundle} ({engine['format']} {engine['precision']}), {len(images)} replayed images "
+    print(f"bundle {bundle} ({engine.format} {engine.precision}), {len(images)} replayed images "
           f"{read_image(images[0]).shape[1]}x{read_image(images[0]).shape[0]}, {os.cpu_count()} CPU cores\n")
 
-    broker, port = start_broker(work)
-    figures: dict = {"bundle": str(bundle), "engine": f"{engine['format']} {engine['precision']}"}
+    broker = Broker(work / "broker")
+    broker.start()
+    port = broker.port
+    figures: dict = {"bundle": str(bundle), "engine": f"{engine.format} {engine.precision}"}
     try:
         bare = bare_latency(bundle, images, args.triggers)
         triggered = trigger_latency(work, port, bundle, replay, args.triggers)
@@ -305,8 +235,7 @@ def main() -> None:
             figures["soak"] = result
             print_soak(result, args.fps)
     finally:
-        broker.terminate()
-        broker.wait(timeout=10)
+        broker.stop()
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import subprocess
 import sys
 import tempfile
@@ -29,9 +28,11 @@ sys.path.insert(0, str(REPO))
 from edge_anomaly.data.folders import load_inputs, mvtec_test_set, read_mask  # noqa: E402
 from edge_anomaly.evaluation.metrics import image_auroc, pixel_auroc  # noqa: E402
 from edge_anomaly.model import TrainedModel  # noqa: E402
-from exporters.engines import load_engine, run_batched  # noqa: E402
 from exporters.export import ModelExporter  # noqa: E402
 from exporters.parity import ParityError  # noqa: E402
+from runtime.backends import NATIVE_BACKEND, EngineFiles, open_engine, run_batched  # noqa: E402
+from runtime.bundle import open_bundle  # noqa: E402
+from runtime.manifest import DynamicBatch  # noqa: E402
 
 CPU_EXPORTS = [("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"),
                ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8")]
@@ -41,8 +42,9 @@ BANK_ROWS = 100_000
 MEMORY_PROBE = """
 import re, sys, numpy as np
 sys.path.insert(0, sys.argv[3])
-from exporters.engines import load_engine
-engine = load_engine(sys.argv[1], sys.argv[2], threads=2)
+from runtime.backends import NATIVE_BACKEND, EngineFiles, open_engine
+files = EngineFiles.of_model(sys.argv[2], sys.argv[1], (256, 256))
+engine = open_engine(files, NATIVE_BACKEND[sys.argv[1]], threads=2)
 engine.infer(np.zeros((1, 256, 256, 3), np.uint8))
 print(int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024)
 """
@@ -97,16 +99,17 @@ def bench_template(model: TrainedModel, category: Path, work: Path, threads: int
             except (ParityError, ValueError) as exc:
                 rows.append(f"{label} - | not exported: {exc} | | | | | | | |")
                 continue
-            manifest = json.loads((folder / "manifest.json").read_text())
-            size_mb = sum((folder / name).stat().st_size for name in manifest["files"]) / 2**20
-            engine = load_engine(fmt, folder / manifest["engine"]["files"]["model"], threads=threads)
+            manifest = open_bundle(folder).manifest
+            size_mb = sum((folder / name).stat().st_size for name in manifest.files) / 2**20
+            engine = open_engine(EngineFiles.of_model(folder / manifest.engine.files["model"], fmt, model.input_size,
+                                                      DynamicBatch(max=8)), NATIVE_BACKEND[fmt], threads=threads)
             median, p95 = latency_ms(engine.infer, images[:1], repeats)
-            heatmaps, scores = run_batched(engine, images, 8, static=False)
+            heatmaps, scores = run_batched(engine, images)
             image, pixel = image_auroc(labels, scores), pixel_auroc(masks, heatmaps)
-            parity = manifest["parity"]
-            rows.append(f"{label} {', '.join(manifest['engine']['quantized']) or '-'} | {size_mb:.1f} | {median:.1f} | "
+            parity = manifest.parity
+            rows.append(f"{label} {', '.join(manifest.engine.quantized) or '-'} | {size_mb:.1f} | {median:.1f} | "
                         f"{p95:.1f} | {image:.4f} | {pixel:.4f} | {image - ref_image:+.4f} | {pixel - ref_pixel:+.4f} "
-                        f"| {parity['max_heatmap_diff']:.3f} / {parity['score_rank_corr']:.4f} |")
+                        f"| {parity.max_heatmap_diff:.3f} / {parity.score_rank_corr:.4f} |")
             del engine
     for precision in ("fp16", "int8"):
         rows.append(f"| {model.template} | tensorrt | {precision} | not measured: no GPU | | | | | | | | |")

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from devices import FOLDER, SOURCE_ROOT, DeviceProfile
-from edge_anomaly import __version__
+from runtime import package_version
 
 EXAMPLE_STATION = FOLDER / "station.yaml"
 log = logging.getLogger(__name__)
@@ -48,12 +48,12 @@ def check_bundle(archive: Path, profile: DeviceProfile) -> tuple[str, str | None
     from runtime.bundle import open_bundle
 
     bundle = open_bundle(archive)
-    engine_format = bundle.engine["format"]
+    engine_format = bundle.engine.format
     backend, device = profile.backend_for(engine_format)
     if engine_format != profile.export.format:
         log.warning("profile %s exports %s bundles; this %s bundle will run on %s %s", profile.name,
                     profile.export.format, engine_format, backend, device or "")
-    if profile.export.static and bundle.engine.get("batch", {}).get("dynamic", True):
+    if profile.export.static and not bundle.engine.batch.static:
         raise PackageError(f"{archive}: profile {profile.name!r} needs static shapes, the bundle has a dynamic batch "
                            f"(export it with --device {profile.name})")
     problem = profile.input.problem(bundle.input_size)
@@ -65,9 +65,10 @@ def check_bundle(archive: Path, profile: DeviceProfile) -> tuple[str, str | None
 def station_config(station: Path, bundle_name: str, profile: DeviceProfile, backend: str,
                    device: str | None) -> str:
     """``station`` with every camera on the packaged bundle and, unless set, the board's engine settings."""
-    from runtime.station.config import StationConfig
+    from runtime.schema import read_yaml, validate
+    from runtime.station.config import SECRET_FIELDS, StationConfig
 
-    data = yaml.safe_load(station.read_text())
+    data = read_yaml(station, PackageError)
     if not isinstance(data, dict) or not isinstance(data.get("cameras"), list):
         raise PackageError(f"{station}: not a station config (no 'cameras' list)")
     for camera in data["cameras"]:
@@ -75,10 +76,8 @@ def station_config(station: Path, bundle_name: str, profile: DeviceProfile, back
         for key, value in (("backend", backend), ("device", device), ("threads", profile.runtime.threads)):
             if value is not None:
                 camera.setdefault(key, value)
-    try:  # the schema only: secrets are read on the box
-        StationConfig.model_validate(data)
-    except ValueError as exc:
-        raise PackageError(f"{station}: invalid station config: {exc}") from None
+    # the schema only (secrets are read on the box), with the station's own error report
+    validate(StationConfig, data, str(station), "station config", PackageError, secret_fields=SECRET_FIELDS)
     header = (f"# Station config packaged for {profile.title} (profile {profile.name}) from {station.name}.\n"
               "# Relative paths are taken from this file's folder. Validate: edge-anomaly serve --config "
               "station.yaml --check\n")
@@ -135,7 +134,7 @@ def _write(out: Path, archive: Path, profile: DeviceProfile, config: str, wheel:
     if wheel is not None and not wheel.name.startswith("edge_anomaly-"):
         raise PackageError(f"{wheel}: not an edge-anomaly wheel")
     extras = profile.install.extras
-    requirement = f"./wheels/{wheel.name}[{extras}]" if wheel else f"edge-anomaly[{extras}]=={__version__}"
+    requirement = f"./wheels/{wheel.name}[{extras}]" if wheel else f"edge-anomaly[{extras}]=={package_version()}"
     members: dict[str, bytes] = {
         f"bundles/{archive.name}": archive.read_bytes(),
         "station.yaml": config.encode(),

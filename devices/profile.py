@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
+
+from runtime.schema import StrictModel, read_yaml, validate
 
 Backend = Literal["onnxruntime", "openvino", "tensorrt"]
 # The bundle formats each backend reads (runtime.backends: ONNX and TensorRT bundles carry an ONNX model).
@@ -21,11 +22,7 @@ class ProfileError(ValueError):
     """A profile that cannot be used; the message names the file and the field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExportSettings(_Strict):
+class ExportSettings(StrictModel):
     """Defaults for ``edge-anomaly export --device``; the keys match the command's flags."""
 
     format: Literal["onnx", "openvino", "tensorrt"]
@@ -35,12 +32,12 @@ class ExportSettings(_Strict):
     max_batch: int = Field(32, ge=1, description="largest batch of a dynamic engine")
 
 
-class Fallback(_Strict):
+class Fallback(StrictModel):
     backend: Backend
     device: str | None = None
 
 
-class RuntimeSettings(_Strict):
+class RuntimeSettings(StrictModel):
     """Defaults for ``Detector.load`` (and so for ``bench``, ``predict`` and the station's cameras)."""
 
     backend: Backend
@@ -50,7 +47,7 @@ class RuntimeSettings(_Strict):
     fallback: Fallback | None = Field(None, description="the engine to use when the main one is missing")
 
 
-class InputLimits(_Strict):
+class InputLimits(StrictModel):
     """Model input sizes (pixels per side) the board handles: memory, NPU tiling, speed."""
 
     min_side: int = Field(64, ge=32)
@@ -69,7 +66,7 @@ class InputLimits(_Strict):
         return None
 
 
-class Install(_Strict):
+class Install(StrictModel):
     extra: Backend = Field(description="edge-anomaly extra holding the engine's Python package")
     venv_flags: list[str] = Field(default_factory=list, description="e.g. --system-site-packages (JetPack's TensorRT)")
     pip_options: list[str] = Field(default_factory=list, description="e.g. --extra-index-url for vendor wheels")
@@ -86,7 +83,7 @@ class Install(_Strict):
         return f'pip install {options}"edge-anomaly[{self.extras}]"'
 
 
-class DeviceProfile(_Strict):
+class DeviceProfile(StrictModel):
     name: str
     title: str
     arch: Literal["x86_64", "aarch64"]
@@ -125,16 +122,7 @@ class DeviceProfile(_Strict):
 
 def read_profile(path: Path) -> DeviceProfile:
     """Load and validate one profile file; errors name the file and every bad field."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML ({exc})") from None
-    try:
-        profile = DeviceProfile.model_validate(data)
-    except ValidationError as exc:
-        problems = "\n  ".join(f"{'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}"
-                               for e in exc.errors(include_url=False))
-        raise ProfileError(f"{path}: invalid device profile:\n  {problems}") from None
+    profile = validate(DeviceProfile, read_yaml(path, ProfileError), str(path), "device profile", ProfileError)
     if profile.name != path.stem:
         raise ProfileError(f"{path}: name {profile.name!r} differs from the file name {path.stem!r}")
     return profile

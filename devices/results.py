@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from devices import FOLDER, SOURCE_ROOT, DeviceProfile
-from edge_anomaly import __version__
+from runtime import package_version
+from runtime.manifest import Manifest
 
 COLUMNS = ("date (UTC)", "machine", "bundle", "engine", "backend / device", "mode", "batch", "threads", "frame",
            "latency median ms", "latency p95 ms", "throughput fps", "peak RSS MB", "d image / pixel AUROC",
@@ -74,9 +75,9 @@ def _delta(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.4f}"
 
 
-def format_row(figures: dict, manifest: dict) -> str:
+def format_row(figures: dict, manifest: Manifest) -> str:
     """One table row from ``runtime.commands.bench``'s figures and the bundle's manifest (parity deltas)."""
-    parity = manifest.get("parity") or {}
+    parity = manifest.parity
     machine = cpu_model()
     gpu = accelerator(figures["backend"], figures["device"])
     cells = [
@@ -93,8 +94,8 @@ def format_row(figures: dict, manifest: dict) -> str:
         f"{figures['latency_ms_p95']:.1f}",
         f"{figures['throughput_fps']:.1f}",
         f"{figures['peak_rss_mb']:.0f}",
-        f"{_delta(parity.get('image_auroc_delta'))} / {_delta(parity.get('pixel_auroc_delta'))}",
-        __version__,
+        f"{_delta(parity and parity.image_auroc_delta)} / {_delta(parity and parity.pixel_auroc_delta)}",
+        package_version(),
     ]
     return "| " + " | ".join(str(cell).replace("|", "/") for cell in cells) + " |"
 

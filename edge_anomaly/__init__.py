@@ -4,4 +4,6 @@ This package is the training side (data, backbones, templates, evaluation, CLI).
 must stay cheap and torch-free so that the CLI also works on an edge box without torch.
 """
 
-__version__ = "0.1.0"
+from runtime import package_version
+
+__version__ = package_version()

@@ -13,6 +13,20 @@ import sys
 from pathlib import Path
 
 from edge_anomaly import __version__
+from runtime.commands import ENGINE_DEVICE_HELP
+
+DESCRIPTION = """Visual anomaly detection from the workstation to the production line:
+learn what normal looks like from good images, export the detector, run it on an edge box."""
+EPILOG = """the path from images to a production line:
+  edge-anomaly fit --data good/ --out model        learn normal (edge-anomaly templates: the choices)
+  edge-anomaly evaluate model --data category/     metrics and a report on a labelled test set
+  edge-anomaly export model --device PROFILE --out bundle    an engine bundle for a board (edge-anomaly devices)
+  edge-anomaly predict bundle images/ --out runs/  verdicts, heatmaps and overlays
+  edge-anomaly bench bundle --device PROFILE       latency, throughput and memory on this machine
+  edge-anomaly package bundle --device PROFILE --out station.tar   everything a board needs
+  edge-anomaly serve --config station.yaml         the station: cameras in, results over MQTT
+
+--device always names a board profile; the engine's own device (CPU, GPU, NPU, cuda:N) is --engine-device."""
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -89,8 +103,8 @@ def load_predictor(path: str, backend: str = "auto", device: str | None = None, 
     folder = Path(path)
     if (folder / "model.json").is_file():
         if backend != "auto" or device or roi or center_crop or threads:
-            raise ValueError(f"{path} is a model folder: --backend, --device, --threads, --roi and --center-crop "
-                             "apply to exported bundles (edge-anomaly export)")
+            raise ValueError(f"{path} is a model folder: --backend, --engine-device, --threads, --roi and "
+                             "--center-crop apply to exported bundles (edge-anomaly export)")
         from edge_anomaly.model import TrainedModel
 
         return TrainedModel.load(folder)
@@ -107,8 +121,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from runtime.predict_files import predict_files
     from runtime.sources import Backoff
 
-    predictor = load_predictor(args.model, args.backend, args.device, args.roi, args.center_crop, args.threads,
-                               "throughput" if args.pipelined else "latency")
+    if args.device:
+        raise ValueError(f"predict: --device names a device profile (export, package, bench); "
+                         f"the engine device is --engine-device, e.g. --engine-device {args.device}")
+    predictor = load_predictor(args.model, args.backend, args.engine_device, args.roi, args.center_crop,
+                               args.threads, "throughput" if args.pipelined else "latency")
 
     def show(row: dict) -> None:
         progress.advance(task)
@@ -119,7 +136,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         task = progress.add_task("predicting", total=None)
         run = predict_files(predictor, args.inputs, args.out, batch_size=args.batch, on_frame=show,
                             every_nth=args.every_nth, max_fps=args.max_fps, pipelined=args.pipelined,
-                            max_frames=args.max_frames, backoff=Backoff(attempts=args.reconnect_attempts))
+                            max_frames=args.max_frames, backoff=Backoff(attempts=args.reconnect_attempts),
+                            on_start=lambda total: progress.update(task, total=total))
     summary = f"{run.frames} frames, {run.anomalous} anomalous"
     skipped = sum(status.skipped for status in run.sources) + run.dropped
     if skipped:
@@ -165,9 +183,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-anomaly", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="edge-anomaly", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edge-anomaly {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and the libraries' own logs and warnings during export")
     commands = parser.add_subparsers(dest="command", required=True)
 
     fit = commands.add_parser("fit", help="learn normal from good images (and videos)")
@@ -207,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch", type=int, default=1, help="frames per inference call")
     predict.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino", "tensorrt"],
                          help="engine for a bundle (default: by the bundle's format and what is installed)")
-    predict.add_argument("--device", help="CPU, GPU or NPU (OpenVINO); CUDA (onnxruntime); cuda:N (TensorRT)")
+    predict.add_argument("--engine-device", metavar="DEVICE", help=ENGINE_DEVICE_HELP)
+    predict.add_argument("--device", help=argparse.SUPPRESS)  # a device profile elsewhere: refused with a pointer
     predict.add_argument("--threads", type=int, help="engine CPU threads (default: the engine's choice)")
     predict.add_argument("--roi", type=_roi, metavar="X,Y,W,H",
                          help="inspect only this rectangle of each frame, in frame pixels (bundles)")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
 
 from edge_anomaly.templates import TemplateParams, get_template
+from runtime.schema import read_yaml, validate
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -19,16 +19,6 @@ def parse_overrides(pairs: list[str]) -> dict:
             raise ValueError(f"--set {pair!r}: expected key=value")
         overrides[key.strip()] = yaml.safe_load(value) if value.strip() else None
     return overrides
-
-
-def validation_message(exc: ValidationError, source: str) -> str:
-    """One line per bad field, naming the field, the value given and what is wrong."""
-    lines = [f"invalid hyperparameters in {source}:"]
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "(root)"
-        given = f" (got {error['input']!r})" if "input" in error and not isinstance(error["input"], dict) else ""
-        lines.append(f"  {field}: {error['msg']}{given}")
-    return "\n".join(lines)
 
 
 DEFAULT_TEMPLATE = "patchcore"
@@ -47,12 +37,12 @@ def load_params(template_name: str | None, config_file: str | Path | None = None
     """(template name, validated hyperparameters). The template comes from the argument, else
     from the file's ``template:`` key, else the default; a conflict between the two is an error."""
     values: dict = {}
-    source = "defaults"
+    sources = []
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of hyperparameter: value")
         in_file = loaded.pop("template", None)
@@ -60,13 +50,10 @@ def load_params(template_name: str | None, config_file: str | Path | None = None
             raise ValueError(f"{path}: template {in_file!r} conflicts with --template {template_name!r}")
         template_name = template_name or in_file
         values.update(loaded)
-        source = str(path)
+        sources.append(str(path))
     if overrides:
         values.update(parse_overrides(overrides))
-        source += " and --set"
+        sources.append("--set")
     template_name = template_name or DEFAULT_TEMPLATE
-    template = get_template(template_name)
-    try:
-        return template_name, template.params.model_validate(values)
-    except ValidationError as exc:
-        raise ValueError(validation_message(exc, source)) from None
+    source = " and ".join(sources) or "the defaults"
+    return template_name, validate(get_template(template_name).params, values, source, "hyperparameters")

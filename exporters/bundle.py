@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import tarfile
 import time
 from pathlib import Path
 
 import edge_anomaly
 from edge_anomaly.model import TrainedModel
-from runtime.bundle import BUNDLE_FORMAT, MANIFEST, SCHEMA_VERSION, sha256_file
+from runtime.bundle import sha256_file
+from runtime.manifest import BUNDLE_FORMAT, MANIFEST, SCHEMA_VERSION, Manifest, dump, parse_manifest
 
 
-def build_manifest(model: TrainedModel, engine: dict, name: str) -> dict:
-    """Everything but the file hashes and parity: what the runtime needs to decide like the model."""
+def build_manifest(model: TrainedModel, engine: dict, name: str, **sections) -> Manifest:
+    """What the runtime needs to decide like the model; ``sections`` adds parity, device_profile, ...
+
+    The file hashes are added by :func:`write_bundle`.
+    """
     meta = model.metadata()
-    return {
+    return parse_manifest({
         "format": BUNDLE_FORMAT,
         "schema_version": SCHEMA_VERSION,
         "name": name,
@@ -28,18 +31,21 @@ def build_manifest(model: TrainedModel, engine: dict, name: str) -> dict:
         "scoring": meta["scoring"],
         "concepts": meta["concepts"],
         "model": {"params": meta["params"], "info": meta["info"], "versions": meta["versions"]},
-    }
+        **sections,
+    }, f"manifest of bundle {name!r}")
 
 
-def write_bundle(folder: Path, manifest: dict) -> tuple[Path, Path]:
+def write_bundle(folder: Path, manifest: Manifest | dict) -> tuple[Path, Path]:
     """Hash every file in ``folder``, write the manifest, and pack ``<folder>.tar``.
 
-    Returns (folder, tar path).
+    A plain dict is validated as a manifest first. Returns (folder, tar path).
     """
     folder = Path(folder)
+    if not isinstance(manifest, Manifest):
+        manifest = parse_manifest(manifest, str(folder / MANIFEST))
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
-    manifest = {**manifest, "files": {p.name: sha256_file(p) for p in files}}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = manifest.model_copy(update={"files": {p.name: sha256_file(p) for p in files}})
+    (folder / MANIFEST).write_text(dump(manifest))
     archive = folder.with_name(folder.name + ".tar")
     with tarfile.open(archive, "w") as tar:
         for path in [*files, folder / MANIFEST]:

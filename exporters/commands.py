@@ -29,6 +29,7 @@ def run_export(args: argparse.Namespace) -> None:
     from edge_anomaly.model import TrainedModel
     from exporters.export import export_bundle
     from exporters.parity import DEFAULT_TOLERANCES, Tolerances
+    from exporters.steps import Steps
 
     settings = {"format": "onnx", "precision": "fp32", "batch": 1, "static": False, "max_batch": 32}
     if args.device:
@@ -49,8 +50,8 @@ def run_export(args: argparse.Namespace) -> None:
             model, args.out, fmt=settings["format"], precision=settings["precision"],
             batch=settings["batch"] if settings["static"] else None, max_batch=settings["max_batch"],
             calibration_data=args.calibration_data, quantize=args.quantize.split(",") if args.quantize else None,
-            tolerances=tolerances, name=args.name, device=args.device)
-    except RuntimeError as exc:  # an engine toolkit missing or failing (TensorRT without a GPU, say)
+            tolerances=tolerances, name=args.name, device=args.device, steps=Steps(show=True, quiet=not args.verbose))
+    except (RuntimeError, ImportError) as exc:  # an engine toolkit missing or failing (TensorRT without a GPU, say)
         raise SystemExit(f"error: {exc}") from exc
     _print_summary(folder, archive)
 
@@ -60,15 +61,16 @@ def _given(value: float | None, default: float) -> float:
 
 
 def _print_summary(folder: Path, archive: Path) -> None:
-    import json
+    from runtime.bundle import open_bundle
 
-    manifest = json.loads((folder / "manifest.json").read_text())
-    engine, parity = manifest["engine"], manifest["parity"]
-    print(f"{engine['format']} {engine['precision']} bundle written to {folder} and {archive}")
-    print(f"  reduced precision: {', '.join(engine['quantized']) or 'none'}")
+    manifest = open_bundle(folder).manifest
+    engine, parity = manifest.engine, manifest.parity
+    print(f"{engine.format} {engine.precision} bundle written to {folder} and {archive}")
+    print(f"  reduced precision: {', '.join(engine.quantized) or 'none'}")
+    figures = {key: getattr(parity, key) for key in
+               ("max_heatmap_diff", "score_rank_corr", "image_auroc_delta", "pixel_auroc_delta")}
     print("  parity with PyTorch: " + ", ".join(
-        f"{key} {parity[key]:.4f}" if parity[key] is not None else f"{key} n/a"
-        for key in ("max_heatmap_diff", "score_rank_corr", "image_auroc_delta", "pixel_auroc_delta")))
+        f"{key} {value:.4f}" if value is not None else f"{key} n/a" for key, value in figures.items()))
 
 
 def register(subparsers) -> None:

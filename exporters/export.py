@@ -19,7 +19,6 @@ import numpy as np
 from edge_anomaly.model import TrainedModel
 from exporters.bundle import build_manifest, write_bundle
 from exporters.data import ExportData, export_data
-from exporters.engines import load_engine, run_batched
 from exporters.graph_parts import PARTS
 from exporters.onnx_export import INPUT_NAME, OUTPUT_NAMES, export_onnx
 from exporters.parity import (
@@ -31,7 +30,9 @@ from exporters.parity import (
     parity_figures,
     require_finite,
 )
-from runtime.bundle import ENGINE_FORMATS, PRECISIONS
+from exporters.steps import Steps
+from runtime.backends import NATIVE_BACKEND, EngineFiles, open_engine, run_batched
+from runtime.manifest import ENGINE_FORMATS, PRECISIONS, DynamicBatch, StaticBatch
 
 # Parts quantised by default, chosen by measurement on MVTec bottle (README.md, Export).
 # The scorer takes INT8 only at its matrix products' inputs (distances accumulate in float):
@@ -42,6 +43,11 @@ DEFAULT_INT8_PARTS = ["backbone", "scorer"]
 # FP16 keeps the scorer in FP32: PatchCore's |x|^2 - 2 x.m + |m|^2 cancels badly in half precision.
 DEFAULT_FP16_PARTS = ["backbone"]
 PARITY_BATCH = 8
+
+
+def parity_batch(batch: int | None, max_batch: int) -> StaticBatch | DynamicBatch:
+    """The batch the parity check runs: the engine's fixed size, else up to PARITY_BATCH images a call."""
+    return StaticBatch(size=batch) if batch else DynamicBatch(max=min(PARITY_BATCH, max_batch))
 
 
 def default_parts(precision: str) -> list[str]:
@@ -55,9 +61,12 @@ def default_parts(precision: str) -> list[str]:
 class ModelExporter:
     """Exports one trained model to bundles, sharing the ONNX trace and the check images."""
 
-    def __init__(self, model: TrainedModel, calibration_data: str | Path | None = None) -> None:
+    def __init__(self, model: TrainedModel, calibration_data: str | Path | None = None,
+                 steps: Steps | None = None) -> None:
+        """``steps`` shows the export's progress and silences other libraries (the CLI); default: neither."""
         self.model = model
         self.calibration_data = calibration_data
+        self.steps = steps or Steps()
         self._workdir = Path(tempfile.mkdtemp(prefix="edge-anomaly-export-"))
         self._traces: dict[tuple[int | None, int], Path] = {}
 
@@ -117,30 +126,38 @@ class ModelExporter:
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
+        step = self.steps.step
         try:
-            files = self._write_engine(out, fmt, precision, parts, batch, max_batch)
-            engine = load_engine(fmt, out / files["model"], threads=None)
-            outputs = run_batched(engine, self.data.parity.images, batch or min(PARITY_BATCH, max_batch),
-                                  static=batch is not None)
-            del engine
+            with step("reading calibration and parity images"):
+                images = self.data.parity.images
+            with step("tracing the model to ONNX"):
+                self.onnx_trace(batch, max_batch)
+            with step(f"writing the {fmt} {precision} engine"):
+                files = self._write_engine(out, fmt, precision, parts, batch, max_batch)
+            with step(f"PyTorch on {len(images)} parity images"):
+                reference = self.reference
+            with step(f"the engine on {len(images)} parity images"):
+                # The runtime's own loader, so the check measures what an edge box runs.
+                engine = open_engine(EngineFiles.of_model(out / files["model"], fmt, self.model.input_size,
+                                                          parity_batch(batch, max_batch)), NATIVE_BACKEND[fmt])
+                outputs = run_batched(engine, images)
+                del engine
             require_finite(*outputs)
             scale = engine_scale = self.model.scoring.local
             alignment = None
             if precision != "fp32":
-                engine_scale, alignment = aligned_scale(scale, self.reference[1], outputs[1])
-            figures = parity_figures(self.data.parity, self.reference, scale, outputs, engine_scale)
+                engine_scale, alignment = aligned_scale(scale, reference[1], outputs[1])
+            figures = parity_figures(self.data.parity, reference, scale, outputs, engine_scale)
             parity = check_parity(figures, tolerances)
         except Exception:  # a failed check or build leaves nothing that could be deployed
             shutil.rmtree(out)
             raise
-        manifest = build_manifest(self.model, self._engine_section(fmt, precision, parts, files, batch, max_batch),
-                                  name or out.name)
-        manifest["parity"] = parity
+        scoring = self.model.scoring.to_dict()
         if alignment is not None:
-            manifest["scoring"]["local"] = engine_scale.to_dict()
-            manifest["engine"]["score_alignment"] = alignment
-        if device:
-            manifest["device_profile"] = device
+            scoring["local"] = engine_scale.to_dict()
+        engine = {**self._engine_section(fmt, precision, parts, files, batch, max_batch), "score_alignment": alignment}
+        manifest = build_manifest(self.model, engine, name or out.name, scoring=scoring, parity=parity,
+                                  device_profile=device)
         return write_bundle(out, manifest)
 
     def _write_engine(self, out: Path, fmt: str, precision: str, parts: list[str], batch: int | None,
@@ -200,9 +217,9 @@ class ModelExporter:
 
 def export_bundle(model: TrainedModel, out: str | Path, *, fmt: str = "onnx", precision: str = "fp32",
                   batch: int | None = None, max_batch: int = 32, calibration_data: str | Path | None = None,
-                  **options) -> tuple[Path, Path]:
+                  steps: Steps | None = None, **options) -> tuple[Path, Path]:
     """Export ``model`` into the bundle folder ``out`` (replaced if present) and ``out.tar``."""
-    with ModelExporter(model, calibration_data) as exporter:
+    with ModelExporter(model, calibration_data, steps) as exporter:
         return exporter.export(out, fmt=fmt, precision=precision, batch=batch, max_batch=max_batch, **options)
 
 

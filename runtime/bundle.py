@@ -9,7 +9,6 @@ their hashes is refused before any engine touches them. No pickle anywhere.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tarfile
 import tempfile
@@ -17,15 +16,9 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-BUNDLE_FORMAT = "edge-anomaly-bundle"
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-ENGINE_FORMATS = ("onnx", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+from runtime.manifest import MANIFEST, MAX_MANIFEST_BYTES, BundleError, Engine, Manifest, load_manifest
 
-
-class BundleError(ValueError):
-    """A bundle that cannot be trusted or used; the message names the file or field."""
+__all__ = ["Bundle", "BundleError", "open_bundle", "sha256_file"]  # BundleError lives with the manifest's schema
 
 
 def sha256_file(path: Path) -> str:
@@ -41,20 +34,19 @@ class Bundle:
     """A verified bundle folder and its manifest."""
 
     folder: Path
-    manifest: dict
+    manifest: Manifest
 
     @property
     def name(self) -> str:
-        return self.manifest.get("name", self.folder.name)
+        return self.manifest.name or self.folder.name
 
     @property
-    def engine(self) -> dict:
-        return self.manifest["engine"]
+    def engine(self) -> Engine:
+        return self.manifest.engine
 
     @property
     def input_size(self) -> tuple[int, int]:
-        height, width = self.manifest["input"]["size"]
-        return int(height), int(width)
+        return self.manifest.input.size
 
     @property
     def hash(self) -> str:
@@ -64,7 +56,7 @@ class Bundle:
     def path(self, role: str) -> Path:
         """The file that plays ``role`` (model, weights, onnx, ...) in the engine section."""
         try:
-            return self.folder / self.engine["files"][role]
+            return self.folder / self.engine.files[role]
         except KeyError:
             raise BundleError(f"{self.folder / MANIFEST}: engine.files has no {role!r} entry") from None
 
@@ -107,23 +99,12 @@ def _verified(path: Path) -> Bundle:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{path}: not a bundle (no {MANIFEST})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{manifest_path}: invalid JSON ({exc})") from None
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{manifest_path}: format is {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}")
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(f"{manifest_path}: schema_version {manifest.get('schema_version')!r} is not supported "
-                          f"(this runtime reads {SCHEMA_VERSION})")
-    for field in ("engine", "input", "scoring", "files"):
-        if field not in manifest:
-            raise BundleError(f"{manifest_path}: missing field {field!r}")
-    files = manifest["files"]
-    for role, name in manifest["engine"].get("files", {}).items():
-        if name not in files:
+    with open(manifest_path, "rb") as handle:  # bounded: load_manifest refuses what is longer than a manifest
+        manifest = load_manifest(handle.read(MAX_MANIFEST_BYTES + 1), str(manifest_path))
+    for role, name in manifest.engine.files.items():
+        if name not in manifest.files:
             raise BundleError(f"{manifest_path}: engine file {name!r} ({role}) has no hash under 'files'")
-    for name, expected in files.items():
+    for name, expected in manifest.files.items():
         file = path / name
         if not file.is_file():
             raise BundleError(f"{file}: listed in the manifest but missing")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 DEFAULT_FRAME_SIZE = "1920x1080"
+ENGINE_DEVICE_HELP = "where the engine runs: CPU, GPU or NPU (OpenVINO); CUDA (onnxruntime); cuda:N (TensorRT)"
 
 
 def peak_rss_mb() -> float:
@@ -76,7 +77,7 @@ def bench(bundle: str, *, batch: int = 1, threads: int | None = None, backend: s
         elapsed = time.perf_counter() - start
     return {
         "bundle": detector.name,
-        "engine": f"{detector.bundle.engine['format']} {detector.bundle.engine.get('precision', '')}".strip(),
+        "engine": f"{detector.bundle.engine.format} {detector.bundle.engine.precision}",
         "backend": detector.backend.name,
         "device": getattr(detector.backend, "device", None),
         "mode": "pipelined" if pipelined else "sequential",
@@ -92,17 +93,16 @@ def bench(bundle: str, *, batch: int = 1, threads: int | None = None, backend: s
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    engine = {"backend": args.backend or "auto", "device": args.device, "threads": args.threads,
+    engine = {"backend": args.backend or "auto", "device": args.engine_device, "threads": args.threads,
               "batch": args.batch or 1}
-    target, profile = args.bundle, _device_profile(args.device)
+    target, profile = args.bundle, _device_profile(args.device, args.record)
     if profile is not None:  # the board's engine, device, threads and batch, unless given
         from runtime.bundle import open_bundle
 
         opened = open_bundle(args.bundle)
         target = opened.folder  # a .tar is unpacked once
-        engine = profile.engine_settings(opened.engine["format"], args.backend, args.threads, args.batch)
-    elif args.record:
-        raise ValueError("--record needs --device PROFILE (edge-anomaly devices lists them)")
+        engine = profile.engine_settings(opened.engine.format, args.backend, args.threads, args.batch)
+        engine["device"] = args.engine_device or engine["device"]
     figures = bench(target, **engine, frames=args.frames, warmup=args.warmup, frame_size=args.frame_size,
                     image=args.image, pipelined=args.pipelined)
     if args.record:
@@ -121,13 +121,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
           f"| {figures['peak_rss_mb']:.0f} |")
 
 
-def _device_profile(device: str | None):
-    """The device profile named by ``--device``, or None when it names an engine device (CPU, GPU, ...)."""
-    if not device:
-        return None
+def _device_profile(name: str | None, record: bool):
+    """The device profile named by ``--device`` (None without one; ``--record`` needs one)."""
     from devices import load_profile, profile_names
 
-    return load_profile(device) if device in profile_names() else None
+    if name in profile_names():
+        return load_profile(name)
+    if record:
+        raise ValueError("--record needs --device PROFILE (edge-anomaly devices lists them)")
+    if name is None:
+        return None
+    raise ValueError(f"--device {name!r}: not a device profile (known: {', '.join(profile_names())}); "
+                     f"an engine device goes to --engine-device, e.g. --engine-device {name}")
 
 
 def register(subparsers) -> None:
@@ -141,10 +146,10 @@ def register(subparsers) -> None:
                               help="engine CPU threads (default: the profile's, else the engine's choice)")
     bench_parser.add_argument("--backend", choices=["auto", "onnxruntime", "openvino", "tensorrt"],
                               help="default: the profile's, else auto")
-    bench_parser.add_argument("--device",
-                              help="a device profile (edge-anomaly devices: its engine, device, threads and batch "
-                                   "become the defaults), or an engine device: CPU, GPU or NPU (OpenVINO); "
-                                   "CUDA (onnxruntime); cuda:N (TensorRT)")
+    bench_parser.add_argument("--device", metavar="PROFILE",
+                              help="device profile (edge-anomaly devices): its engine, engine device, threads and "
+                                   "batch become the defaults")
+    bench_parser.add_argument("--engine-device", metavar="DEVICE", help=ENGINE_DEVICE_HELP)
     bench_parser.add_argument("--frames", type=int, default=50, help="timed calls (default 50)")
     bench_parser.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
     bench_parser.add_argument("--frame-size", type=_frame_size, default=_frame_size(DEFAULT_FRAME_SIZE),

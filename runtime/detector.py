@@ -14,7 +14,7 @@ from typing import overload
 
 import numpy as np
 
-from runtime.backends import Backend, create_backend
+from runtime.backends import Backend, open_engine, run_batched
 from runtime.bundle import Bundle, BundleError, open_bundle
 from runtime.preprocess import (
     Region,
@@ -45,14 +45,14 @@ class Detector:
         """``roi``/``center_crop`` override the bundle's ``input.roi``/``input.center_crop`` when given."""
         self.bundle = bundle
         self.backend = backend
-        self.scoring = Scoring.from_dict(bundle.manifest["scoring"])
+        self.scoring = Scoring.from_dict(bundle.manifest.scoring.model_dump())
         self.input_size = bundle.input_size
-        declared = bundle.manifest["input"]
+        declared = bundle.manifest.input
         try:
-            self.roi = check_roi(roi if roi is not None else declared.get("roi"),
+            self.roi = check_roi(roi if roi is not None else declared.roi,
                                  "roi" if roi is not None else f"{bundle.folder}/manifest.json input.roi")
             self.center_crop = check_center_crop(
-                center_crop if center_crop is not None else declared.get("center_crop"),
+                center_crop if center_crop is not None else declared.center_crop,
                 "center_crop" if center_crop is not None else f"{bundle.folder}/manifest.json input.center_crop")
         except ValueError as exc:
             raise BundleError(str(exc)) from None
@@ -67,7 +67,7 @@ class Detector:
         CUDA (onnxruntime), cuda:N (TensorRT); ``performance``: latency or throughput (pipelined).
         """
         opened = open_bundle(bundle)
-        return cls(opened, create_backend(opened, backend, device, threads, performance), roi, center_crop)
+        return cls(opened, open_engine(opened, backend, device, threads, performance), roi, center_crop)
 
     @property
     def name(self) -> str:
@@ -84,19 +84,7 @@ class Detector:
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw (heatmaps, scores) for stacked model inputs, in engine-sized calls (a fixed batch is padded)."""
-        limit, static = self.backend.max_batch, self.backend.static_batch
-        if len(inputs) == limit or (not static and len(inputs) < limit):
-            return self.backend.infer(np.ascontiguousarray(inputs))
-        heatmaps, scores = [], []
-        for start in range(0, len(inputs), limit):
-            chunk = inputs[start:start + limit]
-            count = len(chunk)
-            if static and count < limit:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], limit - count, axis=0)])
-            heatmap, score = self.backend.infer(np.ascontiguousarray(chunk))
-            heatmaps.append(heatmap[:count])
-            scores.append(score[:count])
-        return np.concatenate(heatmaps), np.concatenate(scores)
+        return run_batched(self.backend, inputs)
 
     def decide(self, prepared: Prepared, heatmap: np.ndarray, score: float, latency_ms: float) -> Result:
         """The verdict for one prepared frame from its raw engine outputs."""

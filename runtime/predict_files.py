@@ -19,7 +19,7 @@ import numpy as np
 from runtime.image_io import write_image
 from runtime.pipeline import Pipeline
 from runtime.result import Result
-from runtime.sources import Backoff, Frame, InputFrames, SourceStatus
+from runtime.sources import Backoff, Frame, ImageFiles, InputFrames, SourceStatus
 from runtime.visualize import draw_regions, overlay_heatmap
 
 
@@ -45,6 +45,12 @@ def _file_stem(source: str) -> str:
     return Path(source).stem
 
 
+def _image_stem(source: str) -> str:
+    """An image's overlay stem with its folder (good/000.png -> good_000), so folders of same-named files stay apart."""
+    path = Path(source)
+    return f"{path.parent.name}_{path.stem}" if path.parent.name else path.stem
+
+
 class _OverlayWriter:
     """Writes overlays: a PNG per image, an MP4 per video or stream; names never collide."""
 
@@ -64,7 +70,7 @@ class _OverlayWriter:
     def write(self, frame: Frame, picture: np.ndarray, fps: float | None) -> str:
         """Save ``picture`` for ``frame``; ``fps`` (None for a still image) is the overlay video's rate."""
         if fps is None:
-            path = self._unique(f"{_file_stem(frame.source)}.png")
+            path = self._unique(f"{_image_stem(frame.source)}.png")
             write_image(path, picture)
             return str(path)
         if frame.source not in self.videos:
@@ -113,17 +119,29 @@ class PredictionRun:
         return [problem for status in self.sources for problem in status.problems]
 
 
+def known_frame_count(frames: InputFrames) -> int | None:
+    """How many frames the inputs hold, when that is known before reading: still images only."""
+    if not all(isinstance(source, ImageFiles) for source in frames.sources):
+        return None
+    return sum(len(source.paths) for source in frames.sources)
+
+
 def predict_files(detector: Predictor, inputs: list[str], out_dir: str | Path | None = None,
                   batch_size: int = 1, on_frame: Callable[[dict], None] | None = None, *, every_nth: int = 1,
                   max_fps: float | None = None, pipelined: bool = False, max_frames: int | None = None,
-                  backoff: Backoff | None = None) -> PredictionRun:
+                  backoff: Backoff | None = None,
+                  on_start: Callable[[int | None], None] | None = None) -> PredictionRun:
     """Predict every frame of ``inputs``: image files, folders, globs, videos, camera indexes, stream URLs.
 
     Each frame's row (source, frame, verdict, overlay) goes to ``on_frame``; with ``out_dir``
     also to ``predictions.jsonl``, with the overlays beside it. ``pipelined`` overlaps decoding,
     preprocessing and inference (bundles only); ``max_frames`` stops a never-ending stream.
+    ``on_start`` is told how many frames will come (None when not known beforehand: videos, streams).
     """
     frames = InputFrames(inputs, every_nth=every_nth, max_fps=max_fps, backoff=backoff)
+    if on_start is not None:
+        total = known_frame_count(frames)
+        on_start(total if max_frames is None or total is None else min(total, max_frames))
     if pipelined and not hasattr(detector, "prepare"):
         raise ValueError("pipelined prediction needs an exported bundle (a model folder runs sequentially)")
     run = PredictionRun(sources=frames.statuses)

@@ -12,16 +12,17 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from edge_anomaly.backbones import BACKBONES, LAYER_NAMES
+from runtime.schema import StrictModel
 
 
-class TemplateParams(BaseModel):
+class TemplateParams(StrictModel):
     """Hyperparameters common to all templates."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(frozen=False, validate_assignment=True)
 
     input_size: tuple[int, int] | None = Field(
         None, description="model input (height, width), multiples of 32; default: chosen from the training images, "

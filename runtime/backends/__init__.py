@@ -1,20 +1,27 @@
 """Inference engines behind one call: uint8 NHWC images in, (heatmaps, raw scores) out.
 
+The one place that opens an engine, for the edge (from a verified bundle) and for the exporter
+(from the files it has just written, before a bundle exists: the parity check measures the
+very loader an edge box runs). :func:`run_batched` is the one loop feeding any number of
+images in engine-sized calls.
+
 Each backend imports its engine only when chosen, so an edge box needs just the one it uses.
-"auto" takes the engine the bundle was exported for when it is installed, else another
-installed engine that can read one of the bundle's files (every ONNX and TensorRT bundle
-carries an ONNX model, which ONNX Runtime and OpenVINO both read).
+"auto" takes the engine of the files' format when it is installed, else another installed
+engine that can read one of the files (every ONNX and TensorRT bundle carries an ONNX model,
+which ONNX Runtime and OpenVINO both read).
 """
 
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from runtime.bundle import Bundle, BundleError
+from runtime.bundle import Bundle
+from runtime.manifest import ENGINE_FORMATS, Batch, BundleError, DynamicBatch
 
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 PERFORMANCE_MODES = ("latency", "throughput")
@@ -25,6 +32,8 @@ _CANDIDATES = {
     "openvino": ("openvino",),
     "tensorrt": ("tensorrt", "onnxruntime", "openvino"),
 }
+_OWN_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
+NATIVE_BACKEND = {engine_format: backends[0] for engine_format, backends in _CANDIDATES.items()}
 
 
 class Backend(Protocol):
@@ -35,67 +44,106 @@ class Backend(Protocol):
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def engine_batch(bundle: Bundle) -> tuple[int, bool]:
-    """(max images per call, whether the batch size is fixed) from the manifest's engine.batch."""
-    batch = bundle.engine.get("batch") or {"dynamic": True, "max": 32}
-    try:
-        if batch.get("dynamic", True):
-            return int(batch.get("max", 32)), False
-        return int(batch["size"]), True
-    except (KeyError, TypeError, ValueError):
-        raise BundleError(f"{bundle.folder}: engine.batch {batch!r} is not {{dynamic, max}} or {{size}}") from None
+@dataclass(frozen=True)
+class EngineFiles:
+    """What an engine is opened from: a bundle's engine section, or the files an export just wrote.
+
+    ``files`` maps roles to paths: ``model`` (the format's own file), ``weights`` (OpenVINO's
+    .bin beside the .xml), ``onnx`` (the ONNX twin of a TensorRT engine).
+    """
+
+    format: str
+    files: dict[str, Path]
+    input_size: tuple[int, int]
+    batch: Batch = DynamicBatch()
+
+    @classmethod
+    def of_bundle(cls, bundle: Bundle) -> EngineFiles:
+        engine = bundle.engine
+        return cls(engine.format, {role: bundle.path(role) for role in engine.files}, bundle.input_size, engine.batch)
+
+    @classmethod
+    def of_model(cls, path: Path, engine_format: str, input_size: tuple[int, int],
+                 batch: Batch | None = None) -> EngineFiles:
+        """An exported model file (OpenVINO: the .xml, its .bin beside it)."""
+        path = Path(path)
+        files = {"model": path, **({"weights": path.with_suffix(".bin")} if engine_format == "openvino" else {})}
+        return cls(engine_format, files, input_size, batch or DynamicBatch())
+
+    def model_file(self, backend: str) -> Path:
+        """The file ``backend`` reads: its own format's model, else the ONNX twin."""
+        if backend not in _CANDIDATES[self.format]:
+            raise BundleError(f"{self.files['model'].parent}: the {backend} backend cannot run a {self.format} "
+                              f"bundle (it can run: {', '.join(_CANDIDATES[self.format])})")
+        role = "model" if _OWN_FORMAT[backend] == self.format or self.format != "tensorrt" else "onnx"
+        if role not in self.files:
+            raise BundleError(f"{self.files['model'].parent}: engine.files has no {role!r} entry")
+        return self.files[role]
 
 
 def is_installed(backend: str) -> bool:
     return importlib.util.find_spec(_PACKAGES[backend]) is not None
 
 
-def model_file(bundle: Bundle, backend: str) -> Path:
-    """The bundle file ``backend`` reads: its own format's model, else the ONNX twin."""
-    engine_format = bundle.engine["format"]
-    if backend not in _CANDIDATES.get(engine_format, ()):
-        raise BundleError(f"{bundle.folder}: the {backend} backend cannot run a {engine_format} bundle "
-                          f"(it can run: {', '.join(_CANDIDATES.get(engine_format, ()))})")
-    own = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}[backend]
-    return bundle.path("model") if own == engine_format else bundle.path("onnx" if engine_format == "tensorrt"
-                                                                             else "model")
-
-
-def choose_backend(bundle: Bundle, backend: str = "auto") -> str:
-    """The backend name for ``bundle``: the one asked for, or the first installed that can run it."""
-    engine_format = bundle.engine.get("format")
-    if engine_format not in _CANDIDATES:
-        raise BundleError(f"{bundle.folder}: engine.format {engine_format!r} is not one of {', '.join(_CANDIDATES)}")
+def choose_backend(files: EngineFiles, backend: str = "auto") -> str:
+    """The backend name for ``files``: the one asked for, or the first installed that can run them."""
+    if files.format not in ENGINE_FORMATS:
+        raise BundleError(f"engine format {files.format!r} is not one of {', '.join(ENGINE_FORMATS)}")
     if backend != "auto":
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not one of auto, {', '.join(BACKENDS)}")
-        model_file(bundle, backend)
+        files.model_file(backend)
         return backend
-    for candidate in _CANDIDATES[engine_format]:
+    for candidate in _CANDIDATES[files.format]:
         if is_installed(candidate):
             return candidate
-    extras = " or ".join(f'"edge-anomaly[{name}]"' for name in _CANDIDATES[engine_format])
-    raise ImportError(f"{bundle.folder}: no engine installed for a {engine_format} bundle: pip install {extras}")
+    extras = " or ".join(f'"edge-anomaly[{name}]"' for name in _CANDIDATES[files.format])
+    raise ImportError(f"{files.files['model'].parent}: no engine installed for a {files.format} bundle: "
+                      f"pip install {extras}")
 
 
-def create_backend(bundle: Bundle, backend: str = "auto", device: str | None = None, threads: int | None = None,
-                   performance: str = "latency") -> Backend:
-    """Start the engine for ``bundle``: by name, or ("auto") by what is installed and the bundle's format.
+def open_engine(source: Bundle | EngineFiles, backend: str = "auto", device: str | None = None,
+                threads: int | None = None, performance: str = "latency") -> Backend:
+    """Start the engine for a bundle or engine files: by name, or ("auto") by what is installed and the format.
 
     ``performance`` is "latency" (one frame as fast as possible) or "throughput" (several
     frames in flight, for the pipelined runner); engines without such a switch ignore it.
     """
     if performance not in PERFORMANCE_MODES:
         raise ValueError(f"performance {performance!r} is not one of {', '.join(PERFORMANCE_MODES)}")
-    name = choose_backend(bundle, backend)
+    files = source if isinstance(source, EngineFiles) else EngineFiles.of_bundle(source)
+    name = choose_backend(files, backend)
     if name == "onnxruntime":
         from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(bundle, device=device, threads=threads)
+        return OnnxRuntimeBackend(files, device=device, threads=threads)
     if name == "openvino":
         from runtime.backends.openvino_backend import OpenVinoBackend
 
-        return OpenVinoBackend(bundle, device=device, threads=threads, performance=performance)
+        return OpenVinoBackend(files, device=device, threads=threads, performance=performance)
     from runtime.backends.tensorrt_backend import TensorRtBackend
 
-    return TensorRtBackend(bundle, device=device)
+    return TensorRtBackend(files, device=device)
+
+
+def run_batched(backend: Backend, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw float32 (heatmaps, scores) for any number of stacked inputs, in calls the engine takes.
+
+    Up to ``max_batch`` images per call; an engine with a fixed batch gets its last call padded
+    with copies of the last image, whose outputs are dropped.
+    """
+    limit, static = backend.max_batch, backend.static_batch
+    if len(inputs) == limit or (not static and len(inputs) < limit):
+        heatmaps, scores = backend.infer(np.ascontiguousarray(inputs))
+    else:
+        heatmap_parts, score_parts = [], []
+        for start in range(0, len(inputs), limit):
+            chunk = inputs[start:start + limit]
+            count = len(chunk)
+            if static and count < limit:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], limit - count, axis=0)])
+            heatmap, score = backend.infer(np.ascontiguousarray(chunk))
+            heatmap_parts.append(heatmap[:count])
+            score_parts.append(score[:count])
+        heatmaps, scores = np.concatenate(heatmap_parts), np.concatenate(score_parts)
+    return heatmaps.astype(np.float32, copy=False), scores.astype(np.float32, copy=False)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.backends import engine_batch, model_file
-from runtime.bundle import Bundle
+from runtime.backends import EngineFiles
 
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, device: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, files: EngineFiles, device: str | None = None, threads: int | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -30,8 +29,8 @@ class OnnxRuntimeBackend:
         else:
             raise ValueError(f"device {device!r}: the onnxruntime backend runs on CPU or CUDA")
         self.device = device
-        self.max_batch, self.static_batch = engine_batch(bundle)
-        self.session = ort.InferenceSession(str(model_file(bundle, self.name)), options, providers=providers)
+        self.max_batch, self.static_batch = files.batch.max_batch, files.batch.static
+        self.session = ort.InferenceSession(str(files.model_file(self.name)), options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

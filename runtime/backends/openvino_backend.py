@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from runtime.backends import engine_batch, model_file
-from runtime.bundle import Bundle, BundleError
+from runtime.backends import EngineFiles
+from runtime.manifest import BundleError
 
 # Called with (tag, (heatmaps, scores)) when a request finishes, or (tag, exception) when it fails.
 Completion = Callable[[object, "tuple[np.ndarray, np.ndarray] | BaseException"], None]
@@ -16,7 +16,7 @@ Completion = Callable[[object, "tuple[np.ndarray, np.ndarray] | BaseException"],
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, bundle: Bundle, device: str | None = None, threads: int | None = None,
+    def __init__(self, files: EngineFiles, device: str | None = None, threads: int | None = None,
                  performance: str = "latency") -> None:
         try:
             import openvino as ov
@@ -29,11 +29,11 @@ class OpenVinoBackend:
                                                                  for d in core.available_devices):
             raise ValueError(f"OpenVINO device {self.device!r} is not available here "
                              f"(available: {', '.join(core.available_devices)})")
-        path = model_file(bundle, self.name)
-        model = core.read_model(str(path), str(bundle.path("weights"))) if path.suffix == ".xml" else \
+        path = files.model_file(self.name)
+        model = core.read_model(str(path), str(files.files["weights"])) if path.suffix == ".xml" else \
             core.read_model(str(path))
-        self.max_batch, self.static_batch = engine_batch(bundle)
-        height, width = bundle.input_size
+        self.max_batch, self.static_batch = files.batch.max_batch, files.batch.static
+        height, width = files.input_size
         if plugin == "NPU" and not self.static_batch:  # NPUs compile static shapes only
             model.reshape({model.input(0).get_any_name(): [1, height, width, 3]})
             self.max_batch, self.static_batch = 1, True

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.backends import engine_batch, model_file
-from runtime.bundle import Bundle, BundleError
+from runtime.backends import EngineFiles
+from runtime.manifest import BundleError
 
 INPUT = "images"
 OUTPUTS = ("heatmap", "score")
@@ -40,7 +40,7 @@ def _check(result):
 class TensorRtBackend:
     name = "tensorrt"
 
-    def __init__(self, bundle: Bundle, device: str | None = None) -> None:
+    def __init__(self, files: EngineFiles, device: str | None = None) -> None:
         try:
             import tensorrt as trt
         except ImportError as exc:
@@ -49,14 +49,14 @@ class TensorRtBackend:
         self.device = (device or "cuda:0").lower()
         index = int(self.device.split(":")[1]) if ":" in self.device else 0
         _check(cudart.cudaSetDevice(index))
-        path = model_file(bundle, self.name)
+        path = files.model_file(self.name)
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise BundleError(f"{path}: TensorRT could not deserialize the engine (built for another GPU or "
                               "TensorRT version? Rebuild it on this device with `edge-anomaly export`)")
         self.context = self.engine.create_execution_context()
-        self.max_batch, self.static_batch = engine_batch(bundle)
-        height, width = bundle.input_size
+        self.max_batch, self.static_batch = files.batch.max_batch, files.batch.static
+        height, width = files.input_size
         self.dtypes = {name: np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))) for name in (INPUT, *OUTPUTS)}
         largest = {INPUT: (self.max_batch, height, width, 3), "heatmap": (self.max_batch, height, width),
                    "score": (self.max_batch,)}

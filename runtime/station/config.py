@@ -12,19 +12,18 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from runtime.schema import StrictModel, read_yaml, validate
 
 TOPIC_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
 SECRET_FIELDS = {"password", "key_password"}
@@ -48,9 +47,9 @@ def _topic_safe(value: str) -> str:
     return value
 
 
-class _Section(BaseModel):
+class _Section(StrictModel):
     # validate_default: defaults such as ``outbox.sqlite`` are also resolved against the config's folder
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(validate_default=True)
 
 
 class SecretRef(_Section):
@@ -258,21 +257,10 @@ class StationConfig(_Section):
         return next(camera for camera in self.cameras if camera.name == name)
 
 
-def _describe(error: dict) -> str:
-    location = ".".join(str(part) for part in error["loc"])
-    shown = "" if SECRET_FIELDS & {str(part) for part in error["loc"]} else f" (got {error.get('input')!r})"
-    return f"{location or '<top>'}: {error['msg']}{shown if error['type'] != 'missing' else ''}"
-
-
 def parse_config(data: object, source: str, base: Path | None = None) -> StationConfig:
     """Validate a mapping; every problem is reported by field path and value in one error."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top, got {type(data).__name__}")
-    try:
-        config = StationConfig.model_validate(data, context={"base": base})
-    except ValidationError as exc:
-        problems = "\n  ".join(_describe(error) for error in exc.errors(include_url=False))
-        raise ConfigError(f"{source}: invalid station config:\n  {problems}") from None
+    config = validate(StationConfig, data, source, "station config", ConfigError, context={"base": base},
+                      secret_fields=SECRET_FIELDS)
     for secret in (config.mqtt.password, config.mqtt.tls.key_password if config.mqtt.tls else None):
         if secret is not None:
             secret.value()  # fail at start-up, not at the first reconnect
@@ -282,10 +270,4 @@ def parse_config(data: object, source: str, base: Path | None = None) -> Station
 def load_config(path: str | Path) -> StationConfig:
     """Read and validate ``station.yaml``; raises :class:`ConfigError` naming the file and field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return parse_config(data, str(path), path.resolve().parent)
+    return parse_config(read_yaml(path, ConfigError), str(path), path.resolve().parent)

@@ -38,8 +38,8 @@ def load_bundle(path: Path, camera: CameraConfig) -> LoadedBundle:
     detector = Detector.load(path, backend=camera.backend, device=camera.device, threads=camera.threads)
     manifest = detector.bundle.manifest
     info = BundleInfo(name=detector.name, hash=detector.bundle.hash, path=str(path),
-                      edge_anomaly_version=manifest.get("edge_anomaly_version"), created=manifest.get("created"),
-                      threshold=float(manifest["scoring"]["local"]["threshold"]))
+                      edge_anomaly_version=manifest.edge_anomaly_version, created=manifest.created,
+                      threshold=manifest.scoring.local.threshold)
     return LoadedBundle(detector, info)
 
 

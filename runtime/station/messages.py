@@ -10,23 +10,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 
 import cv2
 import numpy as np
 
+from runtime import package_version
 from runtime.result import Result
 
 ONLINE = "online"
 OFFLINE = "offline"
-
-
-def daemon_version() -> str:
-    """The installed edge-anomaly version, read from package metadata (runtime never imports edge_anomaly)."""
-    try:
-        return metadata.version("edge-anomaly")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def iso_time(epoch: float | None = None) -> str:
@@ -154,7 +146,7 @@ def alert_message(inspection: Inspection, thumbnail: np.ndarray | None, jpeg_qua
 def status_message(station: str, cameras: dict[str, dict], started: float) -> dict:
     """Retained ``<prefix>/<station>/status`` while the daemon runs."""
     return {"state": ONLINE, "station": station, "timestamp": iso_time(), "since": iso_time(started),
-            "version": daemon_version(), "cameras": cameras}
+            "version": package_version(), "cameras": cameras}
 
 
 def offline_message(station: str, reason: str, timestamp: str | None) -> dict:

@@ -44,7 +44,7 @@ def test_package_holds_the_verified_bundle_config_unit_script_and_wheel(device_e
         digest, name = line.split("  ")
         assert hashlib.sha256((root / name).read_bytes()).hexdigest() == digest, name
     assert (root / bundle).read_bytes() == folder.with_name(folder.name + ".tar").read_bytes()
-    assert open_bundle(root / bundle).engine["format"] == "onnx"  # every file's hash verifies
+    assert open_bundle(root / bundle).engine.format == "onnx"  # every file's hash verifies
     monkeypatch.setenv("MQTT_PASSWORD", "not used")  # the example config names it
     config = load_config(root / "station.yaml")  # the example station, every camera on the packaged bundle
     assert [c.bundle for c in config.cameras] == [root / bundle] * 3

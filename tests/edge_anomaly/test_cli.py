@@ -114,3 +114,11 @@ def test_fit_with_defect_examples_uses_f1_threshold(boards, tmp_path):
     threshold = model.scoring.local.threshold
     # F1-optimal: above the typical (k-fold) normal score, and catching the clearer defects
     assert model.info["normal_scores"]["median"] < threshold <= scores.max()
+
+
+def test_device_always_names_a_profile_and_the_engine_device_has_its_own_flag(capsys):
+    assert main(["predict", "bundle", "x.png", "--device", "CPU"]) == 2
+    assert "--engine-device" in capsys.readouterr().err
+    assert main(["bench", "bundle", "--device", "CPU"]) == 2
+    err = capsys.readouterr().err
+    assert "--device 'CPU': not a device profile" in err and "--engine-device CPU" in err

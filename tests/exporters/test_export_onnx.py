@@ -35,7 +35,7 @@ def test_onnx_bundle_agrees_with_pytorch(board_export, board_model, boards, prec
     assert all(key in parity for key in PARITY_KEYS) and parity["passed"]
     assert parity["images"]["defective"] > 0 and parity["image_auroc_delta"] is not None
     assert parity["max_heatmap_diff"] <= DEFAULT_TOLERANCES[precision].max_heatmap_diff
-    assert open_bundle(archive).manifest["files"] == manifest["files"]
+    assert open_bundle(archive).manifest.files == manifest["files"]
 
     _, model = board_model
     frames = [read_image(p) for p in list_images(boards / "test", recursive=True)[::4]]

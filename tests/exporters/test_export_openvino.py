@@ -17,7 +17,7 @@ def test_openvino_static_bundle(board_export, board_model, boards, precision):
     import openvino as ov
 
     from edge_anomaly.data.folders import load_inputs
-    from exporters.engines import load_engine, run_batched
+    from runtime.backends import open_engine, run_batched
     from runtime.image_io import list_images
 
     folder, archive = board_export("openvino", precision, batch=2)
@@ -37,7 +37,7 @@ def test_openvino_static_bundle(board_export, board_model, boards, precision):
     # Three images through a static batch of two: the engine is fed a padded second batch.
     _, trained = board_model
     images, _ = load_inputs(list_images(boards / "test", recursive=True)[:3], trained.input_size)
-    heatmaps, scores = run_batched(load_engine("openvino", folder / "model.xml"), images, 2, static=True)
+    heatmaps, scores = run_batched(open_engine(open_bundle(folder)), images)
     reference = trained.infer(images)[1]
     assert heatmaps.shape == (3, 256, 256) and np.isfinite(heatmaps).all()
     if precision != "int8":  # INT8 agreement is the parity check's (rank, AUROC) above

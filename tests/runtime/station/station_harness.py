@@ -1,5 +1,5 @@
-"""Daemon test harness (conftest.py and the tests use it): a real mosquitto, the daemon as a real subprocess,
-a paho probe client.
+"""Station test harness (conftest.py, the tests and bench/daemon.py use it): a real mosquitto, the station as a
+real subprocess, a paho probe client.
 
 The broker runs on a free loopback port with a generated config (anonymous or a password file
 made by ``mosquitto_passwd``; persistence off unless a test needs durable subscriber sessions)
@@ -69,7 +69,8 @@ class Broker:
         # "user": mosquitto started as root would switch to user mosquitto, which cannot read pytest's tmp dirs
         lines = [f"listener {self.port} 127.0.0.1", f"user {pwd.getpwuid(os.geteuid()).pw_name}",
                  f"persistence {'true' if persistence else 'false'}",
-                 f"persistence_location {folder}/", "log_dest stderr", "log_type error", "log_type warning"]
+                 f"persistence_location {folder}/", "log_dest stderr", "log_type error", "log_type warning",
+                 "set_tcp_nodelay true"]  # like the station: no Nagle delay on small packets
         if users:
             passwords = folder / "passwords"
             passwords.touch()
@@ -163,6 +164,8 @@ class Probe:
         self.client.on_connect = lambda client, *_: client.subscribe(self.topic, qos=1)
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self.client.on_socket_open = lambda client, userdata, sock: sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the station does: timings without Nagle's delay
         self.client.reconnect_delay_set(0.1, 0.5)
         if username:
             self.client.username_pw_set(username, password)

@@ -1,0 +1,271 @@
+"""The bundle manifest (``manifest.json``) as typed models: one schema for writers and readers.
+
+The exporter builds a :class:`Manifest` and :func:`dump` writes it; the runtime, the station
+and ``package`` read it with :func:`parse_manifest` and use attributes. Unknown keys are
+refused in every section the runtime acts on (a typo must not silently mean a default), so a
+format change goes with a new ``schema_version``; :func:`migrate` upgrades older manifests
+step by step, so bundles already in the field keep loading. Descriptive records (training
+metadata, where parity images came from) are free-form.
+
+Version history: 1, the first format. 2 adds the optional ``signature``, ``self_test`` and
+``parity.cpu`` and makes defaults explicit (``engine.batch``, ``batch.dynamic``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, StringConstraints, field_validator, model_serializer
+
+from runtime.schema import StrictModel, validate
+
+BUNDLE_FORMAT = "edge-anomaly-bundle"
+SCHEMA_VERSION = 2
+MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 4 << 20  # a manifest is a few kB; anything near this is not one
+ENGINE_FORMATS = ("onnx", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be trusted or used; the message names the file or field."""
+
+
+class _Section(StrictModel):
+    """A manifest section; fields listed in ``_omitted_when_none`` are left out of the JSON when unset."""
+
+    _omitted_when_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler):
+        data = handler(self)
+        return {key: value for key, value in data.items() if value is not None or key not in self._omitted_when_none}
+
+
+class DynamicBatch(_Section):
+    dynamic: Literal[True] = True
+    max: int = Field(32, ge=1)
+
+    @property
+    def max_batch(self) -> int:
+        return self.max
+
+    static: ClassVar[bool] = False
+
+
+class StaticBatch(_Section):
+    dynamic: Literal[False] = False
+    size: int = Field(ge=1)
+
+    @property
+    def max_batch(self) -> int:
+        return self.size
+
+    static: ClassVar[bool] = True
+
+
+Batch = DynamicBatch | StaticBatch
+
+
+class TensorSpec(_Section):
+    name: str
+    shape: list[int]
+    dtype: str
+
+
+class ScoreAlignment(_Section):
+    """The line mapping PyTorch's raw scores onto a reduced-precision engine's (exporters.parity.aligned_scale)."""
+
+    slope: float = Field(gt=0)
+    intercept: float
+    images: int
+
+
+class Engine(_Section):
+    _omitted_when_none = frozenset({"calibration", "score_alignment"})
+
+    format: Literal["onnx", "openvino", "tensorrt"]
+    precision: Literal["fp32", "fp16", "int8"]
+    quantized: list[str] = []
+    parts: dict[str, str] = {}
+    files: dict[str, str] = Field(description="role (model, weights, onnx) -> file name in the bundle")
+    batch: Batch = DynamicBatch()
+    inputs: list[TensorSpec] = []
+    outputs: list[TensorSpec] = []
+    calibration: dict[str, Any] | None = None
+    score_alignment: ScoreAlignment | None = None
+
+    @field_validator("files")
+    @classmethod
+    def _has_model(cls, files: dict[str, str]) -> dict[str, str]:
+        if "model" not in files:
+            raise ValueError("needs a 'model' entry")
+        return files
+
+
+class Normalization(_Section):
+    mean: list[float]
+    std: list[float]
+
+
+class InputSpec(_Section):
+    size: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
+    layout: Literal["NHWC"] = "NHWC"
+    dtype: Literal["uint8"] = "uint8"
+    color_order: Literal["RGB", "BGR"] = "RGB"
+    normalization: Normalization
+    roi: list[int] | None = None  # x, y, width, height in frame pixels (checked by runtime.preprocess)
+    center_crop: float | None = None
+
+
+class ScaleSection(_Section):
+    threshold: float
+    spread: float = Field(gt=0)
+
+
+class GlobalStats(_Section):
+    names: list[str]
+    mean: list[float]
+    std: list[float]
+
+
+class ScoringSection(_Section):
+    """``runtime.scoring.Scoring`` as data; ``lighting``, ``blur`` and ``global_stats`` come together or not at all."""
+
+    _omitted_when_none = frozenset({"lighting", "blur", "global_stats"})
+
+    local: ScaleSection
+    lighting: ScaleSection | None = None
+    blur: ScaleSection | None = None
+    global_stats: GlobalStats | None = None
+
+
+class AurocPair(_Section):
+    image_auroc: float | None
+    pixel_auroc: float | None
+
+
+class ParityTolerances(_Section):
+    max_heatmap_diff: float
+    min_score_rank_corr: float
+    max_image_auroc_drop: float
+    max_pixel_auroc_drop: float
+
+
+class CpuInfo(_Section):
+    model: str
+    flags: list[str]
+
+
+class Parity(_Section):
+    """The export's agreement with PyTorch (exporters.parity); ``cpu`` is the exporting CPU."""
+
+    _omitted_when_none = frozenset({"cpu"})
+
+    max_heatmap_diff: float
+    score_rank_corr: float | None
+    image_auroc_delta: float | None
+    pixel_auroc_delta: float | None
+    heatmap_units: str
+    pytorch: AurocPair
+    engine: AurocPair
+    images: dict[str, Any]
+    tolerances: ParityTolerances
+    passed: bool
+    cpu: CpuInfo | None = None
+
+
+class Signature(_Section):
+    algorithm: Literal["ed25519"]
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    value: str
+
+
+class SelfTestImage(_Section):
+    file: str
+    score: float
+
+
+class SelfTest(_Section):
+    images: list[SelfTestImage]
+    min_rank_corr: float
+    max_score_error: float
+
+
+class Manifest(_Section):
+    _omitted_when_none = frozenset({"name", "parity", "device_profile", "signature", "self_test"})
+
+    format: Literal["edge-anomaly-bundle"]
+    schema_version: Literal[2]
+    name: str | None = None
+    created: str
+    edge_anomaly_version: str
+    template: str
+    engine: Engine
+    input: InputSpec
+    outputs: dict[str, str]
+    scoring: ScoringSection
+    concepts: list[str]
+    model: dict[str, Any] = Field(description="the trained model's params, info and versions, as recorded")
+    parity: Parity | None = None
+    device_profile: str | None = None
+    files: dict[str, Sha256] = Field(default_factory=dict, description="file name -> SHA-256 of every other file")
+    signature: Signature | None = None
+    self_test: SelfTest | None = None
+
+
+def _v1_to_v2(data: dict) -> dict:
+    """Version 1 read a missing ``engine.batch`` as dynamic up to 32 and a batch without ``dynamic`` as dynamic."""
+    engine = dict(data.get("engine") or {})
+    batch = dict(engine.get("batch") or {"max": 32})
+    batch.setdefault("dynamic", True)
+    if batch["dynamic"]:
+        batch = {"dynamic": True, "max": batch.get("max", 32)}
+    return {**data, "schema_version": 2, "engine": {**engine, "batch": batch}}
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+
+
+def migrate(data: dict, source: str = MANIFEST) -> dict:
+    """``data`` upgraded to :data:`SCHEMA_VERSION`, one version at a time."""
+    version = data.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise BundleError(f"{source}: schema_version {version} is newer than this edge-anomaly reads "
+                          f"({SCHEMA_VERSION}): upgrade edge-anomaly on this box")
+    while version != SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise BundleError(f"{source}: schema_version {version!r} is not supported "
+                              f"(this runtime reads 1 to {SCHEMA_VERSION})")
+        data = MIGRATIONS[version](data)
+        version = data["schema_version"]
+    return data
+
+
+def parse_manifest(data: object, source: str = MANIFEST) -> Manifest:
+    """A manifest of any supported version as the current :class:`Manifest`; errors name the field."""
+    if not isinstance(data, dict):
+        raise BundleError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{source}: format is {data.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    return validate(Manifest, migrate(data, source), source, "bundle manifest", BundleError)
+
+
+def load_manifest(text: str | bytes, source: str = MANIFEST) -> Manifest:
+    """Parse the JSON text of a manifest (bounded in size before it is decoded)."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{source}: {len(text)} bytes is too large for a manifest (limit {MAX_MANIFEST_BYTES})")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{source}: invalid JSON ({exc})") from None
+    return parse_manifest(data, source)
+
+
+def dump(manifest: Manifest) -> str:
+    """The manifest's JSON text as written into a bundle."""
+    return json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n"
