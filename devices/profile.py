@@ -53,9 +53,13 @@ class InputLimits(StrictModel):
     min_side: int = Field(64, ge=32)
     max_side: int = Field(ge=32)
     multiple_of: int = Field(32, ge=1)
+    max_pixels: int | None = Field(None, ge=32 * 32, description="largest height x width the board runs at line "
+                                   "rate; automatic configuration (fit --device) keeps below it")
 
     def problem(self, size: tuple[int, int]) -> str | None:
         """Why a (height, width) input does not fit, or None."""
+        if self.max_pixels is not None and size[0] * size[1] > self.max_pixels:
+            return f"input {size[0]}x{size[1]} exceeds max_pixels {self.max_pixels}"
         for side in size:
             if side > self.max_side:
                 return f"input side {side} px exceeds max_side {self.max_side}"

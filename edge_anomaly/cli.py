@@ -61,7 +61,13 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if args.template in (None, "auto") and config_template(args.config) is None:
         from edge_anomaly.autoconfig.search import choose_configuration
 
-        choice = choose_configuration(training, args.config, overrides, args.max_latency_ms, args.defects)
+        size_problem = None
+        if args.device:
+            from devices import load_profile
+
+            size_problem = load_profile(args.device).input.problem
+        choice = choose_configuration(training, args.config, overrides, args.max_latency_ms, args.defects,
+                                      size_problem=size_problem)
         print(choice.table())
         print(f"\nautomatic configuration chose {choice.template} "
               f"(from {'synthetic defects' if choice.defects == 'synthetic' else choice.defects})\n")
@@ -207,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-frames", type=int, metavar="N", help="videos: at most N frames from each")
     fit.add_argument("--max-latency-ms", type=float, metavar="MS",
                      help="automatic configuration: only candidates at most this slow per image (PyTorch, this CPU)")
+    fit.add_argument("--device", metavar="PROFILE",
+                     help="board profile (edge-anomaly devices): automatic configuration keeps to its input limits")
     fit.add_argument("--defects", help="folder of defect examples: choose the configuration and the F1-optimal "
                      "threshold on them instead of synthetic defects and a false-alarm rate")
     fit.add_argument("--out", required=True, help="model folder to write")

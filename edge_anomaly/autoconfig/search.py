@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from runtime.preprocess import frame_to_input
 
 log = logging.getLogger(__name__)
 
+SizeCheck = Callable[[tuple[int, int]], "str | None"]
 MAX_FIT_IMAGES = 120  # candidates are compared on a bounded subset: a few minutes on 2 cores
 MAX_CHECK_IMAGES = 30  # held-out normals, each also given synthetic defects
 DEFECTS_PER_IMAGE = 2
@@ -111,10 +113,17 @@ def _candidate_params(candidate: Candidate, config_file: str | Path | None, over
     return get_template(candidate.template).params.model_validate({**params.model_dump(), **update})
 
 
-def _sized(params: TemplateParams, aspect: float) -> TemplateParams:
+def _sized(params: TemplateParams, aspect: float, size_problem: SizeCheck | None) -> TemplateParams:
+    """``params`` with its input size: the user's, else the largest within the candidate's pixel
+    budget that the board also takes (the budget shrinks until the board's limits allow it)."""
     if params.input_size is not None:
         return params
-    return params.model_copy(update={"input_size": input_size_for(aspect, params.max_input_pixels)})
+    budget = params.max_input_pixels
+    size = input_size_for(aspect, budget)
+    while size_problem is not None and size_problem(size) is not None and budget > 2 * 64 * 64:
+        budget = int(budget * 0.8)
+        size = input_size_for(aspect, budget)
+    return params.model_copy(update={"input_size": size, "max_input_pixels": budget})
 
 
 def _latency_ms(graph: AnomalyGraph, image: np.ndarray) -> float:
@@ -129,9 +138,13 @@ def _latency_ms(graph: AnomalyGraph, image: np.ndarray) -> float:
 
 
 def _try(candidate: Candidate, params: TemplateParams, frames: list[np.ndarray], fit_idx: np.ndarray,
-         normal_idx: np.ndarray, defect_frames: list[np.ndarray], max_latency_ms: float | None) -> Trial:
+         normal_idx: np.ndarray, defect_frames: list[np.ndarray], max_latency_ms: float | None,
+         size_problem: SizeCheck | None) -> Trial:
     started = time.perf_counter()
     size = tuple(params.input_size)
+    problem = size_problem(size) if size_problem is not None else None
+    if problem is not None:
+        return Trial(candidate.name, candidate.template, size, 0.0, 0.0, float("inf"), 0.0, False, problem)
     template = get_template(candidate.template)
 
     def inputs(images: list[np.ndarray]) -> np.ndarray:
@@ -155,8 +168,12 @@ def _try(candidate: Candidate, params: TemplateParams, frames: list[np.ndarray],
 def choose_configuration(training: TrainingSet, config_file: str | Path | None = None,
                          overrides: list[str] | None = None, max_latency_ms: float | None = None,
                          defects: str | Path | None = None, seed: int = 0,
-                         candidates: tuple[Candidate, ...] = CANDIDATES) -> Choice:
-    """Try every candidate on the training images and return the best, with the table of trials."""
+                         candidates: tuple[Candidate, ...] = CANDIDATES,
+                         size_problem: SizeCheck | None = None) -> Choice:
+    """Try every candidate on the training images and return the best, with the table of trials.
+
+    ``size_problem`` (a board's input limits) says why an input size is out, or None.
+    """
     overrides = overrides or []
     base = _candidate_params(candidates[0], config_file, overrides, training)
     aspect = training.aspect_ratio(base.roi, base.center_crop)
@@ -184,8 +201,9 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
         task = progress.add_task("trying candidates", total=len(candidates))
         for candidate in candidates:
             try:
-                params = _sized(_candidate_params(candidate, config_file, overrides, training), aspect)
-                trials.append(_try(candidate, params, frames, fit_idx, check_idx, defect_frames, max_latency_ms))
+                params = _sized(_candidate_params(candidate, config_file, overrides, training), aspect, size_problem)
+                trials.append(_try(candidate, params, frames, fit_idx, check_idx, defect_frames, max_latency_ms,
+                                   size_problem))
             except (ValueError, RuntimeError) as exc:  # e.g. --set keys another template does not have
                 log.warning("candidate %s left out: %s", candidate.name, exc)
                 trials.append(Trial(candidate.name, candidate.template, (0, 0), 0.0, 0.0, float("inf"), 0.0,
@@ -193,10 +211,13 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
             progress.advance(task)
     best = max(trials, key=Trial.key)
     if best.error is not None or not best.within_budget:
-        raise ValueError(f"no candidate meets the latency budget of {max_latency_ms} ms:\n"
+        raise ValueError(f"no candidate meets the latency budget ({max_latency_ms} ms) and input limits:\n"
                          + Choice("", base, trials, source).table())
     chosen = next(c for c in candidates if c.name == best.candidate)
-    return Choice(chosen.template, _candidate_params(chosen, config_file, overrides, training), trials, source)
+    params = _candidate_params(chosen, config_file, overrides, training)
+    if params.input_size is None:  # the final fit measures the aspect on every image, within the same budget
+        params = params.model_copy(update={"max_input_pixels": best.input_size[0] * best.input_size[1]})
+    return Choice(chosen.template, params, trials, source)
 
 
 def _region(frame: np.ndarray, params: TemplateParams) -> tuple[int, int, int, int]:
