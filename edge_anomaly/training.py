@@ -52,6 +52,22 @@ def _read_folder(folder: Path, size: tuple[int, int], progress, label: str) -> t
     return load_inputs(paths, size, lambda: progress.advance(task))
 
 
+def _fit_on_embeddings(scorer, extractor, images: np.ndarray, batch_size: int, progress, template_name: str) -> None:
+    """Embed the fitting images with the frozen backbone, then fit the scorer on the embeddings."""
+    task = progress.add_task("extracting features", total=len(images))
+    embeddings = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(images[start:start + batch_size])
+            embeddings.append(scorer.embed(extractor(batch.permute(0, 3, 1, 2).float() / 255.0)))
+            progress.advance(task, len(batch))
+        embeddings = torch.cat(embeddings)
+        task = progress.add_task(f"fitting {template_name}", total=None)
+        scorer.progress = lambda done, total: progress.update(task, completed=done, total=total)
+        scorer.fit(embeddings)
+        scorer.progress = None
+
+
 def fit_model(data: str | Path, template_name: str, params: TemplateParams,
               defects: str | Path | None = None) -> TrainedModel:
     """Fit ``template_name`` on the normal images under ``data`` and calibrate it."""
@@ -66,19 +82,10 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams,
         extractor = build_extractor(params.backbone, params.layers, params.input_size, params.backbone_weights)
         scorer = template.scorer(params, extractor.feature_shapes(params.input_size))
         graph = AnomalyGraph(extractor, scorer, params.input_size, params.heatmap_sigma).eval()
-        task = progress.add_task("extracting features", total=len(fit_idx))
-        embeddings = []
-        with torch.no_grad():
-            for start in range(0, len(fit_idx), params.batch_size):
-                batch = torch.from_numpy(images[fit_idx[start:start + params.batch_size]])
-                embeddings.append(scorer.embed(extractor(batch.permute(0, 3, 1, 2).float() / 255.0)))
-                progress.advance(task, len(batch))
-            embeddings = torch.cat(embeddings)
-            task = progress.add_task(f"fitting {template_name}", total=None)
-            scorer.progress = lambda done, total: progress.update(task, completed=done, total=total)
-            scorer.fit(embeddings)
-            scorer.progress = None
-            del embeddings
+        if scorer.fits_on_images:  # trained by gradient descent on the images themselves
+            scorer.fit_images(images[fit_idx], extractor, progress)
+        else:
+            _fit_on_embeddings(scorer, extractor, images[fit_idx], params.batch_size, progress, template_name)
         fit_seconds = time.perf_counter() - started
 
         task = progress.add_task("calibrating threshold", total=len(held_idx))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from edge_anomaly.templates.base import Scorer, TemplateParams
 from edge_anomaly.templates.padim import PadimParams, PadimScorer
 from edge_anomaly.templates.patchcore import PatchCoreParams, PatchCoreScorer
+from edge_anomaly.templates.student_teacher import StudentTeacherParams, StudentTeacherScorer
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ TEMPLATES: dict[str, Template] = {
     "patchcore": Template("patchcore", "coreset memory bank of patch features, nearest-neighbour distance",
                           PatchCoreParams, PatchCoreScorer),
     "padim": Template("padim", "Gaussian per feature-map position, Mahalanobis distance", PadimParams, PadimScorer),
+    "student_teacher": Template("student_teacher", "student and autoencoder trained to predict the backbone; "
+                                "catches misplaced, swapped and missing parts, no memory bank",
+                                StudentTeacherParams, StudentTeacherScorer),
 }
 
 

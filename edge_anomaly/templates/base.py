@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
@@ -81,6 +82,9 @@ class Scorer(nn.Module):
     """
 
     params_type: ClassVar[type[TemplateParams]]
+    # True for templates trained by gradient descent on the images themselves: training calls
+    # ``fit_images(images, extractor, progress)`` instead of embedding the images and ``fit``.
+    fits_on_images: ClassVar[bool] = False
     progress: Callable[[int, int], None] | None = None  # (done, total) units of fitting work, for a bar
 
     def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -92,7 +96,13 @@ class Scorer(nn.Module):
     def score(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def fit_images(self, images: np.ndarray, extractor: nn.Module, progress) -> None:
+        """Fit on uint8 NHWC normal images (only templates with ``fits_on_images``)."""
+        raise NotImplementedError
+
+    def forward(self, features: list[torch.Tensor], pixels: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pixels`` (float NCHW RGB in 0..1) is the graph's input, for scorers that look at it."""
         return self.score(self.embed(features))
 
     def load_fitted(self, state: dict[str, torch.Tensor]) -> None:
