@@ -2,10 +2,13 @@
 
     python bench/accuracy.py                                  # synthetic boards, bottle, magnetic_tile
     python bench/accuracy.py --categories bottle --templates patchcore --set coreset_ratio=0.05
+    python bench/accuracy.py --categories boards --logical --templates patchcore padim student_teacher
 
 For every (category, template): fit with default hyperparameters (plus any --set), evaluate on
 the test set, and time a single 256 px image through the PyTorch model (batch 1, after
-warm-up, 2 threads). Categories whose data is absent are reported as skipped.
+warm-up, 2 threads). Categories whose data is absent are reported as skipped. ``--logical`` adds
+the boards' logical defect kinds (swapped, wrong type, one too many or too few, mirrored parts)
+and a table of their image AUROC per kind with the templates side by side.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from edge_anomaly.config import load_params  # noqa: E402
 from edge_anomaly.data.folders import mvtec_test_set  # noqa: E402
-from edge_anomaly.data.synthetic import generate_boards  # noqa: E402
+from edge_anomaly.data.synthetic import LOGICAL_DEFECT_KINDS, generate_boards  # noqa: E402
 from edge_anomaly.evaluation.evaluate import evaluate_model  # noqa: E402
 from edge_anomaly.training import fit_model  # noqa: E402
 from runtime.image_io import read_image  # noqa: E402
@@ -73,19 +76,32 @@ def fmt(value) -> str:
     return "n/a" if value is None or value != value else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
 
+def logical_table(rows: list[dict]) -> str:
+    """Image AUROC (logical kind vs good boards) per logical kind, one column per template."""
+    lines = ["\nboards: image AUROC per logical defect kind (parts locally perfect, wrong place/count/orientation)\n",
+             "| logical defect | " + " | ".join(r["template"] for r in rows) + " |",
+             "| --- |" + " ---: |" * len(rows)]
+    for kind in LOGICAL_DEFECT_KINDS:
+        lines.append(f"| {kind} | " + " | ".join(fmt(r["per_defect"].get(kind, {}).get("image_auroc")) for r in rows)
+                     + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=list(CATEGORIES))
     parser.add_argument("--templates", nargs="+", default=["patchcore", "padim"])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", help="also write all rows to this JSON file")
+    parser.add_argument("--logical", action="store_true",
+                        help="boards with the logical defect kinds too, and a table comparing templates on them")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
     rows, skipped = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for category in args.categories:
-            data = CATEGORIES[category] or generate_boards(Path(tmp) / "boards")
+            data = CATEGORIES[category] or generate_boards(Path(tmp) / "boards", logical=args.logical)
             if not (data / "train" / "good").is_dir():
                 skipped.append(f"{category}: data not found at {data}")
                 continue
@@ -105,6 +121,8 @@ def main() -> None:
         print("| --- | ---: | ---: | ---: |")
         for defect, d in r["per_defect"].items():
             print(f"| {defect} | {d['n']} | {fmt(d['image_auroc'])} | {fmt(d['recall_calibrated'])} |")
+    if args.logical:
+        print(logical_table([r for r in rows if r["category"] == "boards"]))
     for line in skipped:
         print(f"\nskipped {line}")
     if args.json:
