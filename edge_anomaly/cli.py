@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = commands.add_parser("fit", help="learn normal from a folder of good images")
     fit.add_argument("--data", required=True, help="folder of normal images (or an MVTec category root)")
-    fit.add_argument("--template", help="patchcore or padim (default: from --config, else patchcore)")
+    fit.add_argument("--template", help="patchcore, padim or student_teacher (default: from --config, else patchcore)")
     fit.add_argument("--config", help="YAML file of hyperparameters")
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     fit.add_argument("--defects", help="folder of defect examples: choose the F1-optimal threshold")

@@ -442,8 +442,8 @@ def _render(
         _missing_component(rng, design, poses, board_mask, scale)
     elif defect == "shifted_component":
         _shifted_component(rng, design, poses, board_mask, scale)
-    elif defect in LOGICAL_DEFECT_KINDS:
-        looks = _LOGICAL[defect](rng, art, poses, board, board_mask)
+    elif defect in LOGICAL_DEFECT_KINDS:  # a child stream: the rest of the shot is as without the defect
+        looks = _LOGICAL[defect](rng.spawn(1)[0], art, poses, board, board_mask)
     for name, pose in poses.items():
         _draw_part(board, design, name, pose, scale, looks.get(name))
     if defect == "scratch":
