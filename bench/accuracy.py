@@ -3,12 +3,15 @@
     python bench/accuracy.py                                   # boards, bottle, magnetic_tile; automatic configuration
     python bench/accuracy.py --categories bottle --template patchcore --set coreset_ratio=0.05
     python bench/accuracy.py --categories bottle --video      # also: fit on an mp4 of good parts, judge another
+    python bench/accuracy.py --categories boards --logical     # + logical board defects, templates side by side
 
 For every category: ``fit`` as a new user runs it (automatic configuration unless --template),
 evaluate on the test set at the calibrated threshold, and time one image through the PyTorch
 model (batch 1, after warm-up, 2 threads). The false-alarm rate is the share of test/good
 flagged; the miss rate the share of defect images not flagged. Categories whose data is absent
-are reported as skipped.
+are reported as skipped. ``--logical`` adds the boards' logical defect kinds (swapped, wrong
+type, one too many or too few, mirrored parts) and a table of their image AUROC per kind for
+each of ``--logical-templates``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from edge_anomaly.config import load_params  # noqa: E402
 from edge_anomaly.data.folders import mvtec_test_set  # noqa: E402
-from edge_anomaly.data.synthetic import generate_boards  # noqa: E402
+from edge_anomaly.data.synthetic import LOGICAL_DEFECT_KINDS, generate_boards  # noqa: E402
 from edge_anomaly.data.training_set import TrainingSet  # noqa: E402
 from edge_anomaly.data.video import write_video  # noqa: E402
 from edge_anomaly.demo import flagged_share  # noqa: E402
@@ -131,24 +134,40 @@ def rate(metrics: dict, name: str, among: str) -> str:
     return f"{fmt(metrics[f'{name}_rate'])} ({metrics[f'{name}_count']}/{metrics[among]})"
 
 
+def logical_table(rows: list[dict]) -> str:
+    """Image AUROC (logical kind vs good boards) per logical kind, one column per template."""
+    lines = ["\nboards: image AUROC per logical defect kind (parts locally perfect, wrong place/count/orientation)\n",
+             "| logical defect | " + " | ".join(r["template"] for r in rows) + " |",
+             "| --- |" + " ---: |" * len(rows)]
+    for kind in LOGICAL_DEFECT_KINDS:
+        lines.append(f"| {kind} | " + " | ".join(fmt(r["metrics"]["per_defect"].get(kind, {}).get("image_auroc"))
+                                                 for r in rows) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=list(CATEGORIES))
     parser.add_argument("--template", help="fixed template instead of automatic configuration")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--video", action="store_true", help="also the mp4 case for each real category")
+    parser.add_argument("--logical", action="store_true",
+                        help="boards with the logical defect kinds too, and a table comparing templates on them")
+    parser.add_argument("--logical-templates", nargs="+", default=["patchcore", "padim", "student_teacher"])
     parser.add_argument("--json", help="also write all rows to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    rows, videos, skipped = [], [], []
+    rows, videos, logical, skipped = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for category in args.categories:
-            data = CATEGORIES[category] or generate_boards(Path(tmp) / "boards")
+            data = CATEGORIES[category] or generate_boards(Path(tmp) / "boards", logical=args.logical)
             if not (data / "train" / "good").is_dir():
                 skipped.append(f"{category}: data not found at {data}")
                 continue
             rows.append(run(category, data, args.template, args.set))
+            if args.logical and CATEGORIES[category] is None:
+                logical += [run(category, data, template, args.set) for template in args.logical_templates]
             if args.video and CATEGORIES[category] is not None:
                 videos.append(video_row(data, args.template, args.set, Path(tmp)))
 
@@ -179,10 +198,13 @@ def main() -> None:
             share = v["flagged"] / max(v["frames"], 1)
             print(f"| {v['category']}: fitted on an mp4 of train/good, judged on an mp4 of test/good | "
                   f"{v['template']} | {v['frames']} | {v['flagged']} ({share:.1%}) | {v['fit_s']:.0f} |")
+    if logical:
+        print(logical_table(logical))
     for line in skipped:
         print(f"\nskipped {line}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "videos": videos}, indent=2, default=float))
+        rows_json = {"rows": rows, "videos": videos, "logical": logical}
+        Path(args.json).write_text(json.dumps(rows_json, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Exported engines against PyTorch: size, latency, AUROC and parity, per format x precision.
 
     python bench/export.py [--data ../shared/data/mvtec_ad/bottle] [--model DIR] [--padim-model DIR]
+    python bench/export.py --skip-padim --student-teacher [--student-teacher-model DIR]
 
 Fits PatchCore and PaDiM with default hyperparameters on the category (or loads them), exports
 every CPU format x precision with the parity check on, and prints a markdown table: bundle
@@ -151,6 +152,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed runs per engine after warm-up")
     parser.add_argument("--skip-padim", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--student-teacher", action="store_true", help="also the student_teacher template")
+    parser.add_argument("--student-teacher-model", help="fitted student_teacher model folder (default: fit one)")
     args = parser.parse_args()
     category = Path(args.data)
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
@@ -160,6 +163,9 @@ def main() -> None:
         if not args.skip_padim:
             rows += bench_template(fitted("padim", category, args.padim_model, work), category, work,
                                    args.threads, args.repeats)
+        if args.student_teacher or args.student_teacher_model:
+            rows += bench_template(fitted("student_teacher", category, args.student_teacher_model, work), category,
+                                   work, args.threads, args.repeats)
         print(f"\n### Exported engines on {category.name} ({args.threads} threads, batch 1)\n")
         print("| template | format | precision | reduced | size MB | median ms | p95 ms | image AUROC | "
               "pixel AUROC | d image | d pixel | parity heatmap / rank |")

@@ -199,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit = commands.add_parser("fit", help="learn normal from good images (and videos)")
     fit.add_argument("--data", required=True,
                      help="folder of normal images and/or videos, an MVTec category root, or one video file")
-    fit.add_argument("--template", help="patchcore, padim or auto (default: from --config, else auto: chosen by "
-                     "how well each candidate separates synthetic defects made on your images)")
+    fit.add_argument("--template", help="patchcore, padim, student_teacher or auto (default: from --config, else "
+                     "auto: chosen by how well each candidate separates synthetic defects made on your images)")
     fit.add_argument("--config", help="YAML file of hyperparameters")
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     fit.add_argument("--roi", type=_roi, metavar="X,Y,W,H",

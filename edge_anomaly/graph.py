@@ -51,7 +51,7 @@ class AnomalyGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = images.permute(0, 3, 1, 2).float() / 255.0
-        patch_map, score = self.scorer(self.extractor(pixels))
+        patch_map, score = self.scorer(self.extractor(pixels), pixels)
         heatmap = nn.functional.interpolate(patch_map, size=self.input_size, mode="bilinear", align_corners=False)
         return self.smooth(heatmap)[:, 0], score
 

@@ -99,17 +99,23 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
         extractor = build_extractor(params.backbone, params.layers, size, params.backbone_weights)
         scorer = template.scorer(params, extractor.feature_shapes(size))
         graph = AnomalyGraph(extractor, scorer, size, params.heatmap_sigma).eval()
-        task = progress.add_task("extracting features", total=len(images))
-        embeddings = embed_images(graph, images, params.batch_size, lambda n: progress.advance(task, n))
-        task = progress.add_task(f"fitting {template_name}", total=None)
-        scorer.progress = lambda done, total: progress.update(task, completed=done, total=total)
-        scorer.fit(embeddings)
-        scorer.progress = None
-        fit_seconds = time.perf_counter() - started
-
-        progress.add_task(f"calibrating ({params.calibration_folds}-fold)", total=None)
-        normal_scores = scorer.fold_scores(embeddings, folds, params.batch_size)
-        del embeddings
+        if scorer.fits_on_images:  # trained by gradient descent: k refits would cost k trainings
+            held = folds >= params.calibration_folds - max(1, round(params.calibration_folds * params.holdout_fraction))
+            scorer.fit_images(images[~held], extractor, progress)
+            fit_seconds = time.perf_counter() - started
+            progress.add_task("calibrating (held-out images)", total=None)
+            normal_scores = run_graph(graph, images[held], params.batch_size)[1].astype(np.float64)
+        else:
+            task = progress.add_task("extracting features", total=len(images))
+            embeddings = embed_images(graph, images, params.batch_size, lambda n: progress.advance(task, n))
+            task = progress.add_task(f"fitting {template_name}", total=None)
+            scorer.progress = lambda done, total: progress.update(task, completed=done, total=total)
+            scorer.fit(embeddings)
+            scorer.progress = None
+            fit_seconds = time.perf_counter() - started
+            progress.add_task(f"calibrating ({params.calibration_folds}-fold)", total=None)
+            normal_scores = scorer.fold_scores(embeddings, folds, params.batch_size)
+            del embeddings
         if defects is not None:
             defect_set = TrainingSet.scan(defects)
             defect_images, _ = defect_set.load(size, params.roi, params.center_crop)

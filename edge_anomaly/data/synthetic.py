@@ -38,6 +38,16 @@ DEFECT_KINDS: dict[str, str] = {
 }
 """Defect folder name -> kind. Only "local" kinds have ground-truth masks."""
 
+LOGICAL_DEFECT_KINDS: dict[str, str] = {
+    "swapped_parts": "logical",
+    "wrong_part_type": "logical",
+    "one_too_many": "logical",
+    "one_too_few": "logical",
+    "mirrored_part": "logical",
+}
+"""Opt-in (``generate_boards(..., logical=True)``) defects where every part is locally perfect
+and only its place, count or orientation is wrong. They have ground-truth masks."""
+
 _REF_SIZE = (320, 256)  # frame (width, height) whose pixels are the design units
 _BOARD_SIZE = (240.0, 176.0)  # board (width, height); the 40-unit margins show the conveyor
 _DESIGN_SEED = 7  # fixed: every good board is the same design, whatever the dataset seed
@@ -360,9 +370,12 @@ def _silkscreen(layer: np.ndarray, design: _Design, scale: float) -> None:
     cv2.putText(layer, "EA-7 REV.B", name_org, font, font_scale, _SILK, 1, cv2.LINE_AA)
 
 
-def _draw_part(img: np.ndarray, design: _Design, name: str, pose: Pose, scale: float) -> None:
-    for poly, colour in design.footprints[name].body:
-        _fill(img, _pose(poly, *pose), colour, scale)
+def _draw_part(img: np.ndarray, design: _Design, name: str, pose: Pose, scale: float,
+               looks: tuple[str, bool] | None = None) -> None:
+    """Draw a part's body; ``looks`` = (the part whose body is drawn instead, mirrored or not)."""
+    shown, mirrored = looks or (name, False)
+    for poly, colour in design.footprints[shown].body:
+        _fill(img, _pose(poly * (-1.0 if mirrored else 1.0, 1.0), *pose), colour, scale)
 
 
 def _conveyor(rng: np.random.Generator, art: _BoardArt) -> np.ndarray:
@@ -424,12 +437,15 @@ def _render(
     }
     board = art.layer.copy()
     board_mask = np.zeros(board.shape[:2], np.uint8)
+    looks: dict[str, tuple[str, bool]] = {}
     if defect == "missing_component":
         _missing_component(rng, design, poses, board_mask, scale)
     elif defect == "shifted_component":
         _shifted_component(rng, design, poses, board_mask, scale)
+    elif defect in LOGICAL_DEFECT_KINDS:  # a child stream: the rest of the shot is as without the defect
+        looks = _LOGICAL[defect](rng.spawn(1)[0], art, poses, board, board_mask)
     for name, pose in poses.items():
-        _draw_part(board, design, name, pose, scale)
+        _draw_part(board, design, name, pose, scale, looks.get(name))
     if defect == "scratch":
         _scratch(rng, board, board_mask, scale)
     elif defect == "solder_blob":
@@ -440,7 +456,8 @@ def _render(
     if defect == "foreign_object":
         _foreign_object(rng, scene, mask, coverage, scale)
     image = _camera(rng, scene, defect, scale)
-    return image, (mask if DEFECT_KINDS.get(defect or "") == "local" else None)
+    has_mask = DEFECT_KINDS.get(defect or "") == "local" or defect in LOGICAL_DEFECT_KINDS
+    return image, (mask if has_mask else None)
 
 
 # ---------------------------------------------------------------------------------------- defects
@@ -605,6 +622,109 @@ def _foreign_object(
     mask |= silhouette
 
 
+# ------------------------------------------------------------------------------- logical defects
+# Each draws nothing broken: it changes which part sits where, how many there are, or their
+# orientation, fills the mask with the places concerned and returns {place: (part shown, mirrored)}.
+
+
+def _chips(design: _Design) -> tuple[list[_Part], list[_Part]]:
+    """(resistors, capacitors): same-size chips whose bodies fit each other's pads."""
+    return ([p for p in design.parts if p.kind == "resistor"], [p for p in design.parts if p.kind == "capacitor"])
+
+
+def _mask_parts(design: _Design, names: list[str], mask: np.ndarray, scale: float) -> None:
+    for part in design.parts:
+        if part.name in names:
+            _fill(mask, design.hull(part.name, (part.x, part.y, part.angle)), 255, scale, aa=False)
+
+
+def _swapped_parts(rng: np.random.Generator, art: _BoardArt, poses: dict[str, Pose], board: np.ndarray,
+                   mask: np.ndarray) -> dict[str, tuple[str, bool]]:
+    """A resistor and a capacitor exchanged: each is a perfect part on perfect pads, in the other's place."""
+    resistors, capacitors = _chips(art.design)
+    a, b = resistors[rng.integers(len(resistors))], capacitors[rng.integers(len(capacitors))]
+    _mask_parts(art.design, [a.name, b.name], mask, art.scale)
+    return {a.name: (b.name, False), b.name: (a.name, False)}
+
+
+def _wrong_part_type(rng: np.random.Generator, art: _BoardArt, poses: dict[str, Pose], board: np.ndarray,
+                     mask: np.ndarray) -> dict[str, tuple[str, bool]]:
+    """One chip place holds the other chip type (a capacitor where a resistor belongs, or the reverse)."""
+    resistors, capacitors = _chips(art.design)
+    place, shown = (resistors, capacitors) if rng.random() < 0.5 else (capacitors, resistors)
+    part = place[rng.integers(len(place))]
+    _mask_parts(art.design, [part.name], mask, art.scale)
+    return {part.name: (shown[rng.integers(len(shown))].name, False)}
+
+
+def _free_spot(rng: np.random.Generator, art: _BoardArt, part: _Part) -> Pose:
+    """A pose for an extra copy of ``part`` (pads and body) on bare board, clear of everything printed."""
+    design, footprint = art.design, art.design.footprints[part.name]
+    busy = np.zeros(art.layer.shape[:2], np.uint8)
+    for p in design.parts:
+        _fill(busy, design.hull(p.name, (p.x, p.y, p.angle)), 255, art.scale, aa=False)
+    layer = art.layer.astype(np.int16)
+    printed = [np.abs(layer - np.array(colour, np.int16)).max(axis=2) > 40 for colour in (_SOLDER_MASK, _TRACE)]
+    busy[printed[0] & printed[1]] = 255  # pads, holes, silkscreen (an extra part may cover a trace)
+    busy = cv2.dilate(busy, np.ones((int(4 * art.scale) | 1,) * 2, np.uint8))
+    bw, bh = _BOARD_SIZE
+    for _ in range(500):
+        pose = (rng.uniform(16, bw - 16), rng.uniform(16, bh - 16), float(rng.choice([0.0, 90.0])))
+        outline = np.zeros_like(busy)
+        for poly in [design.hull(part.name, pose), *(_pose(pad, *pose) for pad in footprint.pads)]:
+            _fill(outline, poly, 255, art.scale, aa=False)
+        if not (outline & busy).any():
+            return pose
+    raise RuntimeError("no free place on the board for an extra part")
+
+
+def _one_too_many(rng: np.random.Generator, art: _BoardArt, poses: dict[str, Pose], board: np.ndarray,
+                  mask: np.ndarray) -> dict[str, tuple[str, bool]]:
+    """An extra resistor or capacitor, with its own pads, on a free patch of board."""
+    resistors, capacitors = _chips(art.design)
+    chips = resistors + capacitors
+    part = chips[rng.integers(len(chips))]
+    pose = _free_spot(rng, art, part)
+    for pad in art.design.footprints[part.name].pads:
+        _fill(board, _pose(pad, *pose), _GOLD, art.scale)
+    _fill(mask, art.design.hull(part.name, pose), 255, art.scale, aa=False)
+    extra = f"{part.name}+"
+    poses[extra] = pose
+    return {extra: (part.name, False)}
+
+
+def _one_too_few(rng: np.random.Generator, art: _BoardArt, poses: dict[str, Pose], board: np.ndarray,
+                 mask: np.ndarray) -> dict[str, tuple[str, bool]]:
+    """A resistor or capacitor that is not there at all: no part, no pads, no outline (bare board)."""
+    resistors, capacitors = _chips(art.design)
+    chips = resistors + capacitors
+    part = chips[rng.integers(len(chips))]
+    del poses[part.name]
+    hull = art.design.hull(part.name, (part.x, part.y, part.angle))
+    area = hull + np.sign(hull - hull.mean(axis=0)) * 3.0  # the silkscreen box too
+    _fill(board, area, _SOLDER_MASK, art.scale)
+    _fill(mask, area, 255, art.scale, aa=False)
+    return {}
+
+
+def _mirrored_part(rng: np.random.Generator, art: _BoardArt, poses: dict[str, Pose], board: np.ndarray,
+                   mask: np.ndarray) -> dict[str, tuple[str, bool]]:
+    """A polarised part (IC pin-1 mark, electrolytic stripe) placed mirrored: perfect, but the wrong way round."""
+    polarised = [p for p in art.design.parts if p.kind in ("soic", "qfp", "electrolytic")]
+    part = polarised[rng.integers(len(polarised))]
+    _mask_parts(art.design, [part.name], mask, art.scale)
+    return {part.name: (part.name, True)}
+
+
+_LOGICAL = {
+    "swapped_parts": _swapped_parts,
+    "wrong_part_type": _wrong_part_type,
+    "one_too_many": _one_too_many,
+    "one_too_few": _one_too_few,
+    "mirrored_part": _mirrored_part,
+}
+
+
 def _shadow_map(rng: np.random.Generator, size: tuple[int, int], scale: float) -> np.ndarray:
     """Illumination factor of a soft arm-and-hand shadow covering a third to a half of the frame."""
     w, h = size
@@ -639,21 +759,26 @@ def generate_boards(
     n_per_defect: int = 10,
     size: tuple[int, int] = (320, 256),
     seed: int = 0,
+    logical: bool = False,
 ) -> Path:
     """Write the dataset in the MVTec AD layout under out_dir and return out_dir.
 
     ``train/good`` and ``test/good`` hold good boards, ``test/<defect>`` one folder per entry of
     DEFECT_KINDS, ``ground_truth/<defect>/NNN_mask.png`` (0 normal, 255 defect) the masks of the
-    local kinds. ``size`` is (width, height). The same seed gives byte-identical files; existing
-    files with the same names are overwritten, other files are left alone.
+    local kinds. ``logical=True`` adds one folder (with masks) per entry of LOGICAL_DEFECT_KINDS,
+    leaving every other file as without it. ``size`` is (width, height). The same seed gives
+    byte-identical files; existing files with the same names are overwritten, other files are
+    left alone.
     """
     out = Path(out_dir)
     art = _BoardArt.build(size)
     folders = [("train", "good", n_train), ("test", "good", n_test_good)]
     folders += [("test", defect, n_per_defect) for defect in DEFECT_KINDS]
+    if logical:  # appended, so the streams (and files) of the default kinds stay as they were
+        folders += [("test", defect, n_per_defect) for defect in LOGICAL_DEFECT_KINDS]
     for stream, (split, folder, count) in enumerate(folders):
         (out / split / folder).mkdir(parents=True, exist_ok=True)
-        if DEFECT_KINDS.get(folder) == "local":
+        if DEFECT_KINDS.get(folder) == "local" or folder in LOGICAL_DEFECT_KINDS:
             (out / "ground_truth" / folder).mkdir(parents=True, exist_ok=True)
         for i in range(count):
             rng = np.random.default_rng([seed, stream, i])  # one stream per image: order-independent

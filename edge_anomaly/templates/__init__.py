@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from edge_anomaly.templates.base import Scorer, TemplateParams
 from edge_anomaly.templates.padim import PadimParams, PadimScorer
 from edge_anomaly.templates.patchcore import PatchCoreParams, PatchCoreScorer
+from edge_anomaly.templates.student_teacher import StudentTeacherParams, StudentTeacherScorer
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ TEMPLATES: dict[str, Template] = {
     "padim": Template("padim", "Gaussian per feature-map position, Mahalanobis distance; only for aligned parts "
                       "(fixtured, same place every time): parts that move or vary in place break it",
                       PadimParams, PadimScorer),
+    "student_teacher": Template("student_teacher", "student and autoencoder trained to predict the backbone; "
+                                "catches misplaced, swapped and missing parts, no memory bank",
+                                StudentTeacherParams, StudentTeacherScorer),
 }
 
 

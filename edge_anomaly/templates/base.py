@@ -111,6 +111,9 @@ class Scorer(nn.Module):
     params_type: ClassVar[type[TemplateParams]]
     params: TemplateParams
     feature_shapes: list[tuple[int, int, int]]
+    # True for templates trained by gradient descent on the images themselves: training calls
+    # ``fit_images(images, extractor, progress)`` instead of embedding the images and ``fit``.
+    fits_on_images: ClassVar[bool] = False
     progress: Callable[[int, int], None] | None = None  # (done, total) units of fitting work, for a bar
 
     def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -138,7 +141,13 @@ class Scorer(nn.Module):
             scores[held] = batched_image_scores(scorer, embeddings[held], batch_size)
         return scores
 
-    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def fit_images(self, images: np.ndarray, extractor: nn.Module, progress) -> None:
+        """Fit on uint8 NHWC normal images (only templates with ``fits_on_images``)."""
+        raise NotImplementedError
+
+    def forward(self, features: list[torch.Tensor], pixels: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pixels`` (float NCHW RGB in 0..1) is the graph's input, for scorers that look at it."""
         return self.score(self.embed(features))
 
     def load_fitted(self, state: dict[str, torch.Tensor]) -> None:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_anomaly.data.synthetic import DEFECT_KINDS, generate_boards
+from edge_anomaly.data.synthetic import DEFECT_KINDS, LOGICAL_DEFECT_KINDS, generate_boards
 
 COUNTS = {"n_train": 4, "n_test_good": 2, "n_per_defect": 2}
 LOCAL = [d for d, kind in DEFECT_KINDS.items() if kind == "local"]
@@ -139,3 +139,30 @@ def test_blur_is_less_sharp_than_every_good_image(dataset: Path) -> None:
     least_sharp_good = min(_sharpness(p) for p in dataset.glob("*/good/*.png"))
     for path in (dataset / "test" / "blur").glob("*.png"):
         assert _sharpness(path) < 0.5 * least_sharp_good
+
+
+def test_logical_kinds_are_opt_in_and_leave_the_default_set_unchanged(dataset: Path, tmp_path: Path) -> None:
+    logical = generate_boards(tmp_path / "pcb", seed=0, logical=True, **COUNTS)
+    assert _names(logical / "test") == sorted(["good", *DEFECT_KINDS, *LOGICAL_DEFECT_KINDS])
+    for rel in (p.relative_to(dataset) for p in dataset.rglob("*.png")):
+        assert (dataset / rel).read_bytes() == (logical / rel).read_bytes(), rel
+    for defect in LOGICAL_DEFECT_KINDS:
+        for i in range(COUNTS["n_per_defect"]):
+            mask = cv2.imread(str(logical / "ground_truth" / defect / f"{i:03d}_mask.png"), cv2.IMREAD_GRAYSCALE)
+            # a part or two: more than a speck, far less than the board
+            assert 30 < np.count_nonzero(mask) < 0.05 * mask.size, (defect, i)
+
+
+def test_logical_defects_change_the_board_where_the_mask_says(tmp_path: Path) -> None:
+    """The same stream with and without the defect: only the masked place differs (a mirrored part
+    only at its pin-1 mark or polarity stripe, a few percent of its outline)."""
+    from edge_anomaly.data import synthetic
+
+    art = synthetic._BoardArt.build((320, 256))
+    for defect in LOGICAL_DEFECT_KINDS:
+        good, _ = synthetic._render(art, np.random.default_rng(5), None)
+        bad, mask = synthetic._render(art, np.random.default_rng(5), defect)
+        diff = np.abs(bad.astype(np.float32) - good).max(axis=2)
+        near = cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0
+        assert (diff[mask > 0] > 40).mean() > 0.02, defect
+        assert diff[~near].mean() < 0.01, defect

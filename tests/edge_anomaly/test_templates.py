@@ -104,7 +104,7 @@ def test_hyperparameters_are_validated_with_field_names():
         PatchCoreParams(unknown_key=1)
     with pytest.raises(ValueError, match="padim, patchcore|patchcore, padim"):
         get_template("nope")
-    assert set(TEMPLATES) == {"patchcore", "padim"}
+    assert set(TEMPLATES) == {"patchcore", "padim", "student_teacher"}
 
 
 def test_config_file_and_overrides(tmp_path):
