@@ -13,10 +13,10 @@ except ImportError:  # runtime-only install
     Console = None
 
 
-class _SilentProgress:
+class SilentProgress:
     """The subset of rich.progress.Progress that edge-anomaly uses, doing nothing."""
 
-    def __enter__(self) -> _SilentProgress:
+    def __enter__(self) -> SilentProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -35,6 +35,6 @@ class _SilentProgress:
 def make_progress():
     """A progress display on stderr (stdout stays clean for tables and JSON)."""
     if Console is None:
-        return _SilentProgress()
+        return SilentProgress()
     return Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=Console(stderr=True))

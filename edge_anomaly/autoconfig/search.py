@@ -28,7 +28,7 @@ from edge_anomaly.data.folders import crop_region
 from edge_anomaly.data.training_set import TrainingSet, input_size_for
 from edge_anomaly.graph import AnomalyGraph
 from edge_anomaly.model import run_graph
-from edge_anomaly.progress import make_progress
+from edge_anomaly.progress import SilentProgress, make_progress
 from edge_anomaly.templates import TemplateParams, get_template
 from edge_anomaly.training import embed_images, split_holdout
 from runtime.preprocess import frame_to_input
@@ -50,6 +50,7 @@ class Candidate:
     template: str
     overrides: dict = field(default_factory=dict)
     max_input_pixels: int = 256 * 256
+    search_overrides: dict = field(default_factory=dict)  # only while trying (a shorter training run)
 
 
 CANDIDATES: tuple[Candidate, ...] = (
@@ -58,6 +59,8 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("patchcore deep", "patchcore", {"layers": ["stage4", "stage6"]}),
     Candidate("patchcore 384", "patchcore", {}, 384 * 384),
     Candidate("padim", "padim"),
+    # Trained by gradient descent: tried with a short run; the winner trains in full.
+    Candidate("student-teacher", "student_teacher", search_overrides={"iterations": 150, "eval_every": 50}),
 )
 
 
@@ -103,13 +106,14 @@ class Choice:
 
 
 def _candidate_params(candidate: Candidate, config_file: str | Path | None, overrides: list[str],
-                      training: TrainingSet) -> TemplateParams:
-    """The user's settings (which always win) on top of the candidate's."""
+                      training: TrainingSet, search: bool = False) -> TemplateParams:
+    """The user's settings (which always win) on top of the candidate's (and, while searching, its
+    shorter-run settings)."""
     _, params = load_params(candidate.template, config_file, overrides)
     user_keys = params.model_fields_set
-    update = {key: value for key, value in candidate.overrides.items() if key not in user_keys}
-    if "max_input_pixels" not in user_keys:
-        update["max_input_pixels"] = candidate.max_input_pixels
+    wanted = {**candidate.overrides, **(candidate.search_overrides if search else {}),
+              "max_input_pixels": candidate.max_input_pixels}
+    update = {key: value for key, value in wanted.items() if key not in user_keys}
     return get_template(candidate.template).params.model_validate({**params.model_dump(), **update})
 
 
@@ -153,7 +157,11 @@ def _try(candidate: Candidate, params: TemplateParams, frames: list[np.ndarray],
     extractor = build_extractor(params.backbone, params.layers, size, params.backbone_weights)
     scorer = template.scorer(params, extractor.feature_shapes(size))
     graph = AnomalyGraph(extractor, scorer, size, params.heatmap_sigma).eval()
-    scorer.fit(embed_images(graph, inputs([frames[i] for i in fit_idx]), params.batch_size))
+    if scorer.fits_on_images:
+        scorer.fit_images(inputs([frames[i] for i in fit_idx]), extractor, SilentProgress())
+        graph.eval()
+    else:
+        scorer.fit(embed_images(graph, inputs([frames[i] for i in fit_idx]), params.batch_size))
     normal = run_graph(graph, inputs([frames[i] for i in normal_idx]), params.batch_size)[1]
     defect = run_graph(graph, inputs(defect_frames), params.batch_size)[1]
     labels = np.r_[np.zeros(len(normal)), np.ones(len(defect))]
@@ -201,7 +209,8 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
         task = progress.add_task("trying candidates", total=len(candidates))
         for candidate in candidates:
             try:
-                params = _sized(_candidate_params(candidate, config_file, overrides, training), aspect, size_problem)
+                params = _sized(_candidate_params(candidate, config_file, overrides, training, search=True), aspect,
+                                size_problem)
                 trials.append(_try(candidate, params, frames, fit_idx, check_idx, defect_frames, max_latency_ms,
                                    size_problem))
             except (ValueError, RuntimeError) as exc:  # e.g. --set keys another template does not have

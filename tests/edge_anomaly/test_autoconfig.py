@@ -25,13 +25,13 @@ def test_search_prefers_the_candidate_that_separates_defects_and_respects_the_bu
     training = TrainingSet.scan(boards)
     candidates = (
         # a scorer that sees only the coarsest stage cannot tell a small defect from normal
-        Candidate("coarse", "padim", {"layers": ["stage6"], "n_features": 8}, 64 * 64),
-        Candidate("fine", "padim", {"n_features": 16}, 128 * 160),
+        Candidate("coarse", "patchcore", {"layers": ["stage6"], "coreset_ratio": 0.05}, 64 * 64),
+        Candidate("fine", "patchcore", {"coreset_ratio": 0.05}, 160 * 192),
     )
     choice = choose_configuration(training, candidates=candidates)
     trials = {t.candidate: t for t in choice.trials}
     assert trials["fine"].synthetic_auroc > trials["coarse"].synthetic_auroc
-    assert choice.template == "padim" and choice.params.n_features == 16
+    assert choice.template == "patchcore" and choice.params.layers == ["stage3", "stage5"]
     assert choice.record()["chosen"] == "fine" and "| fine |" in choice.table()
     with pytest.raises(ValueError, match="latency budget"):
         choose_configuration(training, max_latency_ms=0.001, candidates=candidates)
