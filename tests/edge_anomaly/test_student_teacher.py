@@ -56,6 +56,13 @@ def test_penalty_images_are_unlike_the_training_images():
     assert all(np.abs(p.astype(int) - images[0]).mean() > 20 for p in penalty)
 
 
+def _board_input(boards, size: tuple[int, int]) -> np.ndarray:
+    from edge_anomaly.data.folders import load_inputs
+
+    images, _ = load_inputs(sorted((boards / "test" / "good").glob("*.png"))[:1], size)
+    return images[0].copy()
+
+
 @pytest.fixture(scope="module")
 def short_run(boards, tmp_path_factory):
     from edge_anomaly.config import load_params
@@ -76,8 +83,13 @@ def test_short_training_learns_and_round_trips(short_run, boards):
     low_local, high_local, low_global, high_global = model.graph.scorer.map_quantiles.tolist()
     assert high_local > low_local > 0 and high_global > low_global > 0
     metrics = evaluate_model(model, boards)
-    assert metrics["per_defect"]["too_dark"]["image_auroc"] == 1.0  # the global checks still apply
     assert 0.0 <= metrics["image_auroc"] <= 1.0 and np.isfinite(metrics["pixel_auroc"])
+
+    # even 40 steps teach it that a patch of noise is not a board
+    good = model.infer(np.stack([_board_input(boards, model.input_size)]))[1][0]
+    spoiled = _board_input(boards, model.input_size)
+    spoiled[24:40, 40:56] = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    assert model.infer(spoiled[None])[1][0] > good
 
     reloaded = TrainedModel.load(folder)
     inputs = np.random.default_rng(0).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
