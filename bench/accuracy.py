@@ -2,7 +2,7 @@
 
     python bench/accuracy.py                                   # boards, bottle, magnetic_tile; automatic configuration
     python bench/accuracy.py --categories bottle --template patchcore --set coreset_ratio=0.05
-    python bench/accuracy.py --categories bottle --video      # also: fit on an mp4 of good parts, judge another
+    python bench/accuracy.py --video bottle                   # also: fit on an mp4 of good parts, judge another
     python bench/accuracy.py --categories boards --logical     # + logical board defects, templates side by side
 
 For every category: ``fit`` as a new user runs it (automatic configuration unless --template),
@@ -150,7 +150,8 @@ def main() -> None:
     parser.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=list(CATEGORIES))
     parser.add_argument("--template", help="fixed template instead of automatic configuration")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--video", action="store_true", help="also the mp4 case for each real category")
+    parser.add_argument("--video", nargs="*", default=[], metavar="CATEGORY",
+                        help="also the mp4 case for these real categories (their images must share one size)")
     parser.add_argument("--logical", action="store_true",
                         help="boards with the logical defect kinds too, and a table comparing templates on them")
     parser.add_argument("--logical-templates", nargs="+", default=["patchcore", "padim", "student_teacher"])
@@ -168,7 +169,7 @@ def main() -> None:
             rows.append(run(category, data, args.template, args.set))
             if args.logical and CATEGORIES[category] is None:
                 logical += [run(category, data, template, args.set) for template in args.logical_templates]
-            if args.video and CATEGORIES[category] is not None:
+            if category in args.video and CATEGORIES[category] is not None:
                 videos.append(video_row(data, args.template, args.set, Path(tmp)))
 
     print(f"CPU: {cpu_name()}; torch threads 2; {time.strftime('%Y-%m-%d')}\n")
