@@ -59,7 +59,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     training = TrainingSet.scan(args.data, args.every_nth, args.max_frames)
     choice = None
     if args.template in (None, "auto") and config_template(args.config) is None:
-        from edge_anomaly.autoconfig.search import choose_configuration
+        from edge_anomaly.autoconfig.search import CANDIDATES, THOROUGH_CANDIDATES, choose_configuration
 
         size_problem = None
         if args.device:
@@ -67,7 +67,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
             size_problem = load_profile(args.device).input.problem
         choice = choose_configuration(training, args.config, overrides, args.max_latency_ms, args.defects,
-                                      size_problem=size_problem)
+                                      size_problem=size_problem,
+                                      candidates=THOROUGH_CANDIDATES if args.thorough else CANDIDATES)
         print(choice.table())
         print(f"\nautomatic configuration chose {choice.template} "
               f"(from {'synthetic defects' if choice.defects == 'synthetic' else choice.defects})\n")
@@ -213,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-frames", type=int, metavar="N", help="videos: at most N frames from each")
     fit.add_argument("--max-latency-ms", type=float, metavar="MS",
                      help="automatic configuration: only candidates at most this slow per image (PyTorch, this CPU)")
+    fit.add_argument("--thorough", action="store_true",
+                     help="automatic configuration also trains the student-teacher template (minutes more; for parts "
+                     "whose placement, count or orientation matters)")
     fit.add_argument("--device", metavar="PROFILE",
                      help="board profile (edge-anomaly devices): automatic configuration keeps to its input limits")
     fit.add_argument("--defects", help="folder of defect examples: choose the configuration and the F1-optimal "
