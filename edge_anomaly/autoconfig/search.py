@@ -108,8 +108,7 @@ class Choice:
                 "trials": [asdict(t) for t in self.trials]}
 
 
-def _candidate_params(candidate: Candidate, config_file: str | Path | None, overrides: list[str],
-                      training: TrainingSet) -> TemplateParams:
+def _candidate_params(candidate: Candidate, config_file: str | Path | None, overrides: list[str]) -> TemplateParams:
     """The user's settings (which always win) on top of the candidate's."""
     _, params = load_params(candidate.template, config_file, overrides)
     user_keys = params.model_fields_set
@@ -184,7 +183,7 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
     ``size_problem`` (a board's input limits) says why an input size is out, or None.
     """
     overrides = overrides or []
-    base = _candidate_params(candidates[0], config_file, overrides, training)
+    base = _candidate_params(candidates[0], config_file, overrides)
     aspect = training.aspect_ratio(base.roi, base.center_crop)
     with make_progress() as progress:
         task = progress.add_task("reading images for automatic configuration", total=None)
@@ -210,7 +209,7 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
         task = progress.add_task("trying candidates", total=len(candidates))
         for candidate in candidates:
             try:
-                params = _sized(_candidate_params(candidate, config_file, overrides, training), aspect,
+                params = _sized(_candidate_params(candidate, config_file, overrides), aspect,
                                 size_problem)
                 trials.append(_try(candidate, params, frames, fit_idx, check_idx, defect_frames, max_latency_ms,
                                    size_problem))
@@ -224,7 +223,7 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
         raise ValueError(f"no candidate meets the latency budget ({max_latency_ms} ms) and input limits:\n"
                          + Choice("", base, trials, source).table())
     chosen = next(c for c in candidates if c.name == best.candidate)
-    params = _candidate_params(chosen, config_file, overrides, training)
+    params = _candidate_params(chosen, config_file, overrides)
     if params.input_size is None:  # the final fit measures the aspect on every image, within the same budget
         params = params.model_copy(update={"max_input_pixels": best.input_size[0] * best.input_size[1]})
     return Choice(chosen.template, params, trials, source)
