@@ -80,3 +80,15 @@ def test_fit_on_video_frames(boards, tmp_path):
     ok, bgr = capture.read()
     capture.release()
     assert ok and model.predict([bgr[..., ::-1].copy()])[0].label == "normal"
+
+
+def test_demo_video_case_fits_on_codec_frames_and_counts_flags(board_model, boards, tmp_path):
+    from edge_anomaly.demo import video_case, video_summary
+
+    _, model = board_model
+    video = video_case(boards, model, tmp_path)
+    assert video["frames"] == len(list_images(boards / "test" / "good"))
+    assert (tmp_path / "video" / "line-test.mp4").is_file() and (tmp_path / "model-video" / "model.json").is_file()
+    # a model fitted on frames of the same codec passes the good frames
+    assert video["flagged_by_video_model"] <= 1
+    assert f"({video['frames']} frames)" in video_summary(video)
