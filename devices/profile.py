@@ -58,8 +58,6 @@ class InputLimits(StrictModel):
 
     def problem(self, size: tuple[int, int]) -> str | None:
         """Why a (height, width) input does not fit, or None."""
-        if self.max_pixels is not None and size[0] * size[1] > self.max_pixels:
-            return f"input {size[0]}x{size[1]} exceeds max_pixels {self.max_pixels}"
         for side in size:
             if side > self.max_side:
                 return f"input side {side} px exceeds max_side {self.max_side}"
@@ -67,6 +65,8 @@ class InputLimits(StrictModel):
                 return f"input side {side} px is below min_side {self.min_side}"
             if side % self.multiple_of:
                 return f"input side {side} px is not a multiple of {self.multiple_of}"
+        if self.max_pixels is not None and size[0] * size[1] > self.max_pixels:
+            return f"input {size[0]}x{size[1]} exceeds max_pixels {self.max_pixels}"
         return None
 
 
