@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import tarfile
 import time
 from pathlib import Path
 
 import edge_anomaly
 from edge_anomaly.model import TrainedModel
-from runtime.bundle import BUNDLE_FORMAT, MANIFEST, SCHEMA_VERSION, sha256_file
+from runtime.bundle import BUNDLE_FORMAT, MANIFEST, SCHEMA_VERSION, pack_bundle, sha256_file
 
 
 def build_manifest(model: TrainedModel, engine: dict, name: str) -> dict:
@@ -40,8 +39,4 @@ def write_bundle(folder: Path, manifest: dict) -> tuple[Path, Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
     manifest = {**manifest, "files": {p.name: sha256_file(p) for p in files}}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    archive = folder.with_name(folder.name + ".tar")
-    with tarfile.open(archive, "w") as tar:
-        for path in [*files, folder / MANIFEST]:
-            tar.add(path, arcname=f"{folder.name}/{path.name}")
-    return folder, archive
+    return folder, pack_bundle(folder, folder.with_name(folder.name + ".tar"))
