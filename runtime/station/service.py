@@ -486,8 +486,8 @@ class Station:
             worker.join(timeout=30)
         replacement = self._make_worker(new, loaded)
         self.workers[new.name] = replacement
-        replacement.start()
         log.info("SIGHUP: camera %s (re)started in %s mode", new.name, new.mode)
+        replacement.start()
 
 
 def command_digest_input(body: dict) -> bytes:
