@@ -22,11 +22,12 @@ from pydantic import (
     SecretStr,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
-from runtime.sources import Backoff
+from runtime.sources import Backoff, redact
 
 DEFAULT_STATE_DIR = Path("/var/lib/edge-anomaly")  # the unit's StateDirectory: writable, unlike /etc
 TOPIC_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -184,6 +185,11 @@ class SourceConfig(_Section):
     path: ConfigPath | None = Field(None, description="video: file; images: folder replayed in name order")
     loop: bool = Field(True, description="video/images: start again at the end")
     reopen: Backoff = Backoff(min_s=0.5, max_s=30.0)
+
+    @field_serializer("url")
+    def _without_password(self, url: str | None) -> str | None:
+        """Dumps (the start-up log line, for one) never carry a stream's password."""
+        return redact(url) if url else url
 
     @model_validator(mode="after")
     def _needs(self) -> SourceConfig:

@@ -148,6 +148,11 @@ class MqttLink:
             time.sleep(0.05)
         return self.outbox.pending() == 0
 
+    def stop_commands(self) -> None:
+        """Unsubscribe from commands (at a stop): nothing new is accepted, nothing already sent is dropped."""
+        if self.connected:
+            self._client.unsubscribe(self.topics.commands)
+
     def stop(self) -> None:
         """Publish ``offline`` (retained), disconnect cleanly and stop the threads."""
         if self.connected:

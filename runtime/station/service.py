@@ -96,11 +96,18 @@ class QueueWorker:
                 self.failures += 1
                 log.exception("%s: handling an item failed", self.name)
 
-    def stop(self) -> None:
-        """Finish what is queued, then end the thread (joined: nothing is left running at exit)."""
+    def stop(self) -> list[tuple]:
+        """Finish what is queued, then end the thread (joined: nothing is left running at exit); returns
+        the items that arrived after the stop, for the caller to answer."""
         if self._thread.is_alive():
             self._queue.put(())
             self._thread.join()
+        left = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item != ():
+                left.append(item)
+        return left
 
 
 class Station:
@@ -117,6 +124,7 @@ class Station:
         self._wakeup = threading.Event()
         self._stop_requested = False
         self._stopping = False  # set at SIGTERM: new commands are answered "shutting down"
+        self._accepting = threading.Lock()
         self._reload_requested = False
         self._reload_lock = threading.Lock()
         self.trust = TrustList.load(config.trust) if config.trust else None
@@ -229,9 +237,11 @@ class Station:
         self.link.publish_status()
 
     def _command_error(self, command: str, error: str, payload: bytes = b"", **fields: object) -> None:
+        """Answer on ``cmd/error`` through the outbox: in order with results, and delivered at a stop too."""
         self.stats.command_error()
         log.warning("command %s refused: %s", command[:64], error[:1000], extra={"command": command[:64], **fields})
-        self.link.publish_now(self.topics.command_error, error_message(command, error, payload, **fields), qos=1)
+        self.outbox.put(ERROR, self.topics.command_error, error_message(command, error, payload, **fields))
+        self.link.notify()
 
     def answer_trigger_error(self, trigger: Trigger, camera: str, error: str) -> None:
         """An accepted trigger's answer when it cannot be inspected: through the outbox (it survives a stop)."""
@@ -257,8 +267,17 @@ class Station:
         limit = self.config.commands.max_bytes
         if len(payload) > limit:  # refused before parsing, and not queued
             self._command_error(name, f"payload of {len(payload)} bytes exceeds the limit of {limit}", payload)
-        elif not self.commands.put(name, sender, payload):
-            self._command_error(name, "busy: too many commands waiting", payload)
+            return
+        with self._accepting:  # a command is queued before the stop, or refused after it: never lost between
+            if not self._stopping:
+                if not self.commands.put(name, sender, payload):
+                    self._command_error(name, "busy: too many commands waiting", payload)
+                return
+        self._refuse_at_stop(name, sender, payload)
+
+    def _refuse_at_stop(self, name: str, sender: str | None, payload: bytes) -> None:
+        """A command that arrives while the station stops: answered "shutting down" (with its part_id)."""
+        self._run_command(name, sender, payload)  # _stopping makes it an answer, never an action
 
     def _run_command(self, name: str, sender: str | None, payload: bytes) -> None:
         body: dict = {}
@@ -420,8 +439,11 @@ class Station:
         engine at interpreter exit is what crashed the station (exit 134/139)."""
         log.info("draining: finishing frames in hand, delivering the outbox (up to %.0f s)",
                  self.config.drain_timeout_s)
-        self._stopping = True
-        self.commands.stop()  # queued commands are answered "shutting down"
+        with self._accepting:
+            self._stopping = True
+        self.link.stop_commands()  # the broker stops sending; what is already on its way is answered
+        for item in self.commands.stop():  # queued commands are answered "shutting down"
+            self._refuse_at_stop(*item)
         self.reloads.stop()  # a reload in progress completes
         for worker in self.workers.values():
             worker.stop()

@@ -3,14 +3,22 @@ keys, and a ``bundles_dir`` holding the board bundle signed by the station's tru
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime" / "station"))
+TESTS = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(TESTS / "runtime" / "station"), str(TESTS / "runtime")]
 from station_harness import Broker, DaemonProcess, Probe  # noqa: E402
+
+# The runtime tests' bundle fixtures (an OpenVINO twin of the board bundle), shared rather than rewritten.
+_spec = importlib.util.spec_from_file_location("runtime_fixtures", TESTS / "runtime" / "conftest.py")
+_runtime_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_runtime_fixtures)
+board_exports = _runtime_fixtures.board_exports
 
 
 @pytest.fixture(scope="session")
