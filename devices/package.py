@@ -73,7 +73,7 @@ def _trust_member(key) -> dict[str, bytes]:
 
 
 def station_config(station: Path, bundle_name: str, profile: DeviceProfile, backend: str,
-                   device: str | None, key=None) -> str:
+                   device: str | None, signing_key=None) -> str:
     """``station`` with every camera on the packaged bundle and, unless set, the board's engine settings;
     with a signing ``key``, the station trusts its public key (installed under trust/)."""
     from runtime.station.config import StationConfig
@@ -86,8 +86,8 @@ def station_config(station: Path, bundle_name: str, profile: DeviceProfile, back
         for key, value in (("backend", backend), ("device", device), ("threads", profile.runtime.threads)):
             if value is not None:
                 camera.setdefault(key, value)
-    if key is not None:
-        trusted = next(iter(_trust_member(key)))
+    if signing_key is not None:
+        trusted = next(iter(_trust_member(signing_key)))
         data["trust"] = [*data.get("trust", []), trusted] if trusted not in data.get("trust", []) else data["trust"]
     try:  # the schema only: secrets are read on the box
         StationConfig.model_validate(data)
