@@ -148,7 +148,7 @@ def start_daemon(work: Path, port: int, camera: dict, name: str) -> subprocess.P
     folder = work / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    config = {"station": STATION, "prefix": PREFIX, "heartbeat_s": 5, "http": {"enabled": False},
+    config = {"station": STATION, "prefix": PREFIX, "heartbeat_s": 5, "http": {"enabled": False}, "state_dir": ".",
               "mqtt": {"host": "127.0.0.1", "port": port}, "evidence": {"max_mb": 50}, "cameras": [camera]}
     (folder / "station.yaml").write_text(yaml.safe_dump(config))
     return subprocess.Popen([sys.executable, "-m", "edge_anomaly", "serve", "--config", str(folder / "station.yaml")],
