@@ -37,7 +37,8 @@ def run_package(args: argparse.Namespace) -> None:
     from devices import load_profile
     from devices.package import build_package
 
-    out = build_package(args.bundle, load_profile(args.device), args.out, args.station, args.wheel)
+    out = build_package(args.bundle, load_profile(args.device), args.out, args.station, args.wheel, args.sign,
+                        args.requirements)
     print(f"station package for {args.device} written to {out}")
     print(f"on the box: mkdir station && tar -xf {out.name} -C station && sudo station/install.sh")
 
@@ -58,5 +59,11 @@ def register(subparsers) -> None:
     package.add_argument("--wheel", type=Path,
                          help="edge-anomaly wheel to ship (default: built from the source checkout; from an "
                               "installed copy, install.sh installs the same version from the package index)")
+    package.add_argument("--sign", type=Path, metavar="KEY",
+                         help="private key: signs SHA256SUMS (install.sh checks it first) and makes the station "
+                              "trust the key; the bundle must be signed with it")
+    package.add_argument("--requirements", type=Path, metavar="FILE",
+                         help="pinned, hashed requirements for the board (pip-compile --generate-hashes): "
+                              "install.sh installs them with --require-hashes")
     package.add_argument("--out", type=Path, required=True, help="the tar to write, e.g. station.tar")
     package.set_defaults(run=run_package)

@@ -62,9 +62,20 @@ def check_bundle(archive: Path, profile: DeviceProfile) -> tuple[str, str | None
     return backend, device
 
 
+def _trust_member(key) -> dict[str, bytes]:
+    from cryptography.hazmat.primitives import serialization
+
+    from runtime.signing import key_id
+
+    public = key.public_key()
+    return {f"trust/{key_id(public)}.pub": public.public_bytes(serialization.Encoding.PEM,
+                                                               serialization.PublicFormat.SubjectPublicKeyInfo)}
+
+
 def station_config(station: Path, bundle_name: str, profile: DeviceProfile, backend: str,
-                   device: str | None) -> str:
-    """``station`` with every camera on the packaged bundle and, unless set, the board's engine settings."""
+                   device: str | None, signing_key=None) -> str:
+    """``station`` with every camera on the packaged bundle and, unless set, the board's engine settings;
+    with a signing ``key``, the station trusts its public key (installed under trust/)."""
     from runtime.schema import read_yaml, validate
     from runtime.station.config import SECRET_FIELDS, StationConfig
 
@@ -76,6 +87,9 @@ def station_config(station: Path, bundle_name: str, profile: DeviceProfile, back
         for key, value in (("backend", backend), ("device", device), ("threads", profile.runtime.threads)):
             if value is not None:
                 camera.setdefault(key, value)
+    if signing_key is not None:
+        trusted = next(iter(_trust_member(signing_key)))
+        data["trust"] = [*data.get("trust", []), trusted] if trusted not in data.get("trust", []) else data["trust"]
     # the schema only (secrets are read on the box), with the station's own error report
     validate(StationConfig, data, str(station), "station config", PackageError, secret_fields=SECRET_FIELDS)
     header = (f"# Station config packaged for {profile.title} (profile {profile.name}) from {station.name}.\n"
@@ -119,18 +133,40 @@ def install_script(profile: DeviceProfile, requirement: str) -> str:
 
 
 def build_package(bundle: Path, profile: DeviceProfile, out: Path, station: Path | None = None,
-                  wheel: Path | None = None) -> Path:
-    """Write the station tar ``out``; refuses a bundle that fails its hashes or that the board cannot run."""
+                  wheel: Path | None = None, sign: Path | None = None, requirements: Path | None = None) -> Path:
+    """Write the station tar ``out``; refuses a bundle that fails its hashes or that the board cannot run.
+
+    ``sign``: a private key; the bundle must carry its signature, the package's SHA256SUMS is signed
+    with it (``SHA256SUMS.sig``, which install.sh checks first) and the station trusts its public key.
+    ``requirements``: pinned requirements with hashes (``pip-compile --generate-hashes``) for the board.
+    """
     archive = bundle_archive(bundle)
     backend, device = check_bundle(archive, profile)
+    key = _signing_key(sign, archive) if sign is not None else None
     station = station or EXAMPLE_STATION
-    config = station_config(station, archive.name, profile, backend, device)
+    config = station_config(station, archive.name, profile, backend, device, key)
+    if requirements is not None and "--hash=" not in requirements.read_text():
+        raise PackageError(f"{requirements}: no --hash= lines; make it with pip-compile --generate-hashes")
     with tempfile.TemporaryDirectory(prefix="edge-anomaly-wheel-") as scratch:
         wheel = wheel or build_wheel(Path(scratch))
-        return _write(out, archive, profile, config, wheel)
+        return _write(out, archive, profile, config, wheel, key, requirements)
 
 
-def _write(out: Path, archive: Path, profile: DeviceProfile, config: str, wheel: Path | None) -> Path:
+def _signing_key(path: Path, archive: Path):
+    """The private key, once the bundle is shown to carry its signature (the station will demand it)."""
+    from runtime.bundle import BundleError, open_bundle
+    from runtime.signing import TrustList, load_private_key
+
+    key = load_private_key(path)
+    try:
+        open_bundle(archive, TrustList([key.public_key()]).verify)
+    except BundleError as exc:
+        raise PackageError(f"{exc} (sign it first: edge-anomaly sign {archive} --key {path})") from None
+    return key
+
+
+def _write(out: Path, archive: Path, profile: DeviceProfile, config: str, wheel: Path | None, key=None,
+           requirements: Path | None = None) -> Path:
     if wheel is not None and not wheel.name.startswith("edge_anomaly-"):
         raise PackageError(f"{wheel}: not an edge-anomaly wheel")
     extras = profile.install.extras
@@ -144,8 +180,16 @@ def _write(out: Path, archive: Path, profile: DeviceProfile, config: str, wheel:
     }
     if wheel is not None:
         members[f"wheels/{wheel.name}"] = wheel.read_bytes()
+    if requirements is not None:
+        members["requirements.txt"] = requirements.read_bytes()
+    if key is not None:
+        members.update(_trust_member(key))
     sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in members.items())
     members["SHA256SUMS"] = sums.encode()
+    if key is not None:
+        from runtime.signing import sign_file
+
+        members["SHA256SUMS.sig"] = sign_file(members["SHA256SUMS"], key)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out, "w") as tar:
         for name, data in members.items():

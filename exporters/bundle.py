@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import tarfile
 import time
 from pathlib import Path
 
 import edge_anomaly
 from edge_anomaly.model import TrainedModel
-from runtime.bundle import sha256_file
+from runtime.bundle import pack_bundle, sha256_file
 from runtime.manifest import BUNDLE_FORMAT, MANIFEST, SCHEMA_VERSION, Manifest, dump, parse_manifest
 
 
@@ -46,8 +45,4 @@ def write_bundle(folder: Path, manifest: Manifest | dict) -> tuple[Path, Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
     manifest = manifest.model_copy(update={"files": {p.name: sha256_file(p) for p in files}})
     (folder / MANIFEST).write_text(dump(manifest))
-    archive = folder.with_name(folder.name + ".tar")
-    with tarfile.open(archive, "w") as tar:
-        for path in [*files, folder / MANIFEST]:
-            tar.add(path, arcname=f"{folder.name}/{path.name}")
-    return folder, archive
+    return folder, pack_bundle(folder, folder.with_name(folder.name + ".tar"))

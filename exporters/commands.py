@@ -42,6 +42,9 @@ def run_export(args: argparse.Namespace) -> None:
         max_image_auroc_drop=_given(args.max_image_auroc_drop, defaults.max_image_auroc_drop),
         max_pixel_auroc_drop=_given(args.max_pixel_auroc_drop, defaults.max_pixel_auroc_drop),
     )
+    from runtime.signing import load_private_key, sign_bundle
+
+    key = load_private_key(args.sign) if args.sign else None  # a bad key fails before a minute of export
     model = TrainedModel.load(args.model)
     if args.device:
         check_input_size(args.device, model.input_size)
@@ -53,6 +56,8 @@ def run_export(args: argparse.Namespace) -> None:
             tolerances=tolerances, name=args.name, device=args.device, steps=Steps(show=True, quiet=not args.verbose))
     except (RuntimeError, ImportError) as exc:  # an engine toolkit missing or failing (TensorRT without a GPU, say)
         raise SystemExit(f"error: {exc}") from exc
+    if key is not None:
+        print(f"signed with key {sign_bundle(folder, key)}")
     _print_summary(folder, archive)
 
 
@@ -95,5 +100,6 @@ def register(subparsers) -> None:
     tolerance.add_argument("--max-image-auroc-drop", type=float, help="largest image-AUROC drop")
     tolerance.add_argument("--max-pixel-auroc-drop", type=float, help="largest pixel-AUROC drop")
     export.add_argument("--name", help="bundle name in the manifest (default: the folder name)")
+    export.add_argument("--sign", metavar="KEY", help="sign the bundle with this private key (edge-anomaly keys new)")
     export.add_argument("--out", required=True, help="bundle folder to write (a .tar twin is written beside it)")
     export.set_defaults(run=run_export)

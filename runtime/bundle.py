@@ -13,10 +13,20 @@ import shutil
 import tarfile
 import tempfile
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.manifest import MANIFEST, MAX_MANIFEST_BYTES, BundleError, Engine, Manifest, load_manifest
+from runtime.manifest import (
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    BundleError,
+    Engine,
+    Manifest,
+    decode_manifest,
+    load_manifest,
+    parse_manifest,
+)
 
 __all__ = ["Bundle", "BundleError", "open_bundle", "sha256_file"]  # BundleError lives with the manifest's schema
 
@@ -61,32 +71,92 @@ class Bundle:
             raise BundleError(f"{self.folder / MANIFEST}: engine.files has no {role!r} entry") from None
 
 
-def _safe_extract(archive: Path, target: Path) -> None:
-    """Extract a bundle tar, refusing links and paths that leave the target folder."""
-    with tarfile.open(archive) as tar:
-        for member in tar.getmembers():
-            destination = (target / member.name).resolve()
-            if not member.isfile() and not member.isdir():
-                raise BundleError(f"{archive}: member {member.name!r} is not a plain file")
-            if target.resolve() not in destination.parents and destination != target.resolve():
-                raise BundleError(f"{archive}: member {member.name!r} escapes the bundle folder")
-        tar.extractall(target, filter="data")
+MAX_MEMBERS = 256
+ManifestCheck = Callable[[dict, Path], None]
+"""``check(manifest, manifest_path)`` gets the manifest's JSON object exactly as ``manifest.json`` holds it
+(not migrated, not re-serialised): the bytes a signature covers are computed from that."""
 
 
-def open_bundle(path: str | Path) -> Bundle:
+def _member_name(member: tarfile.TarInfo, archive: Path) -> str:
+    """The member's file name within the bundle: ``name`` or ``<folder>/name``, nothing deeper."""
+    parts = member.name.split("/")
+    if member.name.startswith("/") or ".." in parts or len(parts) > 2 or "" in parts:
+        raise BundleError(f"{archive}: member {member.name[:80]!r} is not a bundle file (absolute, '..' or nested)")
+    return parts[-1]
+
+
+def _extract(archive: Path, target: Path) -> None:
+    """Extract a bundle tar member by member, on any Python >= 3.10 (no ``tarfile`` extraction filter needed).
+
+    Only a plain (uncompressed) tar of one flat folder is taken: a manifest of at most
+    ``MAX_MANIFEST_BYTES`` and exactly the files it lists, each once, regular files only. Nothing
+    is written before every member header has passed, and nothing unlisted is ever written.
+    """
+    try:
+        tar = tarfile.open(archive, "r:")  # plain tar only: compressed tars are not the bundle format
+    except tarfile.ReadError as exc:
+        raise BundleError(f"{archive}: not a plain .tar bundle ({exc}); compressed archives are refused") from None
+    with tar:
+        members: dict[str, tarfile.TarInfo] = {}
+        for count, member in enumerate(tar, start=1):
+            if count > MAX_MEMBERS:
+                raise BundleError(f"{archive}: more than {MAX_MEMBERS} members; not a bundle")
+            if member.isdir() and "/" not in member.name.strip("/") and ".." not in member.name:
+                continue
+            name = _member_name(member, archive)
+            if not member.isfile():
+                raise BundleError(f"{archive}: member {member.name[:80]!r} is not a plain file")
+            if name in members:
+                raise BundleError(f"{archive}: member {name!r} appears twice")
+            members[name] = member
+        manifest_member = members.get(MANIFEST)
+        if manifest_member is None:
+            raise BundleError(f"{archive}: not a bundle (no {MANIFEST})")
+        if manifest_member.size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{archive}: {MANIFEST} is {manifest_member.size} bytes (limit {MAX_MANIFEST_BYTES})")
+        manifest = load_manifest(tar.extractfile(manifest_member).read(), f"{archive}:{MANIFEST}")
+        listed = set(manifest.files)
+        unlisted = sorted(set(members) - listed - {MANIFEST})
+        if unlisted:
+            raise BundleError(f"{archive}: member(s) {', '.join(repr(n[:80]) for n in unlisted[:5])} are not listed "
+                              f"in the manifest")
+        needed = sum(member.size for member in members.values())
+        free = shutil.disk_usage(target).free
+        if needed > free:
+            raise BundleError(f"{archive}: needs {needed} bytes to extract, {free} free in {target}")
+        for name, member in members.items():
+            with tar.extractfile(member) as source, open(target / name, "xb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+
+
+def pack_bundle(folder: Path, archive: Path, top: str | None = None) -> Path:
+    """Pack a bundle folder's files as ``archive``: one flat folder (named ``top``, default the folder's
+    name) with the manifest last; written beside and renamed, so a reader never sees half a tar."""
+    top = top or folder.name
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    partial = archive.with_name(archive.name + ".partial")
+    with tarfile.open(partial, "w") as tar:
+        for file in [*files, folder / MANIFEST]:
+            tar.add(file, arcname=f"{top}/{file.name}")
+    partial.replace(archive)
+    return archive
+
+
+def open_bundle(path: str | Path, check: ManifestCheck | None = None) -> Bundle:
     """Open a bundle folder or ``.tar`` and verify every file against the manifest.
 
-    A ``.tar`` is extracted into a temporary folder that lives as long as the returned Bundle
-    (a daemon swapping bundles for months must not fill the disk).
+    ``check(manifest, manifest_path)`` runs before any file is hashed (the station's signature
+    check: a bundle nobody trusted is refused before its files are even read). A ``.tar`` is
+    extracted into a temporary folder that lives as long as the returned Bundle (a daemon
+    swapping bundles for months must not fill the disk).
     """
     path = Path(path)
-    if not (path.is_file() and tarfile.is_tarfile(path)):
-        return _verified(path)
+    if not path.is_file():
+        return _verified(path, check)
     folder = Path(tempfile.mkdtemp(prefix="edge-anomaly-bundle-"))
     try:
-        _safe_extract(path, folder)
-        inner = [p for p in folder.iterdir() if p.is_dir()]
-        bundle = _verified(inner[0] if not (folder / MANIFEST).is_file() and len(inner) == 1 else folder)
+        _extract(path, folder)
+        bundle = _verified(folder, check)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -94,20 +164,23 @@ def open_bundle(path: str | Path) -> Bundle:
     return bundle
 
 
-def _verified(path: Path) -> Bundle:
-    """The bundle in folder ``path``, once its manifest and every file's hash check out."""
+def _verified(path: Path, check: ManifestCheck | None = None) -> Bundle:
+    """The bundle in folder ``path``, once its manifest (and ``check``) and every file's hash check out."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{path}: not a bundle (no {MANIFEST})")
-    with open(manifest_path, "rb") as handle:  # bounded: load_manifest refuses what is longer than a manifest
-        manifest = load_manifest(handle.read(MAX_MANIFEST_BYTES + 1), str(manifest_path))
+    with open(manifest_path, "rb") as handle:  # bounded: decode_manifest refuses what is longer than a manifest
+        raw = decode_manifest(handle.read(MAX_MANIFEST_BYTES + 1), str(manifest_path))
+    if check is not None:  # on the file's own JSON, before anything in it is acted on
+        check(raw, manifest_path)
+    manifest = parse_manifest(raw, str(manifest_path))
     for role, name in manifest.engine.files.items():
         if name not in manifest.files:
-            raise BundleError(f"{manifest_path}: engine file {name!r} ({role}) has no hash under 'files'")
+            raise BundleError(f"{manifest_path}: engine file {name[:80]!r} ({role}) has no hash under 'files'")
     for name, expected in manifest.files.items():
         file = path / name
-        if not file.is_file():
-            raise BundleError(f"{file}: listed in the manifest but missing")
+        if file.is_symlink() or not file.is_file():
+            raise BundleError(f"{file}: listed in the manifest but missing (or not a regular file)")
         actual = sha256_file(file)
         if actual != expected:
             raise BundleError(f"{file}: SHA-256 mismatch (manifest {expected[:12]}…, file {actual[:12]}…); "

@@ -15,7 +15,7 @@ from typing import overload
 import numpy as np
 
 from runtime.backends import Backend, open_engine, run_batched
-from runtime.bundle import Bundle, BundleError, open_bundle
+from runtime.bundle import Bundle, BundleError, ManifestCheck, open_bundle
 from runtime.preprocess import (
     Region,
     check_center_crop,
@@ -60,13 +60,14 @@ class Detector:
     @classmethod
     def load(cls, bundle: str | Path, backend: str = "auto", device: str | None = None,
              threads: int | None = None, roi: list[int] | None = None, center_crop: float | None = None,
-             performance: str = "latency") -> Detector:
+             performance: str = "latency", check: ManifestCheck | None = None) -> Detector:
         """Open and verify ``bundle`` (folder or .tar), then start its engine.
 
         ``backend``: auto, onnxruntime, openvino or tensorrt; ``device``: CPU, GPU, NPU (OpenVINO),
-        CUDA (onnxruntime), cuda:N (TensorRT); ``performance``: latency or throughput (pipelined).
+        CUDA (onnxruntime), cuda:N (TensorRT); ``performance``: latency or throughput (pipelined);
+        ``check``: run on the manifest before any file is hashed, e.g. ``TrustList.verify`` (runtime.signing).
         """
-        opened = open_bundle(bundle)
+        opened = open_bundle(bundle, check)
         return cls(opened, open_engine(opened, backend, device, threads, performance), roi, center_crop)
 
     @property

@@ -6,6 +6,7 @@ a model goes through :func:`to_rgb8` so training and the edge runtime see identi
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import cv2
@@ -48,13 +49,88 @@ def to_rgb8(frame: np.ndarray, color_order: str = "BGR") -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to RGB uint8, raising :class:`ImageReadError` naming the file."""
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    offset = 2
+    while offset + 9 <= len(data):
+        if data[offset] != 0xFF:
+            return None
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            offset += 2
+            continue
+        length = struct.unpack(">H", data[offset + 2:offset + 4])[0]
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack(">HH", data[offset + 5:offset + 9])
+            return width, height
+        offset += 2 + length
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    order = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", data[4:8])
+    if ifd + 2 > len(data):
+        return None
+    (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
+    found: dict[int, int] = {}
+    for index in range(count):
+        entry = data[ifd + 2 + 12 * index:ifd + 14 + 12 * index]
+        if len(entry) < 12:
+            break
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):
+            short = kind == 3
+            found[tag] = struct.unpack(order + ("H" if short else "I"), entry[8:10] if short else entry[8:12])[0]
+    return (found[256], found[257]) if len(found) == 2 else None
+
+
+def header_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) read from the first bytes of a PNG, JPEG, BMP or TIFF file, without decoding it."""
+    try:
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            return struct.unpack(">II", head[16:24])
+        if head[:2] == b"\xff\xd8":
+            return _jpeg_size(head)
+        if head[:2] == b"BM":
+            width, height = struct.unpack("<ii", head[18:26])
+            return abs(width), abs(height)
+        if head[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff_size(head)
+    except struct.error:
+        return None
+    return None
+
+
+def check_pixels(path: Path, data: np.ndarray, max_pixels: int) -> None:
+    """Refuse an image whose header declares more than ``max_pixels`` (a decompression bomb: a 1 MB PNG can
+    declare 20000x20000 and decode to gigabytes); also one whose size the header does not give."""
+    size = header_size(data[:1 << 18].tobytes())
+    if size is None:
+        raise ImageReadError(f"{path}: image size not found in the header; refused unread (limit {max_pixels} px)")
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageReadError(f"{path}: {width}x{height} = {width * height / 1e6:.1f} MP exceeds the limit of "
+                             f"{max_pixels / 1e6:.1f} MP; refused without decoding")
+
+
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file to RGB uint8, raising :class:`ImageReadError` naming the file.
+
+    With ``max_pixels``, the size declared in the header is checked before anything is decoded.
+    """
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode copes with non-ASCII paths
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    if max_pixels is not None:
+        check_pixels(path, data, max_pixels)
     frame = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if frame is None:
         raise ImageReadError(f"{path}: not a decodable image (corrupt or unsupported format)")

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_serializer
+from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_serializer
 
 from runtime.schema import StrictModel, validate
 
@@ -29,6 +29,20 @@ ENGINE_FORMATS = ("onnx", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _plain_file_name(name: str) -> str:
+    """One plain name inside the bundle folder (no folder, no ``..``, not absolute).
+
+    Names come from whoever made the bundle: ``/etc/shadow`` or ``../x`` must never reach ``open()``,
+    nor an error message about its hash.
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name != name.strip():
+        raise ValueError(f"file name {name[:80]!r} is not a plain name inside the bundle folder")
+    return name
+
+
+FileName = Annotated[str, AfterValidator(_plain_file_name)]
 
 
 class BundleError(ValueError):
@@ -213,7 +227,8 @@ class Manifest(_Section):
     model: dict[str, Any] = Field(description="the trained model's params, info and versions, as recorded")
     parity: Parity | None = None
     device_profile: str | None = None
-    files: dict[str, Sha256] = Field(default_factory=dict, description="file name -> SHA-256 of every other file")
+    files: dict[FileName, Sha256] = Field(default_factory=dict,
+                                          description="file name -> SHA-256 of every other file")
     signature: Signature | None = None
     self_test: SelfTest | None = None
 
@@ -255,15 +270,25 @@ def parse_manifest(data: object, source: str = MANIFEST) -> Manifest:
     return validate(Manifest, migrate(data, source), source, "bundle manifest", BundleError)
 
 
-def load_manifest(text: str | bytes, source: str = MANIFEST) -> Manifest:
-    """Parse the JSON text of a manifest (bounded in size before it is decoded)."""
+def decode_manifest(text: str | bytes, source: str = MANIFEST) -> dict:
+    """The JSON object in a manifest's text, as written (bounded in size before it is decoded).
+
+    Signatures are checked on this object (``runtime.signing``), before it is migrated or typed.
+    """
     if len(text) > MAX_MANIFEST_BYTES:
         raise BundleError(f"{source}: {len(text)} bytes is too large for a manifest (limit {MAX_MANIFEST_BYTES})")
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BundleError(f"{source}: invalid JSON ({exc})") from None
-    return parse_manifest(data, source)
+    if not isinstance(data, dict):
+        raise BundleError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_manifest(text: str | bytes, source: str = MANIFEST) -> Manifest:
+    """Parse the JSON text of a manifest (bounded in size before it is decoded)."""
+    return parse_manifest(decode_manifest(text, source), source)
 
 
 def dump(manifest: Manifest) -> str:

@@ -75,18 +75,27 @@ class SourceStatus:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Waits between attempts to (re)open a live source: ``initial_s`` doubling up to ``max_s``.
+    """Waits between attempts to (re)open a source or reconnect: ``min_s`` doubling up to ``max_s``.
 
-    ``attempts`` is how many failed opens in a row are tolerated (None: retry for ever).
+    ``attempts`` is how many failed opens in a row are tolerated (None: retry for ever). The
+    station's config validates it as it is (``reopen:``, ``mqtt.reconnect:``), so there is one back-off.
     """
 
-    initial_s: float = 0.5
-    factor: float = 2.0
+    __pydantic_config__ = {"extra": "forbid"}  # read by pydantic when a station config holds one
+
+    min_s: float = 0.5
     max_s: float = 30.0
+    factor: float = 2.0
     attempts: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.min_s <= 0 or self.factor < 1:
+            raise ValueError(f"min_s must be > 0 and factor >= 1, got {self.min_s} and {self.factor}")
+        if self.max_s < self.min_s:
+            raise ValueError(f"max_s ({self.max_s}) is below min_s ({self.min_s})")
+
     def delay(self, attempt: int) -> float:
-        return min(self.max_s, self.initial_s * self.factor ** attempt)
+        return min(self.max_s, self.min_s * self.factor ** attempt)
 
 
 class FrameRate:
@@ -152,10 +161,25 @@ class CaptureSource:
         self.status = SourceStatus(self.name)
         self._index = 0
         self._stop = threading.Event()
+        self._frames: Iterator[Frame] | None = None
 
     @property
     def _closed(self) -> bool:
         return self._stop.is_set()
+
+    def read(self) -> Frame:
+        """The next frame, for a caller that pulls one at a time (a station serving triggers).
+
+        Raises :class:`SourceError` when the source ended, or gave up reopening.
+        """
+        if self._frames is None:
+            self._frames = iter(self)
+        try:
+            return next(self._frames)
+        except StopIteration:
+            raise SourceError(f"{self.name}: no more frames ({self.status.last_error or 'ended'})") from None
+        except ImageReadError as exc:
+            raise SourceError(str(exc)) from None
 
     def close(self) -> None:
         """Stop after the current frame (safe to call from another thread)."""
@@ -282,6 +306,66 @@ class ImageFiles:
             self.status.frames += 1
             yield Frame(str(path), 0, image)
         self.status.state = "ended"
+
+
+class FolderReplay:
+    """A folder's images in name order, served as a camera would serve frames: for test benches, CI and
+    benchmarks. The folder is listed again at each lap (``loop``); ``fps`` paces delivery.
+
+    :meth:`read` raises :class:`ImageReadError` for an undecodable file (that one frame is bad)
+    and :class:`SourceError` when the folder is gone or empty (the camera is gone).
+    """
+
+    def __init__(self, folder: str | Path, loop: bool = True, every_nth: int = 1, fps: float | None = None) -> None:
+        self.folder = Path(folder)
+        self.name = str(self.folder)
+        self.loop = loop
+        self.every_nth = every_nth
+        self.interval = 1.0 / fps if fps else 0.0
+        self.status = SourceStatus(self.name)
+        self._queue: list[Path] = []
+        self._laps = 0
+        self._read = 0
+        self._next_due = time.monotonic()
+        self._stop = threading.Event()
+        self._refill()
+
+    def _refill(self) -> None:
+        if self._laps and not self.loop:
+            self.status.state = "ended"
+            raise SourceError(f"{self.folder}: every image replayed (loop is off)")
+        if not self.folder.is_dir():
+            raise SourceError(f"{self.folder}: image folder not found")
+        self._queue = list_images(self.folder)
+        if not self._queue:
+            raise SourceError(f"{self.folder}: no images to replay")
+        self._laps += 1
+        self.status.state = "open"
+
+    def read(self) -> Frame:
+        while True:
+            if not self._queue:
+                self._refill()
+            path = self._queue.pop(0)
+            self._read += 1
+            if (self._read - 1) % self.every_nth == 0:
+                break
+            self.status.skipped += 1
+        self._stop.wait(max(0.0, self._next_due - time.monotonic()))
+        self._next_due = max(self._next_due + self.interval, time.monotonic())
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            if not self.folder.is_dir():
+                raise SourceError(f"{self.folder}: image folder disappeared") from None
+            self.status.skip_corrupt(str(exc))
+            raise
+        self.status.frames += 1
+        return Frame(str(path), 0, image)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._queue = []
 
 
 def expand_input(item: str) -> list[Path]:

@@ -1,8 +1,9 @@
-"""``edge-anomaly serve``, registered into the main command by edge_anomaly.cli."""
+"""``edge-anomaly serve``, ``keys`` and ``sign``, registered into the main command by edge_anomaly.cli."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def run_serve(args: argparse.Namespace) -> None:
@@ -11,9 +12,35 @@ def run_serve(args: argparse.Namespace) -> None:
     serve(args.config, check_only=args.check)
 
 
+def run_keys_new(args: argparse.Namespace) -> None:
+    from runtime.signing import new_key_pair
+
+    private, public, ident = new_key_pair(args.out)
+    print(f"key {ident}: private {private} (keep it off the stations), public {public} (list it under trust:)")
+
+
+def run_sign(args: argparse.Namespace) -> None:
+    from runtime.signing import load_private_key, sign_bundle
+
+    ident = sign_bundle(args.bundle, load_private_key(args.key))
+    print(f"{args.bundle} signed with key {ident}")
+
+
 def register(subparsers) -> None:
-    """Add the daemon's subcommands to ``subparsers``."""
+    """Add the station's subcommands to ``subparsers``."""
     serve = subparsers.add_parser("serve", help="run a station: inspect on the line, publish over MQTT")
     serve.add_argument("--config", required=True, help="station YAML (see devices/station.yaml)")
-    serve.add_argument("--check", action="store_true", help="validate the config and bundles, then exit")
+    serve.add_argument("--check", action="store_true",
+                       help="validate the config, bundles, trust and writable state; report every problem, then exit")
     serve.set_defaults(run=run_serve)
+
+    keys = subparsers.add_parser("keys", help="signing keys for bundles and packages")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_commands.add_parser("new", help="make an Ed25519 key pair: <key id>.key and <key id>.pub")
+    new.add_argument("--out", type=Path, required=True, help="folder for the key pair")
+    new.set_defaults(run=run_keys_new)
+
+    sign = subparsers.add_parser("sign", help="sign an existing bundle (folder, its .tar twin, or a .tar)")
+    sign.add_argument("bundle", type=Path)
+    sign.add_argument("--key", type=Path, required=True, help="private key from edge-anomaly keys new")
+    sign.set_defaults(run=run_sign)

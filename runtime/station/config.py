@@ -19,14 +19,17 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
 from runtime.schema import StrictModel, read_yaml, validate
+from runtime.sources import Backoff, redact
 
+DEFAULT_STATE_DIR = Path("/var/lib/edge-anomaly")  # the unit's StateDirectory: writable, unlike /etc
 TOPIC_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
-SECRET_FIELDS = {"password", "key_password"}
+SECRET_FIELDS = {"password", "key_password", "hmac_key"}
 
 
 class ConfigError(ValueError):
@@ -86,19 +89,6 @@ def _no_inline_secret(value: object) -> object:
 Secret = Annotated[SecretRef, BeforeValidator(_no_inline_secret)]
 
 
-class Backoff(_Section):
-    """Reconnect delays: start at ``min_s``, double on each failure, never beyond ``max_s``."""
-
-    min_s: float = Field(1.0, gt=0)
-    max_s: float = Field(30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Backoff:
-        if self.max_s < self.min_s:
-            raise ValueError(f"max_s ({self.max_s}) is below min_s ({self.min_s})")
-        return self
-
-
 class TlsConfig(_Section):
     ca: ConfigPath | None = Field(None, description="CA bundle; the system's CAs when absent")
     cert: ConfigPath | None = Field(None, description="client certificate (PEM) for mutual TLS")
@@ -129,7 +119,7 @@ class MqttConfig(_Section):
     username: str | None = None
     password: Secret | None = None
     tls: TlsConfig | None = None
-    reconnect: Backoff = Field(default_factory=dict)
+    reconnect: Backoff = Backoff(min_s=1.0, max_s=30.0)
     connect_timeout_s: float = Field(10.0, gt=0, description="how long start-up waits for the broker")
     max_inflight: int = Field(20, ge=1, le=1000, description="QoS 1 messages awaiting PUBACK at once")
 
@@ -140,12 +130,12 @@ class MqttConfig(_Section):
 
 
 class OutboxConfig(_Section):
-    path: ConfigPath = Path("outbox.sqlite")
+    path: ConfigPath | None = Field(None, description="default: <state_dir>/outbox.sqlite")
     max_results: int = Field(10000, ge=1, description="results kept while the broker is away; alerts are never dropped")
 
 
 class EvidenceConfig(_Section):
-    dir: ConfigPath = Path("evidence")
+    dir: ConfigPath | None = Field(None, description="default: <state_dir>/evidence")
     save: Literal["anomalous", "all", "none"] = "anomalous"
     max_mb: float = Field(500.0, gt=0, description="oldest overlays are deleted beyond this size")
     jpeg_quality: int = Field(85, ge=10, le=100)
@@ -155,6 +145,23 @@ class HttpConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
+
+
+class CommandsConfig(_Section):
+    """Who may command the station, beyond what the broker's ACL already allows (README, "Operations").
+
+    ``clients``: a command listed here is taken only from ``cmd/<name>/<client id>`` with a listed
+    client id; the broker's ``pattern write <prefix>/+/cmd/+/%c`` ACL line makes that last level
+    the publisher's own, authenticated client id. ``hmac_key``: the listed ``hmac_commands`` must carry
+    ``"hmac"``, the hex HMAC-SHA256 of the payload's other fields (canonical JSON) with a ``"ts"`` within
+    ``hmac_window_s`` of the station's clock.
+    """
+
+    clients: dict[str, list[str]] = Field(default_factory=dict, description="command -> allowed client ids")
+    hmac_key: Secret | None = None
+    hmac_commands: list[str] = Field(default_factory=lambda: ["reload"])
+    hmac_window_s: float = Field(300.0, gt=0)
+    max_bytes: int = Field(65536, ge=256, description="larger payloads are refused before parsing")
 
 
 class LogConfig(_Section):
@@ -176,6 +183,11 @@ class SourceConfig(_Section):
     path: ConfigPath | None = Field(None, description="video: file; images: folder replayed in name order")
     loop: bool = Field(True, description="video/images: start again at the end")
     reopen: Backoff = Backoff(min_s=0.5, max_s=30.0)
+
+    @field_serializer("url")
+    def _without_password(self, url: str | None) -> str | None:
+        """Dumps (the start-up log line, for one) never carry a stream's password."""
+        return redact(url) if url else url
 
     @model_validator(mode="after")
     def _needs(self) -> SourceConfig:
@@ -212,6 +224,8 @@ class CameraConfig(_Section):
     watch: WatchConfig | None = None
     roi: tuple[int, int, int, int] | None = Field(None, description="x, y, width, height in frame pixels")
     every_nth: int = Field(1, ge=1, description="continuous: inspect one frame in N")
+    trigger_queue: int = Field(32, ge=1, le=10000, description="trigger: waiting triggers beyond this get 'busy'")
+    max_image_pixels: int = Field(50_000_000, ge=1, description="folder: larger images (by header) are refused")
     rate_hz: float | None = Field(None, gt=0, description="continuous: at most this many inspections a second")
     alert: AlertConfig = Field(default_factory=dict)
 
@@ -229,6 +243,12 @@ class CameraConfig(_Section):
 class StationConfig(_Section):
     station: Annotated[str, AfterValidator(_topic_safe)]
     prefix: str = "edge-anomaly"
+    state_dir: ConfigPath = Field(DEFAULT_STATE_DIR, description="outbox and evidence unless set: must be writable")
+    bundles_dir: ConfigPath | None = Field(None, description="cmd/reload takes bundles from here only "
+                                                             "(default: the folders of the configured bundles)")
+    trust: list[ConfigPath] = Field(default_factory=list, description="public keys; when set, only bundles "
+                                                                      "signed by one of them are loaded")
+    commands: CommandsConfig = Field(default_factory=dict)
     mqtt: MqttConfig = Field(default_factory=dict)
     outbox: OutboxConfig = Field(default_factory=dict)
     evidence: EvidenceConfig = Field(default_factory=dict)
@@ -253,6 +273,28 @@ class StationConfig(_Section):
             raise ValueError(f"camera names must be unique, repeated: {', '.join(duplicated)}")
         return self
 
+    @model_validator(mode="after")
+    def _state_defaults(self) -> StationConfig:
+        """Outbox and evidence default to the state folder (never to the read-only config folder)."""
+        update = {}
+        if self.outbox.path is None:
+            update["outbox"] = self.outbox.model_copy(update={"path": self.state_dir / "outbox.sqlite"})
+        if self.evidence.dir is None:
+            update["evidence"] = self.evidence.model_copy(update={"dir": self.state_dir / "evidence"})
+        return self.model_copy(update=update) if update else self
+
+    @property
+    def reload_roots(self) -> list[Path]:
+        """Folders ``cmd/reload`` may take bundles from (symlinks resolved)."""
+        if self.bundles_dir is not None:
+            return [self.bundles_dir.resolve()]
+        return sorted({camera.bundle.resolve().parent for camera in self.cameras})
+
+    @property
+    def drop_folders(self) -> list[Path]:
+        """Watched folders: whoever writes there (a camera's FTP account) must never be able to name a bundle."""
+        return [camera.watch.path.resolve() for camera in self.cameras if camera.watch is not None]
+
     def camera(self, name: str) -> CameraConfig:
         return next(camera for camera in self.cameras if camera.name == name)
 
@@ -261,7 +303,8 @@ def parse_config(data: object, source: str, base: Path | None = None) -> Station
     """Validate a mapping; every problem is reported by field path and value in one error."""
     config = validate(StationConfig, data, source, "station config", ConfigError, context={"base": base},
                       secret_fields=SECRET_FIELDS)
-    for secret in (config.mqtt.password, config.mqtt.tls.key_password if config.mqtt.tls else None):
+    for secret in (config.mqtt.password, config.mqtt.tls.key_password if config.mqtt.tls else None,
+                   config.commands.hmac_key):
         if secret is not None:
             secret.value()  # fail at start-up, not at the first reconnect
     return config

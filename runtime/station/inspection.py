@@ -17,6 +17,7 @@ import numpy as np
 
 from runtime.detector import Detector
 from runtime.predict_files import annotate
+from runtime.signing import TrustList
 from runtime.station.config import CameraConfig
 from runtime.station.evidence import EvidenceStore
 from runtime.station.messages import BundleInfo, Inspection, Topics, alert_message, new_id, result_message
@@ -33,9 +34,15 @@ class LoadedBundle:
     info: BundleInfo
 
 
-def load_bundle(path: Path, camera: CameraConfig) -> LoadedBundle:
-    """Open, verify and start a bundle for ``camera`` (raises BundleError on a hash mismatch)."""
-    detector = Detector.load(path, backend=camera.backend, device=camera.device, threads=camera.threads)
+def load_bundle(path: Path, camera: CameraConfig, trust: TrustList | None = None) -> LoadedBundle:
+    """Open, verify and start a bundle for ``camera``: raises BundleError on a hash mismatch and, with a
+    trust list, on a bundle that is unsigned or signed by a key not in it (before any file is hashed).
+
+    The camera's ``roi`` goes to the Detector, which maps its heatmap and regions back to the frame.
+    """
+    detector = Detector.load(path, backend=camera.backend, device=camera.device, threads=camera.threads,
+                             roi=list(camera.roi) if camera.roi is not None else None,
+                             check=trust.verify if trust is not None else None)
     manifest = detector.bundle.manifest
     info = BundleInfo(name=detector.name, hash=detector.bundle.hash, path=str(path),
                       edge_anomaly_version=manifest.edge_anomaly_version, created=manifest.created,
@@ -60,52 +67,40 @@ class Inspector:
     def swap(self, loaded: LoadedBundle) -> None:
         self.loaded = loaded
 
-    def _crop(self, frame: np.ndarray) -> tuple[np.ndarray, int, int]:
-        if self.camera.roi is None:
-            return frame, 0, 0
-        x, y, w, h = self.camera.roi
-        height, width = frame.shape[:2]
-        if x + w > width or y + h > height:
-            raise ValueError(f"camera {self.camera.name}: roi {list(self.camera.roi)} lies outside the "
-                             f"{width}x{height} frame")
-        return frame[y:y + h, x:x + w], x, y
-
     def inspect(self, frame: np.ndarray, source: str, part_id: str | None, started: float,
-                started_perf: float) -> Inspection:
-        """Run the detector and queue the messages; ``started``/``started_perf`` date the trigger or frame."""
+                started_perf: float, answers: int | None = None) -> Inspection:
+        """Run the detector and queue the messages; ``started``/``started_perf`` date the trigger or frame;
+        ``answers`` is the accepted trigger's outbox row, deleted with the result."""
         loaded = self.loaded  # one detector for the whole frame, even if a reload swaps it meanwhile
-        crop, x0, y0 = self._crop(frame)
-        result = loaded.detector.predict([crop])[0]
+        result = loaded.detector.predict([frame])[0]
         boxes = anomaly_regions(result.heatmap) if result.is_anomalous else []
         inspection_id = new_id()
-        heatmap_path = self._save_evidence(inspection_id, crop, result, started)
+        heatmap_path = self._save_evidence(inspection_id, frame, result, started)
         inspection = Inspection(
             station=self.station, camera=self.camera.name, source=source, part_id=part_id, started=started,
-            result=result, bundle=loaded.info,
-            regions=[(x + x0, y + y0, w, h) for x, y, w, h in boxes[:self.camera.alert.max_regions]],
+            result=result, bundle=loaded.info, regions=boxes[:self.camera.alert.max_regions],
             heatmap_path=heatmap_path, total_ms=(time.perf_counter() - started_perf) * 1000, id=inspection_id)
-        self.outbox.put(RESULT, self.topics.result(self.camera.name), result_message(inspection))
-        self.notify()
-        if result.is_anomalous:
+        if result.is_anomalous:  # the alert first: a station killed in between has answered the trigger anyway
             self.outbox.put(ALERT, self.topics.alert(self.camera.name),
-                            alert_message(inspection, self._thumbnail(crop, boxes), self.camera.alert.jpeg_quality))
-            self.notify()
+                            alert_message(inspection, self._thumbnail(frame, boxes), self.camera.alert.jpeg_quality))
+        self.outbox.put(RESULT, self.topics.result(self.camera.name), result_message(inspection), answers=answers)
+        self.notify()
         self.stats.record(self.camera.name, result, inspection.total_ms)
         return inspection
 
-    def _save_evidence(self, inspection_id: str, crop: np.ndarray, result, moment: float) -> str | None:
+    def _save_evidence(self, inspection_id: str, frame: np.ndarray, result, moment: float) -> str | None:
         if self.evidence is None or self.save == "none" or (self.save == "anomalous" and not result.is_anomalous):
             return None
         try:
-            return str(self.evidence.save(self.camera.name, inspection_id, annotate(crop, result), moment))
+            return str(self.evidence.save(self.camera.name, inspection_id, annotate(frame, result), moment))
         except OSError as exc:
             log.error("cannot save evidence: %s", exc, extra={"camera": self.camera.name})
             self.stats.error(self.camera.name, "evidence")
             return None
 
-    def _thumbnail(self, crop: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray | None:
+    def _thumbnail(self, frame: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray | None:
         """A close-up of the largest region; the whole frame for lighting or blur, which have none."""
         if not self.camera.alert.thumbnail:
             return None
-        box = boxes[0] if boxes else (0, 0, crop.shape[1], crop.shape[0])
-        return thumbnail(crop, box, size=self.camera.alert.thumbnail_px, pad=0.25 if boxes else 0.0)
+        box = boxes[0] if boxes else (0, 0, frame.shape[1], frame.shape[0])
+        return thumbnail(frame, box, size=self.camera.alert.thumbnail_px, pad=0.25 if boxes else 0.0)

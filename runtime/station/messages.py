@@ -49,16 +49,18 @@ class Topics:
         return f"{self.base}/heartbeat"
 
     @property
-    def commands(self) -> str:
-        """Subscription filter for every command (``cmd/inspect``, ``cmd/reload``, ...)."""
-        return f"{self.base}/cmd/+"
+    def commands(self) -> list[str]:
+        """Subscription filters for every command: ``cmd/<name>`` and ``cmd/<name>/<client id>``."""
+        return [f"{self.base}/cmd/+", f"{self.base}/cmd/+/+"]
 
     @property
     def command_error(self) -> str:
         return f"{self.base}/cmd/error"
 
-    def command_name(self, topic: str) -> str:
-        return topic.rsplit("/", 1)[-1]
+    def command_name(self, topic: str) -> tuple[str, str | None]:
+        """(command, client id from ``cmd/<name>/<client id>`` or None)."""
+        parts = topic[len(self.base) + len("/cmd/"):].split("/")
+        return parts[0], parts[1] if len(parts) > 1 else None
 
     def result(self, camera: str) -> str:
         return f"{self.base}/{camera}/result"
@@ -155,6 +157,10 @@ def offline_message(station: str, reason: str, timestamp: str | None) -> dict:
 
 
 def error_message(command: str, error: str, payload: bytes = b"", **fields: object) -> dict:
-    """``<prefix>/<station>/cmd/error``: a command that could not be carried out, and why."""
-    return {"id": new_id(), "timestamp": iso_time(), "command": command, "error": error,
+    """``<prefix>/<station>/cmd/error``: a command that could not be carried out, and why.
+
+    Only the first 256 bytes of the payload are echoed, and the error text is cut at 1000
+    characters: an answer is never a copy of whatever someone published.
+    """
+    return {"id": new_id(), "timestamp": iso_time(), "command": command[:64], "error": error[:1000],
             "payload": payload[:256].decode("utf-8", "replace"), **fields}

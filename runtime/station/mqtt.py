@@ -42,7 +42,7 @@ def _encode(message: dict) -> bytes:
 
 class MqttLink:
     def __init__(self, config: MqttConfig, topics: Topics, client_id: str, outbox: Outbox,
-                 on_command: Callable[[str, bytes], None], status: Callable[[], dict]) -> None:
+                 on_command: Callable[[str, str | None, bytes], None], status: Callable[[], dict]) -> None:
         self.config = config
         self.topics = topics
         self.outbox = outbox
@@ -59,7 +59,9 @@ class MqttLink:
         self._acks: queue.SimpleQueue[tuple[int, str | None]] = queue.SimpleQueue()
         self._inflight: dict[int, int] = {}  # mid -> outbox seq; touched by the sender thread only
         self._last_sent = 0
-        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        self.sender_failures = 0
+        self.sender_beat = time.monotonic()  # the supervisor reads it: a sender that stops beating is stalled
+        self._sender = self._new_sender()
         self._client = self._make_client(client_id)
 
     def _make_client(self, client_id: str) -> mqtt.Client:
@@ -87,6 +89,19 @@ class MqttLink:
         client.reconnect_delay_set(config.reconnect.min_s, config.reconnect.max_s)
         client.max_inflight_messages_set(config.max_inflight)
         return client
+
+    def _new_sender(self) -> threading.Thread:
+        return threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+
+    @property
+    def sender_alive(self) -> bool:
+        return self._sender.is_alive()
+
+    def restart_sender(self) -> None:
+        """Called by the station's supervisor when the sender thread died or stalled."""
+        if not self._stopping.is_set() and not self._sender.is_alive():
+            self._sender = self._new_sender()
+            self._sender.start()
 
     @property
     def connected(self) -> bool:
@@ -133,6 +148,11 @@ class MqttLink:
             time.sleep(0.05)
         return self.outbox.pending() == 0
 
+    def stop_commands(self) -> None:
+        """Unsubscribe from commands (at a stop): nothing new is accepted, nothing already sent is dropped."""
+        if self.connected:
+            self._client.unsubscribe(self.topics.commands)
+
     def stop(self) -> None:
         """Publish ``offline`` (retained), disconnect cleanly and stop the threads."""
         if self.connected:
@@ -166,23 +186,37 @@ class MqttLink:
         self.publish_now(self.topics.status, self._status(), qos=1, retain=True)
 
     def _send_loop(self) -> None:
-        seen_connects = 0
-        holding = False
+        """Deliver the outbox for as long as the station runs: a failure is logged, counted and retried
+        after a back-off; it never ends delivery."""
+        state = {"seen_connects": 0, "holding": False}
+        failures = 0
         while not self._stopping.is_set():
-            self._wake.wait(0.5)
-            self._wake.clear()
-            self._collect_acks()
-            if not self.connected:
-                continue
-            if self.connects != seen_connects:
-                # After a reconnect paho retransmits what was in flight: new rows wait for those acks.
-                seen_connects, holding = self.connects, bool(self._inflight)
-            if holding and self._inflight:
-                continue
-            holding = False
-            room = self.config.max_inflight - len(self._inflight)
-            if room > 0:
-                self._publish_rows(room)
+            self.sender_beat = time.monotonic()
+            try:
+                self._send_step(state)
+                failures = 0
+            except Exception:
+                failures += 1
+                self.sender_failures += 1
+                log.exception("outbox delivery failed (%d in a row); retrying", failures)
+                self._stopping.wait(self.config.reconnect.delay(failures - 1))
+
+    def _send_step(self, state: dict) -> None:
+        self._wake.wait(0.5)
+        self._wake.clear()
+        self._collect_acks()
+        if not self.connected:
+            self.outbox.flush()  # held messages reach the disk even while the broker is away
+            return
+        if self.connects != state["seen_connects"]:
+            # After a reconnect paho retransmits what was in flight: new rows wait for those acks.
+            state["seen_connects"], state["holding"] = self.connects, bool(self._inflight)
+        if state["holding"] and self._inflight:
+            return
+        state["holding"] = False
+        room = self.config.max_inflight - len(self._inflight)
+        if room > 0:
+            self._publish_rows(room)
 
     def _publish_rows(self, room: int) -> None:
         rows = self.outbox.after(self._last_sent, room)
@@ -226,7 +260,7 @@ class MqttLink:
         self._connected.set()
         log.info("connected to the broker at %s:%d (connection %d)", self.config.host, self.config.port,
                  self.connects)
-        client.subscribe(self.topics.commands, qos=1)
+        client.subscribe([(topic, 1) for topic in self.topics.commands])
         self.publish_status()
         self._answered.set()
         self._wake.set()
@@ -242,13 +276,13 @@ class MqttLink:
         self._wake.set()
 
     def _handle_message(self, client, userdata, message) -> None:
-        name = self.topics.command_name(message.topic)
+        name, sender = self.topics.command_name(message.topic)
         if name == "error":
             return  # our own answers on cmd/error
         try:
-            self._on_command(name, message.payload)
+            self._on_command(name, sender, message.payload)
         except Exception:
-            log.exception("command %r failed", name)
+            log.exception("command %r failed", name[:40])
 
 
 def _no_delay(client: mqtt.Client, userdata: object, sock) -> None:

@@ -60,8 +60,9 @@ class FolderWatcher:
         size, mtime_ns, _ = self._seen.get(path, (None, None, 0.0))
         return (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns)
 
-    def finish(self, path: Path, ok: bool) -> Path | None:
-        """Move the file out of the watched folder (or delete it); returns where it went."""
+    def finish(self, path: Path, ok: bool, reason: str | None = None) -> Path | None:
+        """Move the file out of the watched folder (or delete it); returns where it went. A failed file's
+        ``reason`` is written beside it as ``<name>.reason.txt`` (never read back: it is not an image)."""
         self._seen.pop(path, None)
         if self.config.after == "delete" and ok:
             path.unlink(missing_ok=True)
@@ -72,4 +73,6 @@ class FolderWatcher:
         if target.exists():
             target = target_dir / f"{path.stem}_{time.time_ns()}{path.suffix}"
         shutil.move(path, target)
+        if reason is not None:
+            target.with_name(target.name + ".reason.txt").write_text(reason + "\n")
         return target

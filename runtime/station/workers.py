@@ -1,12 +1,15 @@
 """One thread per camera: continuous frames, PLC triggers or a watched folder, into the inspector.
 
-Nothing a camera does stops the daemon: a bad frame is counted and skipped, a camera that goes
-away is closed and reopened with back-off (its state shows in the status message), and a
-trigger that cannot be served is answered on ``cmd/error`` with its ``part_id``.
+Nothing a camera does stops the station: a bad frame is counted and skipped, a camera that goes
+away is closed and reopened with back-off (its state shows in the status message), an unexpected
+error is logged and the camera restarted after a back-off, and a trigger that cannot be served
+is answered on ``cmd/error`` with its ``part_id``. Frames come from :mod:`runtime.sources`
+(one capture, one back-off, one redaction of stream credentials).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -15,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runtime.image_io import ImageReadError, read_image
-from runtime.station.cameras import FrameError, FrameSource, SourceError, open_source
-from runtime.station.config import CameraConfig
+from runtime.sources import CaptureSource, FolderReplay, Frame, SourceError
+from runtime.station.config import CameraConfig, SourceConfig
 from runtime.station.inspection import Inspector
 from runtime.station.stats import StationStats
 from runtime.station.watch import FolderWatcher
@@ -24,6 +27,7 @@ from runtime.station.watch import FolderWatcher
 log = logging.getLogger(__name__)
 
 STARTING, OK, RECONNECTING, ENDED, FAILED, STOPPED = "starting", "ok", "reconnecting", "ended", "failed", "stopped"
+SHUTTING_DOWN = "shutting down"
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,20 @@ class Trigger:
     part_id: str
     received: float  # epoch seconds
     received_perf: float  # time.perf_counter() at arrival, for latency
+    row: int | None = None  # the outbox's record of the accepted trigger, deleted with its answer
+
+
+def open_source(settings: SourceConfig, every_nth: int = 1, rate_hz: float | None = None
+                ) -> CaptureSource | FolderReplay:
+    """The camera's frame source; a failed open raises SourceError at once (the worker backs off)."""
+    if settings.kind == "images":
+        return FolderReplay(settings.path, loop=settings.loop, every_nth=every_nth, fps=rate_hz)
+    target = settings.device if settings.kind == "camera" else (
+        settings.url if settings.kind == "stream" else settings.path)
+    if settings.kind == "video" and not settings.path.is_file():
+        raise SourceError(f"{settings.path}: video file not found")
+    return CaptureSource(target, every_nth=every_nth, max_fps=rate_hz,
+                         backoff=dataclasses.replace(settings.reopen, attempts=0))
 
 
 class CameraWorker:
@@ -41,9 +59,12 @@ class CameraWorker:
         self.stats = stats
         self.state = STARTING
         self.error: str | None = None
+        self.failures = 0  # unexpected errors, each followed by a restart of the camera loop
+        self.beat = time.monotonic()  # last sign of life, for the supervisor
+        self.busy_since: float | None = None  # inside one inspection (may legitimately take a while)
         self._on_state = on_state
         self._on_trigger_error = on_trigger_error
-        self._triggers: queue.SimpleQueue[Trigger] = queue.SimpleQueue()
+        self._triggers: queue.Queue[Trigger] = queue.Queue(maxsize=config.trigger_queue)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"camera-{config.name}", daemon=True)
 
@@ -63,14 +84,25 @@ class CameraWorker:
         self._thread.start()
 
     def stop(self) -> None:
-        """Finish the frame in hand (and triggers already received), then end the thread."""
+        """Finish the frame in hand, answer the triggers still waiting, then end the thread."""
         self._stop.set()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
-    def trigger(self, part_id: str) -> None:
-        self._triggers.put(Trigger(part_id, time.time(), time.perf_counter()))
+    def trigger(self, trigger: Trigger) -> bool:
+        """Queue a trigger; False when the queue is full (the caller answers 'busy')."""
+        if self._stop.is_set():
+            return False
+        try:
+            self._triggers.put_nowait(trigger)
+        except queue.Full:
+            return False
+        return True
+
+    @property
+    def waiting(self) -> int:
+        return self._triggers.qsize()
 
     # -- thread ---------------------------------------------------------------------------------
 
@@ -85,92 +117,94 @@ class CameraWorker:
         self._on_state()
 
     def _run(self) -> None:
-        try:
-            if self.config.mode == "folder":
-                self._run_folder()
-            else:
-                self._run_source()
-        except Exception as exc:  # a bug, not bad input: report it and let /healthz say so
-            log.exception("camera %s stopped on an unexpected error", self.name, extra={"camera": self.name})
-            self._set_state(FAILED, f"{type(exc).__name__}: {exc}")
-        else:
-            if self.state != ENDED:
-                self._set_state(STOPPED)
+        """The camera loop, restarted after an unexpected error (a bug, not bad input) with back-off."""
+        backoff = self.config.source.reopen if self.config.source is not None else None
+        while not self._stop.is_set():
+            try:
+                if self.config.mode == "folder":
+                    self._run_folder()
+                else:
+                    self._run_source()
+                break
+            except Exception as exc:
+                self.failures += 1
+                log.exception("camera %s failed on an unexpected error; restarting it", self.name,
+                              extra={"camera": self.name})
+                self._set_state(FAILED, f"{type(exc).__name__}: {str(exc)[:200]}")
+                self._reject_triggers(f"camera {self.name} failed: {type(exc).__name__}")
+                delay = backoff.delay(min(self.failures - 1, 10)) if backoff else 1.0
+                self._stop.wait(delay)
+        self._reject_triggers(f"camera {self.name} is {SHUTTING_DOWN}")
+        if self.state != ENDED:
+            self._set_state(STOPPED)
 
-    def _inspect(self, frame, source: str, part_id: str | None, started: float, started_perf: float) -> bool:
+    def _inspect(self, frame, source: str, part_id: str | None, started: float, started_perf: float,
+                 answers: int | None = None) -> bool:
+        self.busy_since = time.monotonic()
         try:
-            self.inspector.inspect(frame, source, part_id, started, started_perf)
+            self.inspector.inspect(frame, source, part_id, started, started_perf, answers)
             return True
         except Exception as exc:
             log.error("camera %s: inspection of %s failed: %s", self.name, source, exc,
                       extra={"camera": self.name, "part_id": part_id})
             self.stats.error(self.name, "inspection")
             return False
+        finally:
+            self.busy_since = None
+            self.beat = time.monotonic()
 
     def _run_source(self) -> None:
         settings = self.config.source
-        source: FrameSource | None = None
-        delay = settings.reopen.min_s
-        next_due = time.monotonic()
-        frame_count = 0
+        continuous = self.config.mode == "continuous"
+        source = None
+        failures = 0  # in a row: the back-off grows with them
         while not self._stop.is_set():
-            if source is None:
-                try:
-                    source = open_source(settings)
-                except SourceError as exc:
-                    self._set_state(RECONNECTING, str(exc))
-                    self._reject_triggers(f"camera {self.name} is unavailable: {exc}")
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, settings.reopen.max_s)
-                    continue
-                self._set_state(OK)
-                delay = settings.reopen.min_s
+            self.beat = time.monotonic()
             try:
-                if self.config.mode == "trigger":
-                    self._serve_trigger(source)
+                if source is None:
+                    source = open_source(settings, self.config.every_nth if continuous else 1,
+                                         self.config.rate_hz if continuous else None)
+                    self._set_state(OK)
+                if continuous:
+                    self._continuous_step(source)
                 else:
-                    frame_count += 1
-                    next_due = self._continuous_step(source, frame_count, next_due)
+                    self._serve_trigger(source)
+                failures = 0
             except SourceError as exc:
-                source.close()
-                source = None
-                if not settings.loop and settings.kind in ("video", "images"):
+                if source is not None:
+                    source.close()
+                    source = None
+                if settings.kind in ("video", "images") and not settings.loop and self.state == OK:
                     self._set_state(ENDED, str(exc))
                     break
+                if settings.kind == "video" and self.state == OK and not failures:
+                    failures += 1
+                    continue  # a looping video starts again at once
                 self._set_state(RECONNECTING, str(exc))
-        if self.config.mode == "trigger":
-            self._drain_triggers(source)
+                self._reject_triggers(f"camera {self.name} is unavailable: {exc}")
+                self._stop.wait(settings.reopen.delay(min(failures, 10)))
+                failures += 1
         if source is not None:
             source.close()
 
-    def _continuous_step(self, source: FrameSource, frame_count: int, next_due: float) -> float:
+    def _continuous_step(self, source: CaptureSource | FolderReplay) -> None:
         started, started_perf = time.time(), time.perf_counter()
         try:
-            frame, label = source.read()
-        except FrameError as exc:
+            frame = source.read()
+        except ImageReadError as exc:
             log.warning("camera %s: %s", self.name, exc, extra={"camera": self.name})
             self.stats.error(self.name, "frame")
-            return next_due
-        if (frame_count - 1) % self.config.every_nth:
-            return next_due
-        self._inspect(frame, label, None, started, started_perf)
-        if self.config.rate_hz is None:
-            return next_due
-        next_due = max(next_due + 1.0 / self.config.rate_hz, time.monotonic())
-        self._stop.wait(next_due - time.monotonic())
-        return next_due
+            return
+        self._inspect(frame.image, _label(frame), None, started, started_perf)
 
-    def _serve_trigger(self, source: FrameSource) -> None:
+    def _serve_trigger(self, source: CaptureSource | FolderReplay) -> None:
         try:
             trigger = self._triggers.get(timeout=0.2)
         except queue.Empty:
             return
-        self._serve_one(source, trigger)
-
-    def _serve_one(self, source: FrameSource, trigger: Trigger) -> None:
         try:
-            frame, label = source.read()
-        except FrameError as exc:
+            frame = source.read()
+        except ImageReadError as exc:
             self.stats.error(self.name, "frame")
             self._on_trigger_error(trigger, self.name, f"bad frame: {exc}")
             return
@@ -178,8 +212,9 @@ class CameraWorker:
             self.stats.error(self.name, "camera")
             self._on_trigger_error(trigger, self.name, f"camera {self.name} lost: {exc}")
             raise
-        if not self._inspect(frame, label, trigger.part_id, trigger.received, trigger.received_perf):
-            self._on_trigger_error(trigger, self.name, "inspection failed (see the daemon log)")
+        if not self._inspect(frame.image, _label(frame), trigger.part_id, trigger.received, trigger.received_perf,
+                             trigger.row):
+            self._on_trigger_error(trigger, self.name, "inspection failed (see the station log)")
 
     def _reject_triggers(self, reason: str) -> None:
         while True:
@@ -190,22 +225,10 @@ class CameraWorker:
             self.stats.error(self.name, "camera")
             self._on_trigger_error(trigger, self.name, reason)
 
-    def _drain_triggers(self, source: FrameSource | None) -> None:
-        """At shutdown: answer the triggers already received, with a result if the camera can."""
-        while source is not None:
-            try:
-                trigger = self._triggers.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                self._serve_one(source, trigger)
-            except SourceError:
-                source = None
-        self._reject_triggers(f"camera {self.name} is shutting down")
-
     def _run_folder(self) -> None:
         watcher = FolderWatcher(self.config.watch)
         while not self._stop.is_set():
+            self.beat = time.monotonic()
             try:
                 ready = watcher.ready()
             except FileNotFoundError as exc:
@@ -218,14 +241,19 @@ class CameraWorker:
                     break
                 started, started_perf = time.time(), time.perf_counter()
                 try:
-                    frame = read_image(path)
+                    frame = read_image(path, self.config.max_image_pixels)
                 except ImageReadError as exc:
                     if watcher.changed_since_ready(path):
                         continue  # still being written after all: next poll
-                    target = watcher.finish(path, ok=False)
+                    target = watcher.finish(path, ok=False, reason=str(exc))
                     log.warning("camera %s: %s; moved to %s", self.name, exc, target, extra={"camera": self.name})
                     self.stats.error(self.name, "frame")
                     continue
                 ok = self._inspect(frame, path.name, None, started, started_perf)
-                watcher.finish(path, ok=ok)
+                watcher.finish(path, ok=ok, reason=None if ok else "inspection failed (see the station log)")
             self._stop.wait(self.config.watch.poll_s)
+
+
+def _label(frame: Frame) -> str:
+    """Where a frame came from: a replayed file's path, or the (credential-free) source name and frame index."""
+    return frame.source if frame.index == 0 and not frame.fps else f"{frame.source}#{frame.index + 1}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,7 +51,8 @@ def test_package_holds_the_verified_bundle_config_unit_script_and_wheel(device_e
     assert [c.bundle for c in config.cameras] == [root / bundle] * 3
     assert {(c.backend, c.device, c.threads) for c in config.cameras} == {("onnxruntime", "CPU", 4)}
     script = (root / "install.sh").read_text()
-    assert '"./wheels/edge_anomaly-0.1.0-py3-none-any.whl[onnxruntime,daemon]"' in script and "@" not in script
+    assert '"./wheels/edge_anomaly-0.1.0-py3-none-any.whl[onnxruntime,daemon]"' in script
+    assert re.search(r"@[A-Z_]+@", script) is None  # every placeholder filled
     assert "ReadWritePaths=/var/lib/edge-anomaly /srv/ftp/label-cam" in (root / "edge-anomaly.service").read_text()
 
 
@@ -86,6 +88,43 @@ def test_a_bundle_for_the_fallback_engine_is_packaged_with_a_warning(device_expo
     assert (camera["backend"], camera["device"], camera["threads"]) == ("onnxruntime", "CUDA", 4)
 
 
+def _signed_copy(folder: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the bundle (folder and .tar twin) signed with a new key; returns (private, public) key paths."""
+    code, output = run_cli("keys", "new", "--out", str(tmp_path / "keys"))
+    assert code == 0, output
+    key = next((tmp_path / "keys").glob("*.key"))
+    (tmp_path / "signed").mkdir(exist_ok=True)
+    copy = shutil.copytree(folder, tmp_path / "signed" / folder.name)
+    shutil.copyfile(folder.with_name(folder.name + ".tar"), copy.with_name(copy.name + ".tar"))
+    code, output = run_cli("sign", str(copy), "--key", str(key))
+    assert code == 0 and key.stem in output, output
+    return key, key.with_suffix(".pub")
+
+
+def test_install_refuses_unsigned_and_foreign_signed_packages_before_touching_anything(device_export, tmp_path):
+    folder, _ = device_export("generic-x86-64")
+    key, public = _signed_copy(folder, tmp_path)
+    code, output = _package(folder, "generic-x86-64", tmp_path / "x.tar", "--sign", str(key), "--wheel", str(key))
+    assert code == 2 and "bundle is unsigned" in output  # a package key must also have signed the bundle
+    signed = tmp_path / "signed" / folder.name
+    assert _package(signed, "generic-x86-64", tmp_path / "signed.tar", "--sign", str(key))[0] == 0
+    assert _package(signed, "generic-x86-64", tmp_path / "unsigned.tar")[0] == 0
+    run_cli("keys", "new", "--out", str(tmp_path / "other"))
+    other = next((tmp_path / "other").glob("*.pub"))
+    prefix = tmp_path / "opt"
+    for package, trusted, message in (("unsigned.tar", public, "the package is unsigned"),
+                                      ("signed.tar", other, "does not verify with any trusted key")):
+        box = _extract(tmp_path / package, tmp_path / f"box-{package}")
+        assert (box / "trust" / f"{key.stem}.pub").is_file() == (package == "signed.tar")
+        env = {**os.environ, "PREFIX": str(prefix), "CONFIG_DIR": str(tmp_path / "etc"), "SYSTEMD": "no",
+               "TRUST_KEY": str(trusted)}
+        run = subprocess.run(["bash", str(box / "install.sh")], env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1 and message in run.stdout, run.stdout + run.stderr
+    assert not prefix.exists()  # refused before anything was installed
+    config = yaml.safe_load((tmp_path / "box-signed.tar" / "station.yaml").read_text())
+    assert f"trust/{key.stem}.pub" in config["trust"]  # besides the keys the station config already trusted
+
+
 def test_install_script_sets_up_a_station_that_answers_over_mqtt(device_export, boards, mqtt, tmp_path):
     from station_harness import station_config, wait_until
 
@@ -99,16 +138,20 @@ def test_install_script_sets_up_a_station_that_answers_over_mqtt(device_export, 
               "watch": {"path": str(drop), "poll_s": 0.2, "settle_s": 0.3}}
     station = tmp_path / "my-station.yaml"
     station.write_text(yaml.safe_dump(station_config(broker.port, [camera])))
-    assert _package(folder, "generic-x86-64", tmp_path / "station.tar", "--station", str(station))[0] == 0
+    key, public = _signed_copy(folder, tmp_path)
+    assert _package(tmp_path / "signed" / folder.name, "generic-x86-64", tmp_path / "station.tar", "--station",
+                    str(station), "--sign", str(key))[0] == 0
     box = _extract(tmp_path / "station.tar", tmp_path / "box")
     prefix, config_dir = tmp_path / "opt", tmp_path / "etc"
-    env = {**os.environ, "PREFIX": str(prefix), "CONFIG_DIR": str(config_dir), "SYSTEMD": "no",
-           "PYTHON": shutil.which("python3") or sys.executable}
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},  # a box has no source checkout on its path
+           "PREFIX": str(prefix), "CONFIG_DIR": str(config_dir), "SYSTEMD": "no",
+           "PYTHON": shutil.which("python3") or sys.executable, "TRUST_KEY": str(public)}
     began = time.monotonic()
     install = subprocess.run(["bash", str(box / "install.sh")], env=env, capture_output=True, text=True, timeout=300)
     seconds = time.monotonic() - began
     assert install.returncode == 0, install.stdout + install.stderr
     assert "is valid" in install.stdout and seconds < 120, (seconds, install.stdout)
+    assert f"package signed by {key.stem}" in install.stdout and "signed by trusted key" in install.stdout
     print(f"install.sh took {seconds:.1f} s")
     assert (config_dir / "bundles" / f"{folder.name}.tar").is_file()
 

@@ -142,3 +142,33 @@ def test_search_chunks_shrink_for_a_large_bank_and_batch(board_model):
     patches = scorer.grid[0] * scorer.grid[1]
     limit_search_chunks(graph, max_batch=4096)
     assert 4096 * patches * scorer.chunk_size <= TENSOR_ELEMENT_LIMIT < 4096 * patches * (scorer.chunk_size + 1)
+
+
+def test_cli_export_sign_verifies_through_the_runtime_and_a_tampered_manifest_is_refused(board_model, tmp_path,
+                                                                                           capsys):
+    from edge_anomaly.cli import main
+    from runtime.detector import Detector
+    from runtime.signing import TrustList, new_key_pair
+
+    private, public, ident = new_key_pair(tmp_path / "keys")
+    _, stranger, stranger_id = new_key_pair(tmp_path / "stranger")
+    out = tmp_path / "signed"
+    assert main(["export", str(board_model[0]), "--precision", "fp32", "--sign", str(private), "--out", str(out)]) == 0
+    assert f"signed with key {ident}" in capsys.readouterr().out
+    trust = TrustList.load([public])
+    archive = out.with_name("signed.tar")
+    assert open_bundle(out, trust.verify).manifest.signature.key_id == ident
+    detector = Detector.load(archive, backend="onnxruntime", check=trust.verify)  # the .tar twin is signed too
+    assert detector.predict(np.zeros((120, 160, 3), np.uint8)).heatmap.shape == (120, 160)
+    with pytest.raises(BundleError, match=f"signed by key {ident}, which this station does not trust"):
+        Detector.load(archive, backend="onnxruntime", check=TrustList.load([stranger]).verify)
+    assert stranger_id != ident
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps(manifest, sort_keys=True))  # other formatting, same content
+    assert open_bundle(out, trust.verify).manifest.signature.key_id == ident
+    manifest["scoring"]["local"]["threshold"] *= 100  # hashes still match: only the signature can tell
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    assert open_bundle(out).manifest.scoring.local.threshold == manifest["scoring"]["local"]["threshold"]
+    with pytest.raises(BundleError, match=f"signature by key {ident} does not match"):
+        Detector.load(out, backend="onnxruntime", check=trust.verify)

@@ -100,7 +100,7 @@ def test_stream_that_drops_is_reopened_with_backoff(board_bundle, camera_frames,
     try:
         with caplog.at_level(logging.WARNING, logger="runtime.sources"):
             run = predict_files(detector, [camera.url], on_frame=on_frame, max_frames=10,
-                                backoff=Backoff(initial_s=0.2, attempts=8))
+                                backoff=Backoff(min_s=0.2, attempts=8))
     finally:
         camera.stop()
     status = run.sources[0]
@@ -114,11 +114,11 @@ def test_stream_that_drops_is_reopened_with_backoff(board_bundle, camera_frames,
 def test_stream_that_stays_down_gives_up_with_a_named_error(board_bundle, camera_frames, capsys):
     url = f"http://127.0.0.1:{free_port()}/stream.mjpg"  # nothing listens there
     with pytest.raises(SourceError, match=re.escape(f"{url}: cannot open after 3 attempts")):
-        list(InputFrames([url], backoff=Backoff(initial_s=0.05, attempts=2)))
+        list(InputFrames([url], backoff=Backoff(min_s=0.05, attempts=2)))
     assert main(["predict", str(board_bundle[0]), url, "--reconnect-attempts", "0"]) == 2
     assert url in capsys.readouterr().err
     with pytest.raises(SourceError, match="camera:7: cannot open after 2 attempts"):
-        list(InputFrames(["7"], backoff=Backoff(initial_s=0.01, attempts=1)))
+        list(InputFrames(["7"], backoff=Backoff(min_s=0.01, attempts=1)))
 
 
 def test_corrupt_stream_frames_are_skipped_and_reported(board_bundle, camera_frames, capsys):

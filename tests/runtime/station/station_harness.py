@@ -214,7 +214,7 @@ def station_config(port: int, cameras: list[dict], **overrides) -> dict:
     config = {
         "station": STATION, "prefix": PREFIX,
         "mqtt": {"host": "127.0.0.1", "port": port, "connect_timeout_s": 2, "reconnect": {"min_s": 0.2, "max_s": 1}},
-        "heartbeat_s": 1, "drain_timeout_s": 5,
+        "heartbeat_s": 1, "drain_timeout_s": 5, "state_dir": ".",
         "http": {"enabled": False},
         "cameras": cameras,
     }

@@ -98,7 +98,8 @@ def line(board_bundle, boards, tmp_path_factory):
         _camera("drop", bundle, "folder", watch={"path": str(root / "drop"), "poll_s": 0.2, "settle_s": 0.6}),
         _camera("late", bundle, "continuous", rate_hz=2, source=_replay(root / "late")),
     ]
-    config = station_config(broker.port, cameras, http={"enabled": True, "port": 0}, evidence={"max_mb": 20})
+    config = station_config(broker.port, cameras, http={"enabled": True, "port": 0}, evidence={"max_mb": 20},
+                            bundles_dir=str(root))  # cmd/reload takes bundles from here only
     daemon = DaemonProcess(root / "station", config).start()
     probe = Probe(broker.port)
     probe.wait_for("/status", lambda d: d["state"] == "online" and d["cameras"]["trig"]["state"] == "ok")

@@ -15,12 +15,13 @@ import pytest
 
 pytest.importorskip("pydantic")
 
-from runtime.station.cameras import SourceError, open_source  # noqa: E402
+from runtime.sources import SourceError  # noqa: E402
 from runtime.station.config import ConfigError, SourceConfig, WatchConfig, load_config, parse_config  # noqa: E402
 from runtime.station.evidence import EvidenceStore  # noqa: E402
 from runtime.station.logs import JsonFormatter  # noqa: E402
 from runtime.station.outbox import ALERT, RESULT, Outbox  # noqa: E402
 from runtime.station.watch import FolderWatcher  # noqa: E402
+from runtime.station.workers import open_source  # noqa: E402
 
 CAMERA = {"name": "cam1", "bundle": "bundles/b.tar", "mode": "trigger", "source": {"kind": "camera", "device": 0}}
 
@@ -40,8 +41,12 @@ def test_relative_paths_follow_the_config_file_and_defaults_are_filled(tmp_path)
     (tmp_path / "station.yaml").write_text(json.dumps(_config()))
     config = load_config(tmp_path / "station.yaml")
     assert config.cameras[0].bundle == tmp_path / "bundles" / "b.tar"
-    assert config.outbox.path == tmp_path / "outbox.sqlite"
-    assert config.evidence.dir == tmp_path / "evidence"
+    assert config.outbox.path == Path("/var/lib/edge-anomaly/outbox.sqlite")  # state: never under /etc
+    assert config.evidence.dir == Path("/var/lib/edge-anomaly/evidence")
+    (tmp_path / "station.yaml").write_text(json.dumps({**_config(), "state_dir": "state"}))
+    moved = load_config(tmp_path / "station.yaml")
+    assert moved.outbox.path == tmp_path / "state" / "outbox.sqlite"
+    assert moved.evidence.dir == tmp_path / "state" / "evidence"
     assert config.mqtt.protocol == "5" and config.heartbeat_s == 10
 
 
@@ -146,24 +151,29 @@ def test_the_daemon_imports_neither_torch_nor_the_training_package():
     assert out.strip() == "[]"
 
 
-def test_video_source_loops_and_a_missing_camera_is_a_source_error(tmp_path):
+def test_video_source_reads_frames_and_a_missing_camera_is_a_source_error(tmp_path):
     video = tmp_path / "line.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
     for shade in (40, 120, 200):
         writer.write(np.full((48, 64, 3), shade, np.uint8))
     writer.release()
     source = open_source(SourceConfig(kind="video", path=video))
-    frames = [source.read() for _ in range(5)]
-    assert [label for _, label in frames] == [f"{video}#{n}" for n in range(1, 6)]
-    shades = [min((40, 120, 200), key=lambda shade: abs(shade - frame.mean())) for frame, _ in frames]
-    assert shades == [40, 120, 200, 40, 120]  # looped after the third frame
-    assert frames[0][0].shape == (48, 64, 3)
-    once = open_source(SourceConfig(kind="video", path=video, loop=False))
-    for _ in range(3):
-        once.read()
-    with pytest.raises(SourceError, match="no frame"):
-        once.read()
+    frames = [source.read() for _ in range(3)]
+    assert [(frame.source, frame.index) for frame in frames] == [(str(video), n) for n in range(3)]
+    shades = [min((40, 120, 200), key=lambda shade: abs(shade - frame.image.mean())) for frame in frames]
+    assert shades == [40, 120, 200]
+    assert frames[0].image.shape == (48, 64, 3)
+    with pytest.raises(SourceError, match="no more frames"):  # the camera worker starts a looping video again
+        source.read()
     with pytest.raises(SourceError, match="video file not found"):
         open_source(SourceConfig(kind="video", path=tmp_path / "gone.avi"))
-    with pytest.raises(SourceError, match="cannot open"):
-        open_source(SourceConfig(kind="stream", url=str(tmp_path / "no-such-stream.sdp")))
+    with pytest.raises(SourceError, match="cannot open"):  # back-off is the worker's: one attempt here
+        open_source(SourceConfig(kind="stream", url="rtsp://user:hunter2@127.0.0.1:9/none")).read()
+
+
+def test_stream_credentials_never_reach_the_frame_label():
+    source = open_source(SourceConfig(kind="stream", url="rtsp://user:hunter2@127.0.0.1:9/none"))
+    assert source.name == "rtsp://user:***@127.0.0.1:9/none"
+    with pytest.raises(SourceError) as caught:
+        source.read()
+    assert "hunter2" not in str(caught.value)

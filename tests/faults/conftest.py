@@ -1,0 +1,72 @@
+"""The fault suite's fixtures: the station harness (real mosquitto, the station as a real subprocess), signing
+keys, and a ``bundles_dir`` holding the board bundle signed by the station's trusted key."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(TESTS / "runtime" / "station"), str(TESTS / "runtime")]
+from station_harness import Broker, DaemonProcess, Probe  # noqa: E402
+
+# The runtime tests' bundle fixtures (an OpenVINO twin of the board bundle), shared rather than rewritten.
+_spec = importlib.util.spec_from_file_location("runtime_fixtures", TESTS / "runtime" / "conftest.py")
+_runtime_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_runtime_fixtures)
+board_exports = _runtime_fixtures.board_exports
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory):
+    """{"ours": (private, public, id), "theirs": (...)}: the station trusts ours only."""
+    from runtime.signing import new_key_pair
+
+    root = tmp_path_factory.mktemp("keys")
+    return {who: new_key_pair(root / who) for who in ("ours", "theirs")}
+
+
+@pytest.fixture(scope="session")
+def signed_bundles(board_bundle, keys, tmp_path_factory) -> Path:
+    """A bundles_dir with ``boards`` (folder) and ``boards.tar``, both signed with our key."""
+    from runtime.signing import load_private_key, sign_bundle
+
+    root = tmp_path_factory.mktemp("bundles-dir")
+    folder = shutil.copytree(board_bundle[0], root / "boards")
+    shutil.copyfile(board_bundle[1], root / "boards.tar")
+    sign_bundle(folder, load_private_key(keys["ours"][0]))
+    return root
+
+
+@pytest.fixture
+def stations(tmp_path):
+    """``stations(config, name)`` -> started DaemonProcess; all are killed at the end."""
+    made: list[DaemonProcess] = []
+
+    def start(config: dict, name: str = "station", env: dict | None = None) -> DaemonProcess:
+        made.append(DaemonProcess(tmp_path / name, config, env).start())
+        return made[-1]
+
+    yield start
+    for daemon in made:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.kill9()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def probe(broker):
+    probe = Probe(broker.port)
+    yield probe
+    probe.close()
