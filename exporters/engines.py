@@ -46,12 +46,13 @@ class OnnxRuntimeEngine:
 
 
 class OpenVinoEngine:
-    def __init__(self, path: Path, threads: int | None = None, device: str = "CPU") -> None:
+    def __init__(self, path: Path, threads: int | None = None, device: str = "CPU",
+                 inference_precision: str = "f32") -> None:
         import openvino as ov
 
-        # f32 inference on CPU, so the check measures the exported weights and not a bf16 hint
-        # that newer CPUs would apply by default.
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        # f32 inference on CPU unless the bundle is a bf16 one, so the check measures what the
+        # runtime will pin, not the bf16 that newer CPUs would apply by default.
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(str(path), device, config)
@@ -100,12 +101,13 @@ class TensorRtEngine:
         return outputs["heatmap"].float().cpu().numpy(), outputs["score"].float().cpu().numpy()
 
 
-def load_engine(fmt: str, path: Path, threads: int | None = None) -> Engine:
-    """The engine for an exported file of format ``fmt`` (onnx, openvino, tensorrt)."""
+def load_engine(fmt: str, path: Path, threads: int | None = None, inference_precision: str = "fp32") -> Engine:
+    """The engine for an exported file of format ``fmt`` (onnx, openvino, tensorrt); a ``bf16``
+    bundle runs OpenVINO at that inference precision."""
     if fmt == "onnx":
         return OnnxRuntimeEngine(path, threads)
     if fmt == "openvino":
-        return OpenVinoEngine(path, threads)
+        return OpenVinoEngine(path, threads, inference_precision="bf16" if inference_precision == "bf16" else "f32")
     if fmt == "tensorrt":
         return TensorRtEngine(path)
     raise ValueError(f"unknown engine format {fmt!r}")

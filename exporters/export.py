@@ -31,7 +31,10 @@ from exporters.parity import (
     parity_figures,
     require_finite,
 )
+from exporters.recipes import Int8Recipe, int8_recipe, target_isa
+from runtime import self_test
 from runtime.bundle import ENGINE_FORMATS, PRECISIONS
+from runtime.cpu import local_cpu
 
 # Parts quantised by default, chosen by measurement on MVTec bottle (README.md, Export).
 # The scorer takes INT8 only at its matrix products' inputs (distances accumulate in float):
@@ -42,6 +45,8 @@ DEFAULT_INT8_PARTS = ["backbone", "scorer"]
 # FP16 keeps the scorer in FP32: PatchCore's |x|^2 - 2 x.m + |m|^2 cancels badly in half precision.
 DEFAULT_FP16_PARTS = ["backbone"]
 PARITY_BATCH = 8
+# The engine that runs each format's own model file (the self-test scores come from it).
+OWN_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 
 
 def default_parts(precision: str) -> list[str]:
@@ -49,6 +54,8 @@ def default_parts(precision: str) -> list[str]:
         return []
     if precision == "fp16":
         return list(DEFAULT_FP16_PARTS)
+    if precision == "bf16":  # OpenVINO's inference precision: the whole graph, matrix products accumulate in FP32
+        return list(PARTS)
     return list(DEFAULT_INT8_PARTS)
 
 
@@ -89,13 +96,14 @@ class ModelExporter:
 
     def export(self, out: str | Path, *, fmt: str = "onnx", precision: str = "fp32", batch: int | None = None,
                max_batch: int = 32, quantize: list[str] | None = None, tolerances: Tolerances | None = None,
-               name: str | None = None, device: str | None = None) -> tuple[Path, Path]:
+               name: str | None = None, device: str | None = None, isa: str | None = None) -> tuple[Path, Path]:
         """Write the bundle folder ``out`` (replaced if present) and ``out.tar``; returns both.
 
         ``batch`` fixes the batch size (static shapes); ``None`` keeps it dynamic up to
         ``max_batch``. ``quantize`` lists the parts (backbone, scorer) in reduced precision;
-        by default the choice above. Raises :class:`ParityError` when the
-        engine breaks ``tolerances`` (default: per precision).
+        by default the choice above. ``isa`` is the target CPU's instruction-set level
+        (runtime.cpu.ISAS), which picks the INT8 recipe; default: this machine's. Raises
+        :class:`ParityError` when the engine breaks ``tolerances`` (default: per precision).
         """
         if fmt not in ENGINE_FORMATS:
             raise ValueError(f"format {fmt!r} is not one of {', '.join(ENGINE_FORMATS)}")
@@ -103,7 +111,14 @@ class ModelExporter:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         if batch is not None and not 1 <= batch <= max_batch:
             raise ValueError(f"batch {batch} must be between 1 and max_batch {max_batch}")
+        if precision == "bf16" and fmt != "openvino":
+            raise ValueError("bf16 is OpenVINO's inference precision on CPUs with AVX-512 BF16 or AMX: "
+                             "use --format openvino")
+        recipe = int8_recipe(target_isa(isa)) if precision == "int8" and fmt != "tensorrt" else None
         parts = default_parts(precision) if quantize is None else list(quantize)
+        if precision == "bf16" and parts != list(PARTS):
+            raise ValueError("OpenVINO's bf16 inference precision applies to the whole graph: "
+                             "leave --quantize out or give backbone,scorer")
         if fmt == "openvino" and precision == "fp16":  # the IR's FP16 compression takes every weight
             if quantize is not None and "scorer" not in parts:
                 raise ValueError("OpenVINO FP16 stores every weight in FP16, the scorer's too: "
@@ -118,8 +133,8 @@ class ModelExporter:
             shutil.rmtree(out)
         out.mkdir(parents=True)
         try:
-            files = self._write_engine(out, fmt, precision, parts, batch, max_batch)
-            engine = load_engine(fmt, out / files["model"], threads=None)
+            files = self._write_engine(out, fmt, precision, parts, batch, max_batch, recipe)
+            engine = load_engine(fmt, out / files["model"], threads=None, inference_precision=precision)
             outputs = run_batched(engine, self.data.parity.images, batch or min(PARITY_BATCH, max_batch),
                                   static=batch is not None)
             del engine
@@ -130,28 +145,49 @@ class ModelExporter:
                 engine_scale, alignment = aligned_scale(scale, self.reference[1], outputs[1])
             figures = parity_figures(self.data.parity, self.reference, scale, outputs, engine_scale)
             parity = check_parity(figures, tolerances)
-        except Exception:  # a failed check or build leaves nothing that could be deployed
+        except Exception as exc:  # a failed check or build leaves nothing that could be deployed
             shutil.rmtree(out)
+            here = local_cpu().isa
+            if isinstance(exc, ParityError) and recipe is not None and int8_recipe(here) != int8_recipe(recipe.isa):
+                raise ParityError(f"{exc}; checked on this {here} CPU with the INT8 recipe for {recipe.isa}: "
+                                  f"export on a CPU of the target's kind, or pass --target-isa {here}") from None
             raise
         manifest = build_manifest(self.model, self._engine_section(fmt, precision, parts, files, batch, max_batch),
                                   name or out.name)
-        manifest["parity"] = parity
+        manifest["parity"] = {**parity, "cpu": local_cpu().to_dict()}
+        if recipe is not None:
+            manifest["engine"]["int8_recipe"] = recipe.to_dict()
         if alignment is not None:
             manifest["scoring"]["local"] = engine_scale.to_dict()
             manifest["engine"]["score_alignment"] = alignment
         if device:
             manifest["device_profile"] = device
+        write_bundle(out, manifest)
+        return self._add_self_test(out, manifest)
+
+    def _add_self_test(self, out: Path, manifest: dict) -> tuple[Path, Path]:
+        """Store a few normal images and the scores the written bundle's own engine gives them."""
+        from runtime.detector import Detector
+
+        calibration = self.data.calibration
+        picks = np.linspace(0, len(calibration) - 1, min(self_test.SELF_TEST_IMAGES, len(calibration))).round()
+        images = calibration[picks.astype(int)]
+        detector = Detector.load(out, backend=OWN_BACKEND[manifest["engine"]["format"]])
+        scores = detector.infer(images)[1]
+        del detector
+        files = self_test.write_images(out, images)
+        manifest["self_test"] = self_test.section(files, scores, manifest["engine"]["precision"])
         return write_bundle(out, manifest)
 
     def _write_engine(self, out: Path, fmt: str, precision: str, parts: list[str], batch: int | None,
-                      max_batch: int) -> dict[str, str]:
+                      max_batch: int, recipe: Int8Recipe | None) -> dict[str, str]:
         trace = self.onnx_trace(batch, max_batch)
         calibration = self.data.calibration
         if fmt == "openvino":
             from exporters.openvino_export import export_openvino
 
             export_openvino(trace, out / "model.xml", precision, parts=parts, calibration=calibration,
-                            batch=batch or 1)
+                            batch=batch or 1, overflow_fix=recipe is not None and recipe.seven_bit_weights)
             return {"model": "model.xml", "weights": "model.bin"}
         onnx_file = out / "model.onnx"
         if precision == "fp32":
@@ -165,7 +201,8 @@ class ModelExporter:
         else:
             from exporters.onnx_precision import quantize_int8
 
-            quantize_int8(trace, onnx_file, calibration, parts, batch=batch or 1, symmetric=fmt == "tensorrt")
+            quantize_int8(trace, onnx_file, calibration, parts, batch=batch or 1, symmetric=fmt == "tensorrt",
+                          seven_bit_weights=recipe.seven_bit_weights)
         if fmt == "onnx":
             return {"model": "model.onnx"}
         from exporters.tensorrt_export import build_engine
@@ -185,6 +222,7 @@ class ModelExporter:
             "quantized": parts,
             "parts": {part: precision if part in parts else "fp32" for part in PARTS},
             "files": files,
+            **({"inference_precision": "bf16" if precision == "bf16" else "f32"} if fmt == "openvino" else {}),
             "batch": {"dynamic": False, "size": batch} if batch else {"dynamic": True, "max": max_batch},
             "inputs": [{"name": INPUT_NAME, "shape": [batch_dim, height, width, 3], "dtype": "uint8"}],
             "outputs": [{"name": OUTPUT_NAMES[0], "shape": [batch_dim, height, width], "dtype": "float32"},

@@ -21,7 +21,7 @@ BUNDLE_FORMAT = "edge-anomaly-bundle"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 ENGINE_FORMATS = ("onnx", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class BundleError(ValueError):

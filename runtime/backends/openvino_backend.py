@@ -39,8 +39,14 @@ class OpenVinoBackend:
             self.max_batch, self.static_batch = 1, True
         config: dict = {"PERFORMANCE_HINT": performance.upper()}
         if plugin == "CPU":
-            # f32 as in the export's parity check, not the bf16 that newer CPUs would pick by default.
-            config["INFERENCE_PRECISION_HINT"] = "f32"
+            # What the export's parity check verified (engine.inference_precision: f32, or bf16 for
+            # a bf16 bundle), not the bf16 that newer CPUs would pick by default. A CPU without
+            # BF16 computes a bf16 bundle in f32, which only makes it more exact.
+            hint = bundle.engine.get("inference_precision", "f32")
+            if hint not in ("f32", "bf16"):
+                raise BundleError(f"{bundle.folder}/manifest.json: engine.inference_precision {hint!r} "
+                                  "is not f32 or bf16")
+            config["INFERENCE_PRECISION_HINT"] = hint
             if threads:
                 config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
