@@ -42,7 +42,8 @@ class ImageReader(CalibrationDataReader):
 
 
 def quantize_int8(source: Path, target: Path, calibration: np.ndarray, parts: list[str], *,
-                  batch: int = 1, symmetric: bool = False, seven_bit_weights: bool = False) -> Path:
+                  batch: int = 1, symmetric: bool = False, seven_bit_weights: bool = False,
+                  keep_fp32: list[str] = ()) -> Path:
     """Static INT8 (QDQ) of the nodes in ``parts``; the rest stays FP32.
 
     Activations are uint8 and weights int8, symmetric per channel (U8S8, ONNX Runtime's fast
@@ -50,10 +51,10 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray, parts: li
     (exporters.recipes). In the scorer only the search's matrix products take INT8 inputs and
     their float outputs stay unquantised, so distances keep their precision. ``symmetric``
     gives int8 activations too, with zero points of 0, as TensorRT's explicit quantisation
-    requires.
+    requires. Nodes named in ``keep_fp32`` stay FP32 whatever their part.
     """
     model = onnx.load(str(source))
-    nodes = node_names(model, [part for part in parts if part != "scorer"])
+    nodes = [name for name in node_names(model, [part for part in parts if part != "scorer"]) if name not in keep_fp32]
     if "scorer" in parts:
         products = set(search_products(model))
         ranks = {init.name: len(init.dims) for init in model.graph.initializer}

@@ -85,12 +85,11 @@ class BundleInfo:
     edge_anomaly_version: str | None
     created: str | None
     threshold: float
-    self_test: dict | None = None  # runtime.self_test.SelfTestReport of this box, None without one
+    self_test: dict | None = None  # runtime.self_test.SelfTestReport on this box (in status, not in results)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "hash": self.hash, "path": self.path,
-                "edge_anomaly_version": self.edge_anomaly_version, "created": self.created,
-                "self_test": self.self_test}
+                "edge_anomaly_version": self.edge_anomaly_version, "created": self.created}
 
 
 @dataclass(frozen=True)
