@@ -20,7 +20,7 @@ from edge_anomaly.model import TrainedModel
 from exporters.bundle import build_manifest, write_bundle
 from exporters.data import ExportData, export_data
 from exporters.engines import load_engine, run_batched
-from exporters.graph_parts import PARTS, backbone_blocks_from
+from exporters.graph_parts import PARTS
 from exporters.onnx_export import INPUT_NAME, OUTPUT_NAMES, export_onnx
 from exporters.parity import (
     DEFAULT_TOLERANCES,
@@ -42,11 +42,11 @@ from runtime.cpu import local_cpu
 # also clips the rare wild features of an INT8 backbone, which the precision matrices would
 # otherwise blow up (backbone-only INT8 PaDiM: image AUROC 0.998 -> 0.44 with ONNX Runtime).
 DEFAULT_INT8_PARTS = ["backbone", "scorer"]
-# Templates whose backbone stays FP32 after the block that gives their first feature map.
-# PaDiM's precision matrices amplify the INT8 noise of the deeper blocks: OpenVINO INT8 on a
-# VNNI CPU (bottle) with the whole backbone in INT8: rank correlation 0.73, image AUROC -0.095;
-# with the scorer's product alone in INT8: 0.999, +0.000 (README.md, Export).
-FP32_AFTER_FIRST_FEATURE = {"padim"}
+# PaDiM's precision matrices amplify any reduced-precision noise of the backbone. Measured with
+# OpenVINO on a VNNI CPU (bottle): the whole backbone in INT8 gave a rank correlation of 0.73
+# and an image AUROC 0.095 lower, INT8 in its first three blocks alone 0.81 / -0.047, BF16 0.87
+# / -0.017; the scorer's product alone in INT8: 0.999 / 0.000 (README.md, Export).
+TEMPLATE_INT8_PARTS = {"padim": ["scorer"]}
 # FP16 keeps the scorer in FP32: PatchCore's |x|^2 - 2 x.m + |m|^2 cancels badly in half precision.
 DEFAULT_FP16_PARTS = ["backbone"]
 PARITY_BATCH = 8
@@ -54,14 +54,14 @@ PARITY_BATCH = 8
 OWN_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 
 
-def default_parts(precision: str) -> list[str]:
+def default_parts(precision: str, template: str = "patchcore") -> list[str]:
     if precision == "fp32":
         return []
     if precision == "fp16":
         return list(DEFAULT_FP16_PARTS)
     if precision == "bf16":  # OpenVINO's inference precision: the whole graph, matrix products accumulate in FP32
         return list(PARTS)
-    return list(DEFAULT_INT8_PARTS)
+    return list(TEMPLATE_INT8_PARTS.get(template, DEFAULT_INT8_PARTS))
 
 
 class ModelExporter:
@@ -120,7 +120,7 @@ class ModelExporter:
             raise ValueError("bf16 is OpenVINO's inference precision on CPUs with AVX-512 BF16 or AMX: "
                              "use --format openvino")
         recipe = int8_recipe(target_isa(isa)) if precision == "int8" and fmt != "tensorrt" else None
-        parts = default_parts(precision) if quantize is None else list(quantize)
+        parts = default_parts(precision, self.model.template) if quantize is None else list(quantize)
         if precision == "bf16" and parts != list(PARTS):
             raise ValueError("OpenVINO's bf16 inference precision applies to the whole graph: "
                              "leave --quantize out or give backbone,scorer")
@@ -130,8 +130,10 @@ class ModelExporter:
                                  "use --quantize backbone,scorer or --format onnx")
             parts = list(PARTS)
         unknown = [part for part in parts if part not in PARTS]
-        if unknown or (precision != "fp32" and "backbone" not in parts) or (precision == "fp32" and parts):
-            raise ValueError(f"quantize {parts}: give backbone, optionally with scorer, for fp16/int8 (none for fp32)")
+        if unknown or (precision != "fp32" and not parts) or (precision == "fp32" and parts) or \
+                (precision == "fp16" and "backbone" not in parts):
+            raise ValueError(f"quantize {parts}: give backbone and/or scorer for int8, backbone (optionally with "
+                             "scorer) for fp16, none for fp32")
         tolerances = tolerances or DEFAULT_TOLERANCES[precision]
         out = Path(out)
         if out.exists():
@@ -162,8 +164,6 @@ class ModelExporter:
         manifest["parity"] = {**parity, "cpu": local_cpu().to_dict()}
         if recipe is not None:
             manifest["engine"]["int8_recipe"] = recipe.to_dict()
-        if precision == "int8" and self.model.template in FP32_AFTER_FIRST_FEATURE:
-            manifest["engine"]["parts"]["backbone"] = "int8 up to its first feature map, fp32 after"
         if alignment is not None:
             manifest["scoring"]["local"] = engine_scale.to_dict()
             manifest["engine"]["score_alignment"] = alignment
@@ -186,25 +186,15 @@ class ModelExporter:
         manifest["self_test"] = self_test.section(files, scores, manifest["engine"]["precision"])
         return write_bundle(out, manifest)
 
-    def _fp32_nodes(self, trace: Path) -> list[str]:
-        """Backbone nodes that stay FP32 in an INT8 export of this template (FP32_AFTER_FIRST_FEATURE)."""
-        if self.model.template not in FP32_AFTER_FIRST_FEATURE:
-            return []
-        import onnx
-
-        return backbone_blocks_from(onnx.load(str(trace)), self.model.graph.extractor.layer_blocks[0] + 1)
-
     def _write_engine(self, out: Path, fmt: str, precision: str, parts: list[str], batch: int | None,
                       max_batch: int, recipe: Int8Recipe | None) -> dict[str, str]:
         trace = self.onnx_trace(batch, max_batch)
         calibration = self.data.calibration
-        keep_fp32 = self._fp32_nodes(trace) if precision == "int8" else []
         if fmt == "openvino":
             from exporters.openvino_export import export_openvino
 
             export_openvino(trace, out / "model.xml", precision, parts=parts, calibration=calibration,
-                            batch=batch or 1, overflow_fix=recipe is not None and recipe.seven_bit_weights,
-                            keep_fp32=keep_fp32)
+                            batch=batch or 1, overflow_fix=recipe is not None and recipe.seven_bit_weights)
             return {"model": "model.xml", "weights": "model.bin"}
         onnx_file = out / "model.onnx"
         if precision == "fp32":
@@ -219,7 +209,7 @@ class ModelExporter:
             from exporters.onnx_precision import quantize_int8
 
             quantize_int8(trace, onnx_file, calibration, parts, batch=batch or 1, symmetric=fmt == "tensorrt",
-                          seven_bit_weights=recipe is not None and recipe.seven_bit_weights, keep_fp32=keep_fp32)
+                          seven_bit_weights=recipe is not None and recipe.seven_bit_weights)
         if fmt == "onnx":
             return {"model": "model.onnx"}
         from exporters.tensorrt_export import build_engine

@@ -10,7 +10,6 @@ rest (input scaling, scorer, upsampling, smoothing) count as the scorer.
 from __future__ import annotations
 
 import ast
-import re
 
 import onnx
 
@@ -62,14 +61,3 @@ def search_products(model: onnx.ModelProto) -> list[str]:
             if node.op_type in ("Gemm", "MatMul") and _module(node) == "scorer"
             and not argmin_inputs & set(node.output)]
 
-
-def backbone_blocks_from(model: onnx.ModelProto, first: int) -> list[str]:
-    """Names (and output names, which OpenVINO sometimes uses) of the backbone nodes in blocks
-    ``first`` and later: the part of the backbone that follows a template's first feature."""
-    names = []
-    for node in model.graph.node:
-        for prop in node.metadata_props:
-            found = re.search(r"extractor\.blocks\.(\d+)", prop.value) if prop.key == _SCOPE_KEY else None
-            if found and int(found.group(1)) >= first:
-                names += [node.name, *node.output]
-    return names

@@ -42,8 +42,7 @@ class ImageReader(CalibrationDataReader):
 
 
 def quantize_int8(source: Path, target: Path, calibration: np.ndarray, parts: list[str], *,
-                  batch: int = 1, symmetric: bool = False, seven_bit_weights: bool = False,
-                  keep_fp32: list[str] = ()) -> Path:
+                  batch: int = 1, symmetric: bool = False, seven_bit_weights: bool = False) -> Path:
     """Static INT8 (QDQ) of the nodes in ``parts``; the rest stays FP32.
 
     Activations are uint8 and weights int8, symmetric per channel (U8S8, ONNX Runtime's fast
@@ -51,19 +50,19 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray, parts: li
     (exporters.recipes). In the scorer only the search's matrix products take INT8 inputs and
     their float outputs stay unquantised, so distances keep their precision. ``symmetric``
     gives int8 activations too, with zero points of 0, as TensorRT's explicit quantisation
-    requires. Nodes named in ``keep_fp32`` stay FP32 whatever their part.
+    requires.
     """
     model = onnx.load(str(source))
-    nodes = [name for name in node_names(model, [part for part in parts if part != "scorer"]) if name not in keep_fp32]
+    nodes = node_names(model, [part for part in parts if part != "scorer"])
     if "scorer" in parts:
         products = set(search_products(model))
         ranks = {init.name: len(init.dims) for init in model.graph.initializer}
         batched = [node.name for node in model.graph.node
                    if node.name in products and any(ranks.get(name, 2) > 2 for name in node.input)]
         if batched:
-            raise ValueError(f"ONNX Runtime cannot quantise the batched matrix products {batched} of this scorer "
-                             "(PaDiM's per-position precision matrices) per channel; export INT8 with "
-                             "--format openvino, or pass --quantize backbone and let the parity check judge it")
+            raise ValueError(f"ONNX Runtime cannot quantise the batched matrix products {batched} of this "
+                             "scorer (PaDiM's per-position precision matrices) per channel: export INT8 with "
+                             "--format openvino")
         nodes += sorted(products)
     quantize_static(
         str(source), str(target), ImageReader(calibration, batch), quant_format=QuantFormat.QDQ, per_channel=True,

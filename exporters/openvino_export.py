@@ -23,8 +23,7 @@ def _scorer_operations(model, onnx_model: onnx.ModelProto, quantize_products: bo
 
 
 def export_openvino(source: Path, target: Path, precision: str, *, parts: list[str],
-                    calibration: np.ndarray | None = None, batch: int = 1, overflow_fix: bool = True,
-                    keep_fp32: list[str] = ()) -> Path:
+                    calibration: np.ndarray | None = None, batch: int = 1, overflow_fix: bool = True) -> Path:
     """Write ``target`` (``.xml``, with its ``.bin``) from the ONNX file ``source``.
 
     FP16 stores weights in half precision (the CPU plugin computes in FP32, GPUs and NPUs in
@@ -34,8 +33,7 @@ def export_openvino(source: Path, target: Path, precision: str, *, parts: list[s
     accumulated in float, and always with full bias correction. ``overflow_fix`` gives every
     layer 7-bit weights so that CPUs without VNNI do not saturate (exporters.recipes); on
     bottle PatchCore it kept the pixel AUROC loss at 0.0003 on such a CPU, where NNCF's
-    defaults lost 0.022. Operations from the ONNX nodes (or outputs) named in ``keep_fp32``
-    stay FP32.
+    defaults lost 0.022. Without ``backbone`` in ``parts`` the backbone stays FP32.
     """
     import openvino as ov
 
@@ -46,11 +44,12 @@ def export_openvino(source: Path, target: Path, precision: str, *, parts: list[s
 
         if calibration is None or len(calibration) < batch:
             raise ValueError(f"INT8 calibration needs at least {batch} normal images")
+        onnx_model = onnx.load(str(source))
+        ignored = _scorer_operations(model, onnx_model, quantize_products="scorer" in parts)
         if "backbone" not in parts:
-            raise ValueError("OpenVINO INT8 always quantises the backbone")
-        ignored = _scorer_operations(model, onnx.load(str(source)), quantize_products="scorer" in parts)
-        keep = set(keep_fp32)
-        ignored += [op.get_friendly_name() for op in model.get_ops() if op.get_friendly_name().split("/")[0] in keep]
+            backbone = set(node_names(onnx_model, ["backbone"])) | set(output_names(onnx_model, ["backbone"]))
+            ignored += [op.get_friendly_name() for op in model.get_ops()
+                        if op.get_friendly_name().split("/")[0] in backbone]
         batches = [calibration[start:start + batch] for start in range(0, len(calibration) - batch + 1, batch)]
         model = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
                               ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
