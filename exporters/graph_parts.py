@@ -56,8 +56,15 @@ def search_products(model: onnx.ModelProto) -> list[str]:
     PaDiM's Mahalanobis product. Not the heatmap's upsampling matrices (cheap, and their
     output is the heatmap) nor the product whose arg-min picks the worst patch's neighbour
     (an INT8 error there changes the reweighting's neighbourhood outright)."""
-    argmin_inputs = {name for node in model.graph.node if node.op_type == "ArgMin" for name in node.input}
-    return [node.name for node in model.graph.node
-            if node.op_type in ("Gemm", "MatMul") and _module(node) == "scorer"
-            and not argmin_inputs & set(node.output)]
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
 
+    def reaches_argmin(node: onnx.NodeProto) -> bool:  # directly or through elementwise arithmetic
+        following = [c for name in node.output for c in consumers.get(name, [])]
+        return any(c.op_type == "ArgMin" or (c.op_type in ("Add", "Sub", "Mul") and reaches_argmin(c))
+                   for c in following)
+
+    return [node.name for node in model.graph.node
+            if node.op_type in ("Gemm", "MatMul") and _module(node) == "scorer" and not reaches_argmin(node)]

@@ -106,8 +106,13 @@ class PatchCoreScorer(Scorer):
         return best.clamp_min(0.0).reshape(patches.shape[:2])
 
     def nearest_entry(self, rows: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest bank entry for a few [N, C] rows (one per image): one small product."""
-        return torch.addmm(self.bank_sq_norms, rows, self.memory_bank.T, alpha=-2.0).argmin(dim=1)
+        """Index of the nearest bank entry for a few [N, C] rows (one per image): one small product.
+
+        The bank is the left operand, so this product never shares the transposed bank that an
+        INT8 export quantises for the search: the neighbour is picked in float.
+        """
+        dist = self.bank_sq_norms[:, None] - 2.0 * (self.memory_bank @ rows.T)  # [bank, N]
+        return dist.argmin(dim=0)
 
     def score(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         patches = embeddings.flatten(2).transpose(1, 2)  # [N, P, C]

@@ -71,7 +71,10 @@ def test_reduced_precision_graphs_keep_io_types_and_scorer_precision(board_expor
     assert all(consumer.op_type == "Add" for node in search for consumer in quantized.graph.node
                if node.output[0] in consumer.input)  # + bank norms, in float
     assert not int8_inputs(producers["heatmap"])  # the heatmap's upsampling product stays float
-    assert not any(int8_inputs(node) for node in quantized.graph.node if node.op_type in ("ArgMin", "Gemm"))
+    argmin = next(node for node in quantized.graph.node if node.op_type == "ArgMin")
+    assert not any(int8_inputs(node) for node in quantized.graph.node
+                   if node.op_type == "MatMul" and node not in search)  # the neighbour is picked in float
+    assert producers[argmin.input[0]].op_type != "DequantizeLinear"
     softmax = next(node for node in quantized.graph.node if node.op_type == "Softmax")
     assert producers[softmax.input[0]].op_type != "DequantizeLinear"  # the reweighting stays float
 
