@@ -86,7 +86,8 @@ def _print_summary(folder: Path, archive: Path) -> None:
     print(f"  reduced precision: {', '.join(engine['quantized']) or 'none'}")
     if "int8_recipe" in engine:
         recipe = engine["int8_recipe"]
-        print(f"  INT8 recipe for {recipe['target_isa']}: {recipe['weight_bits']}-bit weights")
+        print(f"  INT8 recipe for {recipe['target_isa']}: ONNX Runtime {recipe['onnxruntime']}, "
+              f"OpenVINO {recipe['openvino_weight_bits']}-bit weights")
     print("  parity with PyTorch: " + ", ".join(
         f"{key} {parity[key]:.4f}" if parity[key] is not None else f"{key} n/a"
         for key in ("max_heatmap_diff", "score_rank_corr", "image_auroc_delta", "pixel_auroc_delta")))

@@ -194,7 +194,7 @@ class ModelExporter:
             from exporters.openvino_export import export_openvino
 
             export_openvino(trace, out / "model.xml", precision, parts=parts, calibration=calibration,
-                            batch=batch or 1, overflow_fix=recipe is not None and recipe.seven_bit_weights)
+                            batch=batch or 1, overflow_fix=recipe is not None and recipe.saturates)
             return {"model": "model.xml", "weights": "model.bin"}
         onnx_file = out / "model.onnx"
         if precision == "fp32":
@@ -209,7 +209,7 @@ class ModelExporter:
             from exporters.onnx_precision import quantize_int8
 
             quantize_int8(trace, onnx_file, calibration, parts, batch=batch or 1, symmetric=fmt == "tensorrt",
-                          seven_bit_weights=recipe is not None and recipe.seven_bit_weights)
+                          uint8_weights=recipe is not None and recipe.saturates)
         if fmt == "onnx":
             return {"model": "model.onnx"}
         from exporters.tensorrt_export import build_engine

@@ -42,11 +42,11 @@ class ImageReader(CalibrationDataReader):
 
 
 def quantize_int8(source: Path, target: Path, calibration: np.ndarray, parts: list[str], *,
-                  batch: int = 1, symmetric: bool = False, seven_bit_weights: bool = False) -> Path:
+                  batch: int = 1, symmetric: bool = False, uint8_weights: bool = False) -> Path:
     """Static INT8 (QDQ) of the nodes in ``parts``; the rest stays FP32.
 
     Activations are uint8 and weights int8, symmetric per channel (U8S8, ONNX Runtime's fast
-    kernels); ``seven_bit_weights`` keeps x86 CPUs without VNNI from saturating
+    kernels); ``uint8_weights`` (U8U8) keeps x86 CPUs without VNNI from saturating
     (exporters.recipes). In the scorer only the search's matrix products take INT8 inputs and
     their float outputs stay unquantised, so distances keep their precision. ``symmetric``
     gives int8 activations too, with zero points of 0, as TensorRT's explicit quantisation
@@ -66,8 +66,8 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray, parts: li
         nodes += sorted(products)
     quantize_static(
         str(source), str(target), ImageReader(calibration, batch), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-        nodes_to_quantize=nodes, reduce_range=seven_bit_weights,
+        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+        weight_type=QuantType.QUInt8 if uint8_weights and not symmetric else QuantType.QInt8, nodes_to_quantize=nodes,
         extra_options={"OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"], "ActivationSymmetric": symmetric,
-                       "WeightSymmetric": True})
+                       "WeightSymmetric": symmetric or not uint8_weights})
     return target

@@ -23,11 +23,13 @@ def test_isa_level_from_cpu_flags(flags, isa):
     assert isa_of(flags) == isa
 
 
-@pytest.mark.parametrize("isa, bits", [("avx2", 7), ("avx512", 7), ("avx_vnni", 8), ("avx512_vnni", 8),
-                                       ("amx", 8), ("arm64", 8), ("arm_dotprod", 8)])
-def test_cpus_that_saturate_get_seven_bit_weights(isa, bits):
-    """An AVX2 target gets the accurate recipe (no saturation), a VNNI one the full-precision fast one."""
-    assert int8_recipe(isa).to_dict() == {"target_isa": isa, "weight_bits": bits}
+@pytest.mark.parametrize("isa, saturates", [("avx2", True), ("avx512", True), ("avx_vnni", False),
+                                            ("avx512_vnni", False), ("amx", False), ("arm64", False),
+                                            ("arm_dotprod", False)])
+def test_cpus_that_saturate_get_the_accurate_recipe(isa, saturates):
+    """An AVX2 target gets the recipe that cannot saturate, a VNNI one the fast 8-bit one."""
+    assert int8_recipe(isa).to_dict() == {"target_isa": isa, "onnxruntime": "U8U8" if saturates else "U8S8",
+                                          "openvino_weight_bits": 7 if saturates else 8}
 
 
 def test_target_isa_is_the_flag_then_the_profile_then_this_cpu():
