@@ -35,11 +35,13 @@ class LoadedBundle:
 
 def load_bundle(path: Path, camera: CameraConfig) -> LoadedBundle:
     """Open, verify and start a bundle for ``camera`` (raises BundleError on a hash mismatch)."""
-    detector = Detector.load(path, backend=camera.backend, device=camera.device, threads=camera.threads)
+    detector = Detector.load(path, backend=camera.backend, device=camera.device, threads=camera.threads,
+                             self_test=camera.self_test)
     manifest = detector.bundle.manifest
     info = BundleInfo(name=detector.name, hash=detector.bundle.hash, path=str(path),
                       edge_anomaly_version=manifest.edge_anomaly_version, created=manifest.created,
-                      threshold=manifest.scoring.local.threshold)
+                      threshold=manifest.scoring.local.threshold,
+                      self_test=detector.self_test.to_dict() if detector.self_test else None)
     return LoadedBundle(detector, info)
 
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # Settings that belong to the process, not to a camera: SIGHUP reports them, a restart applies them.
 RESTART_ONLY = ("station", "prefix", "mqtt", "outbox", "evidence", "http")
-ENGINE_FIELDS = ("bundle", "backend", "device", "threads")
+ENGINE_FIELDS = ("bundle", "backend", "device", "threads", "self_test")
 MAX_PART_ID = 128
 
 
@@ -58,7 +58,7 @@ class Station:
         shared: dict[tuple, LoadedBundle] = {}
         self.workers: dict[str, CameraWorker] = {}
         for camera in config.cameras:
-            key = (camera.bundle.resolve(), camera.backend, camera.device, camera.threads)
+            key = (camera.bundle.resolve(), camera.backend, camera.device, camera.threads, camera.self_test)
             if key not in shared:
                 shared[key] = load_bundle(camera.bundle, camera)
             self.workers[camera.name] = self._make_worker(camera, shared[key])
