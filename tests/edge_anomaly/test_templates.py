@@ -121,15 +121,17 @@ def test_config_file_and_overrides(tmp_path):
         load_params("patchcore", overrides=["coreset_ratio"])
 
 
-@pytest.mark.parametrize("sigma", [0.0, 4.0])
-def test_heatmap_operator_equals_upsampling_then_separable_gaussian(sigma):
-    """The graph's two small matrices give what bilinear upsampling then a reflected-border blur gives."""
+@pytest.mark.parametrize(("sigma", "grid", "size"), [(0.0, (6, 6), (64, 96)), (4.0, (6, 6), (64, 96)),
+                                                     (4.0, (28, 36), (224, 288)), (4.0, (36, 28), (288, 224))])
+def test_heatmap_operator_equals_upsampling_then_separable_gaussian(sigma, grid, size):
+    """The graph's two small matrices give what bilinear upsampling then a reflected-border blur gives,
+    for square and non-square grids and input sizes (the input follows the images' aspect ratio)."""
     from edge_anomaly.graph import AnomalyGraph, gaussian_kernel_1d
 
-    scorer = _patchcore()
-    graph = AnomalyGraph(torch.nn.Identity(), scorer, (64, 96), sigma)
-    patch_map = torch.rand(2, 1, *scorer.grid, generator=torch.Generator().manual_seed(4))
-    expected = torch.nn.functional.interpolate(patch_map, size=(64, 96), mode="bilinear", align_corners=False)
+    scorer = PatchCoreScorer(PatchCoreParams(), [(8, *grid)])
+    graph = AnomalyGraph(torch.nn.Identity(), scorer, size, sigma)
+    patch_map = torch.rand(2, 1, *grid, generator=torch.Generator().manual_seed(4))
+    expected = torch.nn.functional.interpolate(patch_map, size=size, mode="bilinear", align_corners=False)
     if sigma:
         kernel = gaussian_kernel_1d(sigma)
         radius = kernel.numel() // 2
@@ -137,4 +139,6 @@ def test_heatmap_operator_equals_upsampling_then_separable_gaussian(sigma):
             torch.nn.functional.pad(expected, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
         expected = torch.nn.functional.conv2d(
             torch.nn.functional.pad(expected, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
-    assert torch.allclose(graph.heatmap(patch_map), expected[:, 0], atol=1e-5)
+    heatmap = graph.heatmap(patch_map)
+    assert heatmap.shape == (2, *size)
+    assert torch.allclose(heatmap, expected[:, 0], atol=1e-5)
