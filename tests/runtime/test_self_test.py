@@ -54,8 +54,16 @@ def test_scores_that_moved_are_refused_naming_both_cpus(board_bundle, tmp_path):
     assert "--target-isa" in message
 
 
+def _rank_reversed(scores: np.ndarray, manifest: dict) -> np.ndarray:
+    """The same scores with their ranking reversed (the highest where the lowest was): rank correlation -1."""
+    order = np.argsort(scores)
+    reversed_scores = np.empty_like(scores)
+    reversed_scores[order] = scores[order[::-1]]
+    return reversed_scores
+
+
 def test_warn_mode_loads_and_reports(board_bundle, tmp_path, caplog):
-    folder, _ = _faked(board_bundle, tmp_path, lambda scores, manifest: scores[::-1].copy())  # order reversed
+    folder, _ = _faked(board_bundle, tmp_path, _rank_reversed)
     with caplog.at_level(logging.WARNING, logger="runtime.self_test"):
         detector = Detector.load(folder, self_test="warn")
     report = detector.self_test
