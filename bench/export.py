@@ -5,27 +5,34 @@
 
 Fits PatchCore and PaDiM with default hyperparameters on the category (or loads them), exports
 every CPU format x precision with the parity check on, and prints a markdown table: bundle
-size, latency per image (batch 1, median and p95 after warm-up, --threads threads), image and
-pixel AUROC on the whole test set, and their differences from PyTorch FP32. A last table
-gives the peak memory of a fresh process running a PatchCore bundle with a 100k-patch bank.
+size, latency per image (batch 1, median and p95 after warm-up, --threads threads) and its
+speed-up over ONNX Runtime FP32 of the same run, image and pixel AUROC on the whole test set,
+and their differences from PyTorch FP32. Every table is headed by the CPU's model, its INT8/BF16
+instruction-set flags and the load average. Then: where PatchCore's time goes per engine and
+precision (backbone, nearest-neighbour search, heatmap upsampling and smoothing, the rest),
+from the engines' own per-operation profiles; end-to-end ``Detector.predict`` per 256 px frame;
+and the peak memory of a fresh process running a PatchCore bundle with a 100k-patch bank.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.parts import bench_parts  # noqa: E402
 from edge_anomaly.data.folders import load_inputs, mvtec_test_set, read_mask  # noqa: E402
 from edge_anomaly.evaluation.metrics import image_auroc, pixel_auroc  # noqa: E402
 from edge_anomaly.model import TrainedModel  # noqa: E402
@@ -33,10 +40,12 @@ from exporters.export import ModelExporter  # noqa: E402
 from exporters.parity import ParityError  # noqa: E402
 from runtime.backends import NATIVE_BACKEND, EngineFiles, open_engine, run_batched  # noqa: E402
 from runtime.bundle import open_bundle  # noqa: E402
+from runtime.cpu import local_cpu  # noqa: E402
+from runtime.detector import Detector  # noqa: E402
 from runtime.manifest import DynamicBatch  # noqa: E402
 
 CPU_EXPORTS = [("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"),
-               ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8")]
+               ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "bf16"), ("openvino", "int8")]
 BANK_ROWS = 100_000
 # Loads a bundle's engine in a fresh process, runs one image and prints its peak RSS in MiB.
 # VmHWM, not getrusage: ru_maxrss carries the parent's peak across fork and exec.
@@ -84,36 +93,68 @@ def fitted(template: str, data: Path, folder: str | None, work: Path) -> Trained
     return model
 
 
-def bench_template(model: TrainedModel, category: Path, work: Path, threads: int, repeats: int) -> list[str]:
+def cpu_line(threads: int) -> str:
+    """The CPU every figure below comes from, and how busy the machine was."""
+    cpu = local_cpu()
+    load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    return (f"CPU: {cpu.model}, {os.cpu_count()} logical cores, INT8/BF16 flags: {', '.join(cpu.flags) or 'none'} "
+            f"(level {cpu.isa}); {threads} threads; load average {load} (other processes share the CPU)")
+
+
+def bench_template(model: TrainedModel, category: Path, work: Path, threads: int,
+                   repeats: int) -> tuple[list[str], dict[tuple[str, str], Path]]:
+    """Table rows, and the bundle folder of every format x precision that exported."""
     images, labels, masks = test_set(category, model.input_size)
     torch.set_num_threads(threads)
     heatmaps, scores = model.infer(images)
     ref_image, ref_pixel = image_auroc(labels, scores), pixel_auroc(masks, heatmaps)
     median, p95 = latency_ms(lambda x: model.infer(x), images[:1], repeats)
-    rows = [f"| {model.template} | PyTorch | fp32 | - | - | {median:.1f} | {p95:.1f} | {ref_image:.4f} | "
-            f"{ref_pixel:.4f} | - | - | - |"]
+    measured = [(f"| {model.template} | PyTorch | fp32 | - | - |", median, p95,
+                 f"{ref_image:.4f} | {ref_pixel:.4f} | - | - | - |")]
+    failed, bundles = [], {}
     with ModelExporter(model) as exporter:
         for fmt, precision in CPU_EXPORTS:
             label = f"| {model.template} | {fmt} | {precision} |"
             try:
                 folder, _ = exporter.export(work / f"{model.template}-{fmt}-{precision}", fmt=fmt, precision=precision)
             except (ParityError, ValueError) as exc:
-                rows.append(f"{label} - | not exported: {exc} | | | | | | | |")
+                failed.append(f"{label} - | not exported: {exc} | | | | | | | | | |")
                 continue
+            bundles[fmt, precision] = folder
             manifest = open_bundle(folder).manifest
             size_mb = sum((folder / name).stat().st_size for name in manifest.files) / 2**20
             engine = open_engine(EngineFiles.of_model(folder / manifest.engine.files["model"], fmt, model.input_size,
-                                                      DynamicBatch(max=8)), NATIVE_BACKEND[fmt], threads=threads)
+                                                      DynamicBatch(max=8), manifest.engine.inference_precision),
+                                 NATIVE_BACKEND[fmt], threads=threads)
             median, p95 = latency_ms(engine.infer, images[:1], repeats)
             heatmaps, scores = run_batched(engine, images)
             image, pixel = image_auroc(labels, scores), pixel_auroc(masks, heatmaps)
             parity = manifest.parity
-            rows.append(f"{label} {', '.join(manifest.engine.quantized) or '-'} | {size_mb:.1f} | {median:.1f} | "
-                        f"{p95:.1f} | {image:.4f} | {pixel:.4f} | {image - ref_image:+.4f} | {pixel - ref_pixel:+.4f} "
-                        f"| {parity.max_heatmap_diff:.3f} / {parity.score_rank_corr:.4f} |")
+            measured.append((f"{label} {', '.join(manifest.engine.quantized) or '-'} | {size_mb:.1f} |", median,
+                             p95, f"{image:.4f} | {pixel:.4f} | {image - ref_image:+.4f} | {pixel - ref_pixel:+.4f} "
+                             f"| {parity.max_heatmap_diff:.3f} / {parity.score_rank_corr:.4f} |"))
             del engine
+    onnx_fp32 = next((row[1] for row in measured if row[0].startswith(f"| {model.template} | onnx | fp32 |")), None)
+    rows = [f"{head} {median:.1f} | {p95:.1f} | {f'{onnx_fp32 / median:.2f}x' if onnx_fp32 else '-'} | {tail}"
+            for head, median, p95, tail in measured]
+    rows += failed
     for precision in ("fp16", "int8"):
-        rows.append(f"| {model.template} | tensorrt | {precision} | not measured: no GPU | | | | | | | | |")
+        rows.append(f"| {model.template} | tensorrt | {precision} | not measured: no GPU | | | | | | | | | |")
+    return rows, bundles
+
+
+def bench_predict(bundles: dict[tuple[str, str], Path], category: Path, threads: int, repeats: int) -> list[str]:
+    """End-to-end ``Detector.predict`` (resize, engine, threshold, heatmap at frame size) on 256 px frames."""
+    from runtime.image_io import read_image
+
+    frame = read_image(mvtec_test_set(category)[0].path)
+    frame = cv2.resize(frame, (256, 256), interpolation=cv2.INTER_AREA)
+    rows = []
+    for (fmt, precision), folder in bundles.items():
+        detector = Detector.load(folder, backend=NATIVE_BACKEND[fmt], threads=threads)
+        median, p95 = latency_ms(detector.predict, frame, repeats)
+        rows.append(f"| {fmt} | {precision} | {median:.1f} | {p95:.1f} | "
+                    f"{'passed' if detector.self_test.passed else 'FAILED'} |")
     return rows
 
 
@@ -159,20 +200,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         work = Path(tmp)
         patchcore = fitted("patchcore", category, args.model, work)
-        rows = bench_template(patchcore, category, work, args.threads, args.repeats)
+        rows, bundles = bench_template(patchcore, category, work, args.threads, args.repeats)
         if not args.skip_padim:
             rows += bench_template(fitted("padim", category, args.padim_model, work), category, work,
-                                   args.threads, args.repeats)
+                                   args.threads, args.repeats)[0]
         if args.student_teacher or args.student_teacher_model:
             rows += bench_template(fitted("student_teacher", category, args.student_teacher_model, work), category,
-                                   work, args.threads, args.repeats)
+                                   work, args.threads, args.repeats)[0]
         print(f"\n### Exported engines on {category.name} ({args.threads} threads, batch 1)\n")
-        print("| template | format | precision | reduced | size MB | median ms | p95 ms | image AUROC | "
-              "pixel AUROC | d image | d pixel | parity heatmap / rank |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print(cpu_line(args.threads) + "\n")
+        print("| template | format | precision | reduced | size MB | median ms | p95 ms | vs ONNX Runtime FP32 | "
+              "image AUROC | pixel AUROC | d image | d pixel | parity heatmap / rank |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
+        print(f"\n### Where PatchCore's time goes (ms per image, engines' own profiles, {args.threads} threads)\n")
+        print(cpu_line(args.threads) + "\n")
+        print("| format | precision | backbone | search | heatmap | rest | total profiled |")
+        print("|---|---|---|---|---|---|---|")
+        print("\n".join(bench_parts(bundles, patchcore, args.threads)))
+        print(f"\n### Detector.predict end to end, PatchCore, one 256x256 frame ({args.threads} threads)\n")
+        print(cpu_line(args.threads) + "\n")
+        print("| format | precision | median ms | p95 ms | self-test at load |")
+        print("|---|---|---|---|---|")
+        print("\n".join(bench_predict(bundles, category, args.threads, args.repeats)))
         if not args.skip_memory:
             print(f"\n### Peak memory, PatchCore with a {BANK_ROWS}-patch bank (fresh process, one image)\n")
+            print(cpu_line(2) + "\n")
             print("| engine | bank | files MB | peak RSS MiB |")
             print("|---|---|---|---|")
             print("\n".join(bench_memory(patchcore, work)))

@@ -11,9 +11,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from runtime.cpu import ISAS
+from runtime.manifest import PRECISIONS
 from runtime.schema import StrictModel, read_yaml, validate
 
 Backend = Literal["onnxruntime", "openvino", "tensorrt"]
+Isa = Literal[ISAS]
+Precision = Literal[PRECISIONS]
 # The bundle formats each backend reads (runtime.backends: ONNX and TensorRT bundles carry an ONNX model).
 RUNS = {"onnxruntime": ("onnx", "tensorrt"), "openvino": ("openvino", "onnx", "tensorrt"), "tensorrt": ("tensorrt",)}
 
@@ -26,7 +30,12 @@ class ExportSettings(StrictModel):
     """Defaults for ``edge-anomaly export --device``; the keys match the command's flags."""
 
     format: Literal["onnx", "openvino", "tensorrt"]
-    precision: Literal["fp32", "fp16", "int8"]
+    precision: Precision
+    isa: Isa | None = Field(None, description="the board CPU's instruction-set level, which picks the INT8 recipe "
+                            "(exporters.recipes); none: the exporting CPU's. --target-isa overrides it")
+    precision_by_isa: dict[Isa, Precision] = Field(
+        default_factory=dict, description="the default precision where the target ISA (--target-isa) is one of these "
+        "levels, e.g. {avx2: fp32} where INT8 brings no speed")
     batch: int = Field(1, ge=1, description="batch size when static")
     static: bool = Field(False, description="fixed batch and shapes (Intel NPU)")
     max_batch: int = Field(32, ge=1, description="largest batch of a dynamic engine")

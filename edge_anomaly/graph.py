@@ -21,6 +21,18 @@ def gaussian_kernel_1d(sigma: float) -> torch.Tensor:
     return kernel / kernel.sum()
 
 
+def upsample_blur_matrix(size_in: int, size_out: int, kernel: torch.Tensor) -> torch.Tensor:
+    """[size_out, size_in]: bilinear upsampling (align_corners=False) then a 1-D blur with
+    reflected borders, as one linear map. Column i is where a unit impulse at input i lands."""
+    impulses = torch.eye(size_in).view(size_in, 1, size_in, 1)
+    upsampled = nn.functional.interpolate(impulses, size=(size_out, 1), mode="bilinear", align_corners=False)
+    radius = kernel.numel() // 2
+    if radius:
+        padded = nn.functional.pad(upsampled, (0, 0, radius, radius), mode="reflect")
+        upsampled = nn.functional.conv2d(padded, kernel.view(1, 1, -1, 1))
+    return upsampled[:, 0, :, 0].T.contiguous()
+
+
 class AnomalyGraph(nn.Module):
     """[N, H, W, 3] uint8 RGB at the model's input size -> ([N, H, W] heatmap, [N] score).
 
@@ -36,22 +48,19 @@ class AnomalyGraph(nn.Module):
         self.input_size = tuple(input_size)
         self.heatmap_sigma = heatmap_sigma
         kernel = gaussian_kernel_1d(heatmap_sigma) if heatmap_sigma > 0 else torch.ones(1)
-        self.register_buffer("smooth_h", kernel.view(1, 1, 1, -1), persistent=False)
-        self.register_buffer("smooth_v", kernel.view(1, 1, -1, 1), persistent=False)
+        # Bilinear upsampling and the separable Gaussian are both linear and separable, so the
+        # pair is one small matrix per axis applied to the patch map ([H, h] @ map @ [w, W]):
+        # the same heatmap as upsampling then blurring at input size, for a fraction of the work.
+        grid_h, grid_w = scorer.grid
+        self.register_buffer("rows_map", upsample_blur_matrix(grid_h, self.input_size[0], kernel), persistent=False)
+        self.register_buffer("cols_map", upsample_blur_matrix(grid_w, self.input_size[1], kernel).T.contiguous(),
+                             persistent=False)
 
-    def smooth(self, heatmap: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian blur with reflected borders, [N, 1, H, W]."""
-        radius = self.smooth_h.shape[-1] // 2
-        if radius == 0:
-            return heatmap
-        padded = nn.functional.pad(heatmap, (radius, radius, 0, 0), mode="reflect")
-        heatmap = nn.functional.conv2d(padded, self.smooth_h)
-        padded = nn.functional.pad(heatmap, (0, 0, radius, radius), mode="reflect")
-        return nn.functional.conv2d(padded, self.smooth_v)
+    def heatmap(self, patch_map: torch.Tensor) -> torch.Tensor:
+        """[N, 1, h, w] patch scores -> [N, H, W] upsampled, Gaussian-smoothed heatmap."""
+        return self.rows_map @ patch_map[:, 0] @ self.cols_map
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = images.permute(0, 3, 1, 2).float() / 255.0
         patch_map, score = self.scorer(self.extractor(pixels), pixels)
-        heatmap = nn.functional.interpolate(patch_map, size=self.input_size, mode="bilinear", align_corners=False)
-        return self.smooth(heatmap)[:, 0], score
-
+        return self.heatmap(patch_map), score

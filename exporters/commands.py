@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-PROFILE_KEYS = ("format", "precision", "batch", "static", "max_batch")
+from runtime.cpu import ISAS
+
+PROFILE_KEYS = ("format", "precision", "batch", "static", "max_batch", "isa")
 
 
 def device_export_settings(name: str) -> dict:
@@ -25,16 +27,32 @@ def check_input_size(device: str, size: tuple[int, int]) -> None:
                          "fit the model with a smaller --set input_size=[H,W] or choose another profile")
 
 
+def export_settings(device: str | None, flags: dict) -> dict:
+    """Format, precision, shapes and target ISA: the flags given, else the profile's, else the defaults.
+
+    Without --precision, a profile's ``precision_by_isa`` names the precision for the target
+    ISA (``intel-core-cpu``: FP32 where the target is an AVX2 CPU, on which INT8 brings no speed).
+    """
+    from exporters.recipes import target_isa
+
+    settings = {"format": "onnx", "precision": "fp32", "batch": 1, "static": False, "max_batch": 32, "isa": None,
+                "precision_by_isa": {}}
+    if device:
+        settings.update(device_export_settings(device))
+    settings.update({key: flags[key] for key in PROFILE_KEYS if flags.get(key) is not None})
+    settings["isa"] = target_isa(settings["isa"])
+    if flags.get("precision") is None:
+        settings["precision"] = settings["precision_by_isa"].get(settings["isa"], settings["precision"])
+    return settings
+
+
 def run_export(args: argparse.Namespace) -> None:
     from edge_anomaly.model import TrainedModel
     from exporters.export import export_bundle
     from exporters.parity import DEFAULT_TOLERANCES, Tolerances
     from exporters.steps import Steps
 
-    settings = {"format": "onnx", "precision": "fp32", "batch": 1, "static": False, "max_batch": 32}
-    if args.device:
-        settings.update(device_export_settings(args.device))
-    settings.update({key: getattr(args, key) for key in PROFILE_KEYS if getattr(args, key) is not None})
+    settings = export_settings(args.device, vars(args))
     defaults = DEFAULT_TOLERANCES[settings["precision"]]
     tolerances = Tolerances(
         max_heatmap_diff=_given(args.max_heatmap_diff, defaults.max_heatmap_diff),
@@ -53,7 +71,8 @@ def run_export(args: argparse.Namespace) -> None:
             model, args.out, fmt=settings["format"], precision=settings["precision"],
             batch=settings["batch"] if settings["static"] else None, max_batch=settings["max_batch"],
             calibration_data=args.calibration_data, quantize=args.quantize.split(",") if args.quantize else None,
-            tolerances=tolerances, name=args.name, device=args.device, steps=Steps(show=True, quiet=not args.verbose))
+            tolerances=tolerances, name=args.name, device=args.device, isa=settings["isa"],
+            steps=Steps(show=True, quiet=not args.verbose))
     except (RuntimeError, ImportError) as exc:  # an engine toolkit missing or failing (TensorRT without a GPU, say)
         raise SystemExit(f"error: {exc}") from exc
     if key is not None:
@@ -72,10 +91,18 @@ def _print_summary(folder: Path, archive: Path) -> None:
     engine, parity = manifest.engine, manifest.parity
     print(f"{engine.format} {engine.precision} bundle written to {folder} and {archive}")
     print(f"  reduced precision: {', '.join(engine.quantized) or 'none'}")
+    if engine.int8_recipe is not None:
+        recipe = engine.int8_recipe
+        print(f"  INT8 recipe for {recipe.target_isa}: ONNX Runtime {recipe.onnxruntime}, "
+              f"OpenVINO {recipe.openvino_weight_bits}-bit weights")
     figures = {key: getattr(parity, key) for key in
                ("max_heatmap_diff", "score_rank_corr", "image_auroc_delta", "pixel_auroc_delta")}
     print("  parity with PyTorch: " + ", ".join(
         f"{key} {value:.4f}" if value is not None else f"{key} n/a" for key, value in figures.items()))
+    if parity.cpu is not None:
+        print(f"  measured on {parity.cpu.model} ({', '.join(parity.cpu.flags)})")
+    if manifest.self_test is not None:
+        print(f"  self-test: {len(manifest.self_test.images)} images, run at every load")
 
 
 def register(subparsers) -> None:
@@ -83,7 +110,11 @@ def register(subparsers) -> None:
         "export", help="export a model as an ONNX, OpenVINO or TensorRT bundle, parity-checked against PyTorch")
     export.add_argument("model", help="model folder")
     export.add_argument("--format", choices=["onnx", "openvino", "tensorrt"], help="engine format (default onnx)")
-    export.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default fp32")
+    export.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
+                        help="default fp32; bf16: OpenVINO on CPUs with AVX-512 BF16 or AMX")
+    export.add_argument("--target-isa", dest="isa", choices=ISAS,
+                        help="instruction-set level of the CPU the bundle will run on, which picks the INT8 recipe "
+                             "(default: the device profile's, else this machine's)")
     export.add_argument("--device", metavar="PROFILE",
                         help="device profile giving defaults (edge-anomaly devices); flags win")
     export.add_argument("--batch", type=int, help="batch size for --static (default 1)")

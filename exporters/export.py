@@ -30,9 +30,12 @@ from exporters.parity import (
     parity_figures,
     require_finite,
 )
+from exporters.recipes import Int8Recipe, int8_recipe, target_isa
 from exporters.steps import Steps
+from runtime import self_test
 from runtime.backends import NATIVE_BACKEND, EngineFiles, open_engine, run_batched
-from runtime.manifest import ENGINE_FORMATS, PRECISIONS, DynamicBatch, StaticBatch
+from runtime.cpu import local_cpu
+from runtime.manifest import ENGINE_FORMATS, PRECISIONS, DynamicBatch, Manifest, StaticBatch
 
 # Parts quantised by default, chosen by measurement on MVTec bottle (README.md, Export).
 # The scorer takes INT8 only at its matrix products' inputs (distances accumulate in float):
@@ -40,6 +43,11 @@ from runtime.manifest import ENGINE_FORMATS, PRECISIONS, DynamicBatch, StaticBat
 # also clips the rare wild features of an INT8 backbone, which the precision matrices would
 # otherwise blow up (backbone-only INT8 PaDiM: image AUROC 0.998 -> 0.44 with ONNX Runtime).
 DEFAULT_INT8_PARTS = ["backbone", "scorer"]
+# PaDiM's precision matrices amplify any reduced-precision noise of the backbone. Measured with
+# OpenVINO on a VNNI CPU (bottle): the whole backbone in INT8 gave a rank correlation of 0.73
+# and an image AUROC 0.095 lower, INT8 in its first three blocks alone 0.81 / -0.047, BF16 0.87
+# / -0.017; the scorer's product alone in INT8: 0.999 / 0.000 (README.md, Export).
+TEMPLATE_INT8_PARTS = {"padim": ["scorer"]}
 # FP16 keeps the scorer in FP32: PatchCore's |x|^2 - 2 x.m + |m|^2 cancels badly in half precision.
 DEFAULT_FP16_PARTS = ["backbone"]
 PARITY_BATCH = 8
@@ -50,12 +58,21 @@ def parity_batch(batch: int | None, max_batch: int) -> StaticBatch | DynamicBatc
     return StaticBatch(size=batch) if batch else DynamicBatch(max=min(PARITY_BATCH, max_batch))
 
 
-def default_parts(precision: str) -> list[str]:
+def inference_precision(fmt: str, precision: str) -> str | None:
+    """OpenVINO's CPU inference precision for a bundle (bf16 for a bf16 one, else f32); None for other formats."""
+    if fmt != "openvino":
+        return None
+    return "bf16" if precision == "bf16" else "f32"
+
+
+def default_parts(precision: str, template: str = "patchcore") -> list[str]:
     if precision == "fp32":
         return []
     if precision == "fp16":
         return list(DEFAULT_FP16_PARTS)
-    return list(DEFAULT_INT8_PARTS)
+    if precision == "bf16":  # OpenVINO's inference precision: the whole graph, matrix products accumulate in FP32
+        return list(PARTS)
+    return list(TEMPLATE_INT8_PARTS.get(template, DEFAULT_INT8_PARTS))
 
 
 class ModelExporter:
@@ -98,13 +115,14 @@ class ModelExporter:
 
     def export(self, out: str | Path, *, fmt: str = "onnx", precision: str = "fp32", batch: int | None = None,
                max_batch: int = 32, quantize: list[str] | None = None, tolerances: Tolerances | None = None,
-               name: str | None = None, device: str | None = None) -> tuple[Path, Path]:
+               name: str | None = None, device: str | None = None, isa: str | None = None) -> tuple[Path, Path]:
         """Write the bundle folder ``out`` (replaced if present) and ``out.tar``; returns both.
 
         ``batch`` fixes the batch size (static shapes); ``None`` keeps it dynamic up to
         ``max_batch``. ``quantize`` lists the parts (backbone, scorer) in reduced precision;
-        by default the choice above. Raises :class:`ParityError` when the
-        engine breaks ``tolerances`` (default: per precision).
+        by default the choice above. ``isa`` is the target CPU's instruction-set level
+        (runtime.cpu.ISAS), which picks the INT8 recipe; default: this machine's. Raises
+        :class:`ParityError` when the engine breaks ``tolerances`` (default: per precision).
         """
         if fmt not in ENGINE_FORMATS:
             raise ValueError(f"format {fmt!r} is not one of {', '.join(ENGINE_FORMATS)}")
@@ -112,15 +130,24 @@ class ModelExporter:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         if batch is not None and not 1 <= batch <= max_batch:
             raise ValueError(f"batch {batch} must be between 1 and max_batch {max_batch}")
-        parts = default_parts(precision) if quantize is None else list(quantize)
+        if precision == "bf16" and fmt != "openvino":
+            raise ValueError("bf16 is OpenVINO's inference precision on CPUs with AVX-512 BF16 or AMX: "
+                             "use --format openvino")
+        recipe = int8_recipe(target_isa(isa)) if precision == "int8" and fmt != "tensorrt" else None
+        parts = default_parts(precision, self.model.template) if quantize is None else list(quantize)
+        if precision == "bf16" and parts != list(PARTS):
+            raise ValueError("OpenVINO's bf16 inference precision applies to the whole graph: "
+                             "leave --quantize out or give backbone,scorer")
         if fmt == "openvino" and precision == "fp16":  # the IR's FP16 compression takes every weight
             if quantize is not None and "scorer" not in parts:
                 raise ValueError("OpenVINO FP16 stores every weight in FP16, the scorer's too: "
                                  "use --quantize backbone,scorer or --format onnx")
             parts = list(PARTS)
         unknown = [part for part in parts if part not in PARTS]
-        if unknown or (precision != "fp32" and "backbone" not in parts) or (precision == "fp32" and parts):
-            raise ValueError(f"quantize {parts}: give backbone, optionally with scorer, for fp16/int8 (none for fp32)")
+        if unknown or (precision != "fp32" and not parts) or (precision == "fp32" and parts) or \
+                (precision == "fp16" and "backbone" not in parts):
+            raise ValueError(f"quantize {parts}: give backbone and/or scorer for int8, backbone (optionally with "
+                             "scorer) for fp16, none for fp32")
         tolerances = tolerances or DEFAULT_TOLERANCES[precision]
         out = Path(out)
         if out.exists():
@@ -133,13 +160,15 @@ class ModelExporter:
             with step("tracing the model to ONNX"):
                 self.onnx_trace(batch, max_batch)
             with step(f"writing the {fmt} {precision} engine"):
-                files = self._write_engine(out, fmt, precision, parts, batch, max_batch)
+                files = self._write_engine(out, fmt, precision, parts, batch, max_batch, recipe)
             with step(f"PyTorch on {len(images)} parity images"):
                 reference = self.reference
             with step(f"the engine on {len(images)} parity images"):
                 # The runtime's own loader, so the check measures what an edge box runs.
                 engine = open_engine(EngineFiles.of_model(out / files["model"], fmt, self.model.input_size,
-                                                          parity_batch(batch, max_batch)), NATIVE_BACKEND[fmt])
+                                                          parity_batch(batch, max_batch),
+                                                          inference_precision=inference_precision(fmt, precision)),
+                                     NATIVE_BACKEND[fmt])
                 outputs = run_batched(engine, images)
                 del engine
             require_finite(*outputs)
@@ -149,26 +178,47 @@ class ModelExporter:
                 engine_scale, alignment = aligned_scale(scale, reference[1], outputs[1])
             figures = parity_figures(self.data.parity, reference, scale, outputs, engine_scale)
             parity = check_parity(figures, tolerances)
-        except Exception:  # a failed check or build leaves nothing that could be deployed
+        except Exception as exc:  # a failed check or build leaves nothing that could be deployed
             shutil.rmtree(out)
+            here = local_cpu().isa
+            if isinstance(exc, ParityError) and recipe is not None and int8_recipe(here) != int8_recipe(recipe.isa):
+                raise ParityError(f"{exc}; checked on this {here} CPU with the INT8 recipe for {recipe.isa}: "
+                                  f"export on a CPU of the target's kind, or pass --target-isa {here}") from None
             raise
         scoring = self.model.scoring.to_dict()
         if alignment is not None:
             scoring["local"] = engine_scale.to_dict()
-        engine = {**self._engine_section(fmt, precision, parts, files, batch, max_batch), "score_alignment": alignment}
-        manifest = build_manifest(self.model, engine, name or out.name, scoring=scoring, parity=parity,
-                                  device_profile=device)
+        engine = {**self._engine_section(fmt, precision, parts, files, batch, max_batch), "score_alignment": alignment,
+                  "int8_recipe": recipe.to_dict() if recipe is not None else None}
+        manifest = build_manifest(self.model, engine, name or out.name, scoring=scoring,
+                                  parity={**parity, "cpu": local_cpu().to_dict()}, device_profile=device)
+        write_bundle(out, manifest)
+        with step("the bundle's self-test images"):
+            manifest = self._add_self_test(out, manifest)
         return write_bundle(out, manifest)
 
+    def _add_self_test(self, out: Path, manifest: Manifest) -> Manifest:
+        """``manifest`` with a few normal images and the scores the written bundle's own engine gives them."""
+        from runtime.detector import Detector
+
+        calibration = self.data.calibration
+        picks = np.linspace(0, len(calibration) - 1, min(self_test.SELF_TEST_IMAGES, len(calibration))).round()
+        images = calibration[picks.astype(int)]
+        detector = Detector.load(out, backend=NATIVE_BACKEND[manifest.engine.format])
+        scores = detector.infer(images)[1]
+        del detector
+        files = self_test.write_images(out, images)
+        return manifest.model_copy(update={"self_test": self_test.section(files, scores, manifest.engine.precision)})
+
     def _write_engine(self, out: Path, fmt: str, precision: str, parts: list[str], batch: int | None,
-                      max_batch: int) -> dict[str, str]:
+                      max_batch: int, recipe: Int8Recipe | None) -> dict[str, str]:
         trace = self.onnx_trace(batch, max_batch)
         calibration = self.data.calibration
         if fmt == "openvino":
             from exporters.openvino_export import export_openvino
 
             export_openvino(trace, out / "model.xml", precision, parts=parts, calibration=calibration,
-                            batch=batch or 1)
+                            batch=batch or 1, overflow_fix=recipe is not None and recipe.saturates)
             return {"model": "model.xml", "weights": "model.bin"}
         onnx_file = out / "model.onnx"
         if precision == "fp32":
@@ -182,7 +232,8 @@ class ModelExporter:
         else:
             from exporters.onnx_precision import quantize_int8
 
-            quantize_int8(trace, onnx_file, calibration, parts, batch=batch or 1, symmetric=fmt == "tensorrt")
+            quantize_int8(trace, onnx_file, calibration, parts, batch=batch or 1, symmetric=fmt == "tensorrt",
+                          uint8_weights=recipe is not None and recipe.saturates)
         if fmt == "onnx":
             return {"model": "model.onnx"}
         from exporters.tensorrt_export import build_engine
@@ -202,6 +253,7 @@ class ModelExporter:
             "quantized": parts,
             "parts": {part: precision if part in parts else "fp32" for part in PARTS},
             "files": files,
+            "inference_precision": inference_precision(fmt, precision),
             "batch": {"dynamic": False, "size": batch} if batch else {"dynamic": True, "max": max_batch},
             "inputs": [{"name": INPUT_NAME, "shape": [batch_dim, height, width, 3], "dtype": "uint8"}],
             "outputs": [{"name": OUTPUT_NAMES[0], "shape": [batch_dim, height, width], "dtype": "float32"},

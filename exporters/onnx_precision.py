@@ -14,7 +14,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from exporters.graph_parts import PARTS, node_names
+from exporters.graph_parts import PARTS, node_names, search_products
 from exporters.onnx_export import INPUT_NAME
 
 
@@ -42,31 +42,32 @@ class ImageReader(CalibrationDataReader):
 
 
 def quantize_int8(source: Path, target: Path, calibration: np.ndarray, parts: list[str], *,
-                  batch: int = 1, symmetric: bool = False) -> Path:
+                  batch: int = 1, symmetric: bool = False, uint8_weights: bool = False) -> Path:
     """Static INT8 (QDQ) of the nodes in ``parts``; the rest stays FP32.
 
-    Activations and weights are both uint8 (U8U8): x86 CPUs without VNNI saturate on uint8 x
-    int8 products, which on bottle took PatchCore's image AUROC from 1.0 to 0.47. In the
-    scorer only the matrix products take INT8 inputs and their float outputs stay
-    unquantised, so distances keep their precision. ``symmetric`` gives int8 activations and
-    weights with zero points of 0 instead, as TensorRT's explicit quantisation requires.
+    Activations are uint8 and weights int8, symmetric per channel (U8S8, ONNX Runtime's fast
+    kernels); ``uint8_weights`` (U8U8) keeps x86 CPUs without VNNI from saturating
+    (exporters.recipes). In the scorer only the search's matrix products take INT8 inputs and
+    their float outputs stay unquantised, so distances keep their precision. ``symmetric``
+    gives int8 activations too, with zero points of 0, as TensorRT's explicit quantisation
+    requires.
     """
     model = onnx.load(str(source))
     nodes = node_names(model, [part for part in parts if part != "scorer"])
     if "scorer" in parts:
-        scorer = set(node_names(model, ["scorer"]))
-        products = [node for node in model.graph.node if node.name in scorer and node.op_type in ("Gemm", "MatMul")]
+        products = set(search_products(model))
         ranks = {init.name: len(init.dims) for init in model.graph.initializer}
-        batched = [node.name for node in products if any(ranks.get(name, 2) > 2 for name in node.input)]
+        batched = [node.name for node in model.graph.node
+                   if node.name in products and any(ranks.get(name, 2) > 2 for name in node.input)]
         if batched:
-            raise ValueError(f"ONNX Runtime cannot quantise the batched matrix products {batched} of this scorer "
-                             "(PaDiM's per-position precision matrices) per channel; export INT8 with "
-                             "--format openvino, or pass --quantize backbone and let the parity check judge it")
-        nodes += [node.name for node in products]
+            raise ValueError(f"ONNX Runtime cannot quantise the batched matrix products {batched} of this "
+                             "scorer (PaDiM's per-position precision matrices) per channel: export INT8 with "
+                             "--format openvino")
+        nodes += sorted(products)
     quantize_static(
         str(source), str(target), ImageReader(calibration, batch), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-        weight_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, nodes_to_quantize=nodes,
+        weight_type=QuantType.QUInt8 if uint8_weights and not symmetric else QuantType.QInt8, nodes_to_quantize=nodes,
         extra_options={"OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"], "ActivationSymmetric": symmetric,
-                       "WeightSymmetric": symmetric})
+                       "WeightSymmetric": symmetric or not uint8_weights})
     return target

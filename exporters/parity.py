@@ -45,6 +45,9 @@ DEFAULT_TOLERANCES = {
                        max_pixel_auroc_drop=0.005),
     "fp16": Tolerances(max_heatmap_diff=0.35, min_score_rank_corr=0.98, max_image_auroc_drop=0.01,
                        max_pixel_auroc_drop=0.01),
+    # BF16 keeps FP16's bounds: 8 mantissa bits, but matrix products accumulate in FP32.
+    "bf16": Tolerances(max_heatmap_diff=0.35, min_score_rank_corr=0.98, max_image_auroc_drop=0.01,
+                       max_pixel_auroc_drop=0.01),
     "int8": Tolerances(max_heatmap_diff=1.0, min_score_rank_corr=0.8, max_image_auroc_drop=0.02,
                        max_pixel_auroc_drop=0.02),
 }

@@ -26,6 +26,7 @@ from runtime.preprocess import (
 )
 from runtime.result import Result
 from runtime.scoring import Scoring
+from runtime.self_test import SelfTestReport, check_bundle
 
 _FROM_DETECTOR = object()  # "use the detector's setting" for per-call roi / center_crop
 
@@ -45,6 +46,7 @@ class Detector:
         """``roi``/``center_crop`` override the bundle's ``input.roi``/``input.center_crop`` when given."""
         self.bundle = bundle
         self.backend = backend
+        self.self_test: SelfTestReport | None = None  # set by load(); the station reports it in status
         self.scoring = Scoring.from_dict(bundle.manifest.scoring.model_dump())
         self.input_size = bundle.input_size
         declared = bundle.manifest.input
@@ -60,15 +62,21 @@ class Detector:
     @classmethod
     def load(cls, bundle: str | Path, backend: str = "auto", device: str | None = None,
              threads: int | None = None, roi: list[int] | None = None, center_crop: float | None = None,
-             performance: str = "latency", check: ManifestCheck | None = None) -> Detector:
-        """Open and verify ``bundle`` (folder or .tar), then start its engine.
+             performance: str = "latency", check: ManifestCheck | None = None,
+             self_test: str = "refuse") -> Detector:
+        """Open and verify ``bundle`` (folder or .tar), start its engine and run the bundle's self-test.
 
         ``backend``: auto, onnxruntime, openvino or tensorrt; ``device``: CPU, GPU, NPU (OpenVINO),
         CUDA (onnxruntime), cuda:N (TensorRT); ``performance``: latency or throughput (pipelined);
         ``check``: run on the manifest before any file is hashed, e.g. ``TrustList.verify`` (runtime.signing).
+        ``self_test``: ``refuse`` raises :class:`runtime.self_test.SelfTestError` when the engine
+        here scores the bundle's own images unlike the exporting engine; ``warn`` logs it and
+        keeps the report in :attr:`self_test`.
         """
         opened = open_bundle(bundle, check)
-        return cls(opened, open_engine(opened, backend, device, threads, performance), roi, center_crop)
+        detector = cls(opened, open_engine(opened, backend, device, threads, performance), roi, center_crop)
+        detector.self_test = check_bundle(detector, self_test)
+        return detector
 
     @property
     def name(self) -> str:

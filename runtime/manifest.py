@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_serializer
 
+from runtime.cpu import ISAS
 from runtime.schema import StrictModel, validate
 
 BUNDLE_FORMAT = "edge-anomaly-bundle"
@@ -26,7 +27,7 @@ SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 4 << 20  # a manifest is a few kB; anything near this is not one
 ENGINE_FORMATS = ("onnx", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
@@ -99,11 +100,19 @@ class ScoreAlignment(_Section):
     images: int
 
 
+class Int8Recipe(_Section):
+    """The INT8 recipe chosen for the target CPU's instruction-set level (exporters.recipes)."""
+
+    target_isa: Literal[ISAS]
+    onnxruntime: Literal["U8U8", "U8S8"]
+    openvino_weight_bits: Literal[7, 8]
+
+
 class Engine(_Section):
-    _omitted_when_none = frozenset({"calibration", "score_alignment"})
+    _omitted_when_none = frozenset({"calibration", "score_alignment", "int8_recipe", "inference_precision"})
 
     format: Literal["onnx", "openvino", "tensorrt"]
-    precision: Literal["fp32", "fp16", "int8"]
+    precision: Literal[PRECISIONS]
     quantized: list[str] = []
     parts: dict[str, str] = {}
     files: dict[str, str] = Field(description="role (model, weights, onnx) -> file name in the bundle")
@@ -112,6 +121,9 @@ class Engine(_Section):
     outputs: list[TensorSpec] = []
     calibration: dict[str, Any] | None = None
     score_alignment: ScoreAlignment | None = None
+    int8_recipe: Int8Recipe | None = None
+    # OpenVINO's CPU inference precision the parity check ran at (and the runtime pins); absent: f32
+    inference_precision: Literal["f32", "bf16"] | None = None
 
     @field_validator("files")
     @classmethod
@@ -205,7 +217,7 @@ class SelfTestImage(_Section):
 
 
 class SelfTest(_Section):
-    images: list[SelfTestImage]
+    images: list[SelfTestImage] = Field(min_length=1)
     min_rank_corr: float
     max_score_error: float
 

@@ -49,26 +49,29 @@ class EngineFiles:
     """What an engine is opened from: a bundle's engine section, or the files an export just wrote.
 
     ``files`` maps roles to paths: ``model`` (the format's own file), ``weights`` (OpenVINO's
-    .bin beside the .xml), ``onnx`` (the ONNX twin of a TensorRT engine).
+    .bin beside the .xml), ``onnx`` (the ONNX twin of a TensorRT engine). ``inference_precision``
+    is OpenVINO's CPU precision the export's parity check ran at (f32, or bf16 for a bf16 bundle).
     """
 
     format: str
     files: dict[str, Path]
     input_size: tuple[int, int]
     batch: Batch = DynamicBatch()
+    inference_precision: str = "f32"
 
     @classmethod
     def of_bundle(cls, bundle: Bundle) -> EngineFiles:
         engine = bundle.engine
-        return cls(engine.format, {role: bundle.path(role) for role in engine.files}, bundle.input_size, engine.batch)
+        return cls(engine.format, {role: bundle.path(role) for role in engine.files}, bundle.input_size, engine.batch,
+                   engine.inference_precision or "f32")
 
     @classmethod
     def of_model(cls, path: Path, engine_format: str, input_size: tuple[int, int],
-                 batch: Batch | None = None) -> EngineFiles:
+                 batch: Batch | None = None, inference_precision: str | None = None) -> EngineFiles:
         """An exported model file (OpenVINO: the .xml, its .bin beside it)."""
         path = Path(path)
         files = {"model": path, **({"weights": path.with_suffix(".bin")} if engine_format == "openvino" else {})}
-        return cls(engine_format, files, input_size, batch or DynamicBatch())
+        return cls(engine_format, files, input_size, batch or DynamicBatch(), inference_precision or "f32")
 
     def model_file(self, backend: str) -> Path:
         """The file ``backend`` reads: its own format's model, else the ONNX twin."""

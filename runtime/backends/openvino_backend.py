@@ -39,8 +39,13 @@ class OpenVinoBackend:
             self.max_batch, self.static_batch = 1, True
         config: dict = {"PERFORMANCE_HINT": performance.upper()}
         if plugin == "CPU":
-            # f32 as in the export's parity check, not the bf16 that newer CPUs would pick by default.
-            config["INFERENCE_PRECISION_HINT"] = "f32"
+            # What the export's parity check verified (engine.inference_precision: f32, or bf16 for
+            # a bf16 bundle), not the bf16 that newer CPUs would pick by default. A CPU without
+            # BF16 computes a bf16 bundle in f32, which only makes it more exact.
+            if files.inference_precision not in ("f32", "bf16"):
+                raise BundleError(f"{path}: engine.inference_precision {files.inference_precision!r} "
+                                  "is not f32 or bf16")
+            config["INFERENCE_PRECISION_HINT"] = files.inference_precision
             if threads:
                 config["INFERENCE_NUM_THREADS"] = int(threads)
         try:

@@ -219,6 +219,8 @@ class CameraConfig(_Section):
     backend: str = "auto"
     device: str | None = None
     threads: int | None = Field(None, ge=1)
+    self_test: Literal["refuse", "warn"] = Field(
+        "refuse", description="when the bundle's self-test fails on this box: refuse it, or warn and report in status")
     mode: Literal["continuous", "trigger", "folder"]
     source: SourceConfig | None = None
     watch: WatchConfig | None = None

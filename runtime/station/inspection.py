@@ -42,11 +42,12 @@ def load_bundle(path: Path, camera: CameraConfig, trust: TrustList | None = None
     """
     detector = Detector.load(path, backend=camera.backend, device=camera.device, threads=camera.threads,
                              roi=list(camera.roi) if camera.roi is not None else None,
-                             check=trust.verify if trust is not None else None)
+                             check=trust.verify if trust is not None else None, self_test=camera.self_test)
     manifest = detector.bundle.manifest
     info = BundleInfo(name=detector.name, hash=detector.bundle.hash, path=str(path),
                       edge_anomaly_version=manifest.edge_anomaly_version, created=manifest.created,
-                      threshold=manifest.scoring.local.threshold)
+                      threshold=manifest.scoring.local.threshold,
+                      self_test=detector.self_test.to_dict() if detector.self_test else None)
     return LoadedBundle(detector, info)
 
 

@@ -79,6 +79,7 @@ class BundleInfo:
     edge_anomaly_version: str | None
     created: str | None
     threshold: float
+    self_test: dict | None = None  # runtime.self_test.SelfTestReport on this box (in status, not in results)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "hash": self.hash, "path": self.path,

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 # Settings that belong to the process, not to a camera: SIGHUP reports them, a restart applies them.
 RESTART_ONLY = ("station", "prefix", "mqtt", "outbox", "evidence", "http", "state_dir", "trust", "commands",
                 "bundles_dir")
-ENGINE_FIELDS = ("bundle", "backend", "device", "threads", "roi")
+ENGINE_FIELDS = ("bundle", "backend", "device", "threads", "roi", "self_test")
 MAX_PART_ID = 128
 STALL_S = 60.0  # a worker that shows no sign of life this long (outside an inspection) is reported stalled
 
@@ -131,7 +131,7 @@ class Station:
         shared: dict[tuple, LoadedBundle] = {}
         self.workers: dict[str, CameraWorker] = {}
         for camera in config.cameras:
-            key = (camera.bundle.resolve(), camera.backend, camera.device, camera.threads, camera.roi)
+            key = (camera.bundle.resolve(), camera.backend, camera.device, camera.threads, camera.roi, camera.self_test)
             if key not in shared:
                 shared[key] = load_bundle(camera.bundle, camera, self.trust)
             self.workers[camera.name] = self._make_worker(camera, shared[key])

@@ -77,8 +77,9 @@ class CameraWorker:
         return self._thread.is_alive()
 
     def describe(self) -> dict:
+        info = self.inspector.loaded.info
         return {"mode": self.config.mode, "state": self.state, "error": self.error,
-                "bundle": self.inspector.loaded.info.to_dict()}
+                "bundle": {**info.to_dict(), "self_test": info.self_test}}
 
     def start(self) -> None:
         self._thread.start()

@@ -52,7 +52,31 @@ def test_a_profile_whose_engine_cannot_run_its_export_is_refused(tmp_path):
 
 def test_export_settings_come_from_the_profile():
     assert device_export_settings("intel-core-ultra-npu") == {
-        "format": "openvino", "precision": "int8", "batch": 1, "static": True, "max_batch": 1}
+        "format": "openvino", "precision": "int8", "batch": 1, "static": True, "max_batch": 1, "isa": None,
+        "precision_by_isa": {}}
+
+
+@pytest.mark.parametrize("flags, isa, precision", [
+    ({}, "avx512_vnni", "int8"),  # the profile's ISA and precision
+    ({"isa": "avx2"}, "avx2", "fp32"),  # an AVX2 Core: INT8 brings no speed there, FP32 is the default
+    ({"isa": "avx2", "precision": "int8"}, "avx2", "int8"),  # a flag still wins
+    ({"isa": "amx"}, "amx", "int8"),
+])
+def test_intel_core_profile_picks_the_precision_for_the_target_isa(flags, isa, precision):
+    from exporters.commands import export_settings
+
+    settings = export_settings("intel-core-cpu", flags)
+    assert (settings["format"], settings["isa"], settings["precision"]) == ("openvino", isa, precision)
+
+
+def test_cpu_profiles_name_their_instruction_set_and_a_bad_one_is_refused(tmp_path):
+    isas = {profile.name: profile.export.isa for profile in list_profiles()}
+    assert isas["intel-core-cpu"] == "avx512_vnni" and isas["generic-x86-64"] == "avx2"
+    assert isas["generic-arm64"] == "arm64" and isas["jetson-orin-nano"] is None
+    wrong = tmp_path / "intel-core-cpu.yaml"
+    wrong.write_text((FOLDER / "intel-core-cpu.yaml").read_text().replace("isa: avx512_vnni", "isa: avx1024"))
+    with pytest.raises(ProfileError, match="export.isa"):
+        read_profile(wrong)
 
 
 def test_devices_command_lists_all_nine():

@@ -46,9 +46,8 @@ def test_patchcore_nearest_matches_brute_force_for_any_chunk_size():
     ref_dist, ref_index = reference.min(dim=2)
     for chunk in (1, 7, 100, 10_000):
         scorer.chunk_size = chunk
-        sq_dist, index = scorer.nearest(patches)
-        assert torch.allclose(sq_dist.sqrt(), ref_dist, atol=1e-4)
-        assert torch.equal(index, ref_index)
+        assert torch.allclose(scorer.nearest_sq_dist(patches).sqrt(), ref_dist, atol=1e-4)
+    assert torch.equal(scorer.nearest_entry(patches[:, 5]), ref_index[:, 5])
 
 
 def test_patchcore_chunk_size_respects_the_element_budget():
@@ -120,3 +119,26 @@ def test_config_file_and_overrides(tmp_path):
         load_params("patchcore", config)
     with pytest.raises(ValueError, match="key=value"):
         load_params("patchcore", overrides=["coreset_ratio"])
+
+
+@pytest.mark.parametrize(("sigma", "grid", "size"), [(0.0, (6, 6), (64, 96)), (4.0, (6, 6), (64, 96)),
+                                                     (4.0, (28, 36), (224, 288)), (4.0, (36, 28), (288, 224))])
+def test_heatmap_operator_equals_upsampling_then_separable_gaussian(sigma, grid, size):
+    """The graph's two small matrices give what bilinear upsampling then a reflected-border blur gives,
+    for square and non-square grids and input sizes (the input follows the images' aspect ratio)."""
+    from edge_anomaly.graph import AnomalyGraph, gaussian_kernel_1d
+
+    scorer = PatchCoreScorer(PatchCoreParams(), [(8, *grid)])
+    graph = AnomalyGraph(torch.nn.Identity(), scorer, size, sigma)
+    patch_map = torch.rand(2, 1, *grid, generator=torch.Generator().manual_seed(4))
+    expected = torch.nn.functional.interpolate(patch_map, size=size, mode="bilinear", align_corners=False)
+    if sigma:
+        kernel = gaussian_kernel_1d(sigma)
+        radius = kernel.numel() // 2
+        expected = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(expected, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+        expected = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(expected, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    heatmap = graph.heatmap(patch_map)
+    assert heatmap.shape == (2, *size)
+    assert torch.allclose(heatmap, expected[:, 0], atol=1e-5)

@@ -30,7 +30,7 @@ def test_onnx_bundle_agrees_with_pytorch(board_export, board_model, boards, prec
     assert manifest["input"]["size"] == [256, 256] and manifest["input"]["color_order"] == "RGB"
     assert manifest["input"]["normalization"] and manifest["scoring"]["local"]["threshold"] > 0
     assert manifest["engine"]["precision"] == precision and manifest["engine"]["quantized"] == EXPECTED_PARTS[precision]
-    assert set(manifest["files"]) == {"model.onnx"}
+    assert set(manifest["files"]) == {"model.onnx"} | {f"selftest_{index}.png" for index in range(8)}
     parity = manifest["parity"]
     assert all(key in parity for key in PARITY_KEYS) and parity["passed"]
     assert parity["images"]["defective"] > 0 and parity["image_auroc_delta"] is not None
@@ -61,9 +61,20 @@ def test_reduced_precision_graphs_keep_io_types_and_scorer_precision(board_expor
 
     quantized = onnx.load(str(board_export("onnx", "int8")[0] / "model.onnx"))
     producers = {out: node for node in quantized.graph.node for out in node.output}
-    gemms = [node for node in quantized.graph.node if node.op_type == "Gemm"]
-    gemm_inputs = [producers.get(name) for node in gemms for name in node.input]
-    assert any(node is not None and node.op_type == "DequantizeLinear" for node in gemm_inputs)
+
+    def int8_inputs(node) -> bool:
+        return any(producers.get(name) is not None and producers[name].op_type == "DequantizeLinear"
+                   for name in node.input)
+
+    search = [node for node in quantized.graph.node if node.op_type == "MatMul" and int8_inputs(node)]
+    assert search and all(producers[node.output[0]].op_type != "DequantizeLinear" for node in search)
+    assert all(consumer.op_type == "Add" for node in search for consumer in quantized.graph.node
+               if node.output[0] in consumer.input)  # + bank norms, in float
+    assert not int8_inputs(producers["heatmap"])  # the heatmap's upsampling product stays float
+    argmin = next(node for node in quantized.graph.node if node.op_type == "ArgMin")
+    assert not any(int8_inputs(node) for node in quantized.graph.node
+                   if node.op_type == "MatMul" and node not in search)  # the neighbour is picked in float
+    assert producers[argmin.input[0]].op_type != "DequantizeLinear"
     softmax = next(node for node in quantized.graph.node if node.op_type == "Softmax")
     assert producers[softmax.input[0]].op_type != "DequantizeLinear"  # the reweighting stays float
 

@@ -22,7 +22,7 @@ def test_openvino_static_bundle(board_export, board_model, boards, precision):
 
     folder, archive = board_export("openvino", precision, batch=2)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.xml", "model.bin"}
+    assert set(manifest["files"]) == {"model.xml", "model.bin"} | {f"selftest_{index}.png" for index in range(8)}
     assert manifest["engine"]["quantized"] == ([] if precision == "fp32" else ["backbone", "scorer"])
     assert manifest["engine"]["batch"] == {"dynamic": False, "size": 2}
     assert manifest["parity"]["passed"] and manifest["parity"]["score_rank_corr"] >= 0.9

@@ -22,7 +22,9 @@ def test_padim_int8_openvino_bundle(padim_model, tmp_path):
 
     folder, _ = export_bundle(padim_model, tmp_path / "padim-int8", fmt="openvino", precision="int8")
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["template"] == "padim" and manifest["engine"]["quantized"] == ["backbone", "scorer"]
+    # PaDiM's backbone stays FP32: its precision matrices amplify an INT8 backbone's noise.
+    assert manifest["template"] == "padim" and manifest["engine"]["quantized"] == ["scorer"]
+    assert manifest["engine"]["parts"]["backbone"] == "fp32"
     parity = manifest["parity"]
     assert parity["passed"] and parity["score_rank_corr"] >= 0.9 and parity["image_auroc_delta"] >= -0.02
     assert manifest["engine"]["score_alignment"]["slope"] > 0

@@ -26,7 +26,7 @@ def test_tensorrt_bundle(board_export, precision):
         pytest.skip(reason)
     folder, _ = board_export("tensorrt", precision)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.engine", "model.onnx"}
+    assert set(manifest["files"]) == {"model.engine", "model.onnx"} | {f"selftest_{index}.png" for index in range(8)}
     assert manifest["parity"]["passed"]
 
 

@@ -152,3 +152,25 @@ def test_tensorrt_backend_on_a_gpu(board_model, board_frames, tmp_path):
     reference = board_model[1].predict(board_frames)
     assert [r.label for r in results] == [r.label for r in reference]
     np.testing.assert_allclose([r.score for r in results], [r.score for r in reference], rtol=2e-2)
+
+
+def test_openvino_pins_the_inference_precision_the_bundle_was_checked_in(board_exports, tmp_path):
+    """f32 by default (not the bf16 a BF16 CPU would pick); bf16 for a bf16 bundle; anything else named."""
+    from exporters.bundle import write_bundle
+
+    assert Detector.load(board_exports("openvino")).backend.compiled.get_property("INFERENCE_PRECISION_HINT") \
+        .to_string() == "f32"
+    folder = tmp_path / "bf16"
+    shutil.copytree(board_exports("openvino"), folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["engine"].update(precision="bf16", inference_precision="bf16")
+    write_bundle(folder, manifest)
+    hint = Detector.load(folder, self_test="warn").backend.compiled.get_property("INFERENCE_PRECISION_HINT")
+    from runtime.cpu import local_cpu
+
+    assert hint.to_string() == ("bf16" if local_cpu().has_bf16 else "f32")  # OpenVINO falls back where BF16 is absent
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["engine"]["inference_precision"] = "f8"
+    (folder / "manifest.json").write_text(json.dumps(manifest))  # the typed manifest refuses to write it
+    with pytest.raises(BundleError, match=r"engine.inference_precision: Input should be 'f32' or 'bf16' \(got 'f8'\)"):
+        Detector.load(folder)

@@ -202,6 +202,8 @@ def test_healthz_names_a_missing_camera_and_metrics_count_frames(line):
 def test_a_camera_that_comes_and_goes_is_reported_in_status(line, boards):
     status = line.probe.wait_for("/status", lambda d: d["cameras"]["late"]["state"] == "reconnecting")[-1].data
     assert "image folder not found" in status["cameras"]["late"]["error"]
+    self_test = status["cameras"]["late"]["bundle"]["self_test"]  # the bundle checked itself at start
+    assert self_test["passed"] and self_test["images"] == 8 and self_test["local_cpu"]["model"]
     copy_images([boards / "test" / "good" / "003.png"], line.root / "late")
     line.probe.wait_for("/status", lambda d: d["cameras"]["late"]["state"] == "ok")
     line.probe.wait_for("/late/result")

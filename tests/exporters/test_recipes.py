@@ -1,0 +1,50 @@
+"""The INT8 recipe follows the target CPU's instruction set; the exporting CPU is read from /proc/cpuinfo."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporters.recipes import int8_recipe, target_isa
+from runtime.cpu import CpuInfo, isa_of, local_cpu
+
+SKYLAKE = ("avx2", "avx512f", "avx512bw")  # AVX-512 without VNNI: vpmaddubsw saturates as on AVX2
+
+
+@pytest.mark.parametrize("flags, isa", [
+    (("avx2",), "avx2"),
+    (SKYLAKE, "avx512"),
+    (("avx2", "avx_vnni"), "avx_vnni"),  # Alder Lake and later
+    (SKYLAKE + ("avx512_vnni", "avx512_bf16"), "avx512_vnni"),
+    (SKYLAKE + ("avx512_vnni", "amx_tile", "amx_int8", "amx_bf16"), "amx"),
+    (("asimd",), "arm64"),
+    (("asimd", "asimddp"), "arm_dotprod"),
+])
+def test_isa_level_from_cpu_flags(flags, isa):
+    assert isa_of(flags) == isa
+
+
+@pytest.mark.parametrize("isa, saturates", [("avx2", True), ("avx512", True), ("avx_vnni", False),
+                                            ("avx512_vnni", False), ("amx", False), ("arm64", False),
+                                            ("arm_dotprod", False)])
+def test_cpus_that_saturate_get_the_accurate_recipe(isa, saturates):
+    """An AVX2 target gets the recipe that cannot saturate, a VNNI one the fast 8-bit one."""
+    assert int8_recipe(isa).to_dict() == {"target_isa": isa, "onnxruntime": "U8U8" if saturates else "U8S8",
+                                          "openvino_weight_bits": 7 if saturates else 8}
+
+
+def test_target_isa_is_the_flag_then_the_profile_then_this_cpu():
+    assert target_isa("avx2", "avx512_vnni") == "avx2"
+    assert target_isa(None, "avx512_vnni") == "avx512_vnni"
+    assert target_isa() == local_cpu().isa
+    with pytest.raises(ValueError, match="'sse4' is not one of"):
+        target_isa("sse4")
+
+
+def test_local_cpu_reads_model_and_relevant_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Core(TM) i7-8700\n"
+                       "flags\t\t: fpu sse sse2 avx avx2 fma bmi2\n\nprocessor\t: 1\n")
+    cpu = local_cpu(cpuinfo)
+    assert cpu == CpuInfo("Intel(R) Core(TM) i7-8700", ("avx2",))
+    assert cpu.isa == "avx2" and not cpu.has_bf16
+    assert CpuInfo.from_dict(cpu.to_dict()) == cpu
