@@ -3,9 +3,11 @@
 Without defect images, the training images are split: most fit each candidate, the rest are
 kept normal and also receive synthetic defects (see :mod:`synthetic_defects`). A candidate
 scores by its image AUROC on that set and by its recall at a strict threshold (the highest
-held-out normal score), as a line would run it; the best one that meets the latency budget
-wins, the faster one on a tie. With ``--defects DIR`` the real defect images replace the
-synthetic ones. The winner is then fitted on every image and calibrated as usual.
+held-out normal score), as a line would run it. Candidates are tried in order of preference,
+the default first; among those that meet the latency budget and the board's input limits, a
+later one wins only when it is clearly better (see :func:`best_trial`). With ``--defects DIR``
+the real defect images replace the synthetic ones. The winner is then fitted on every image
+and calibrated as usual.
 """
 
 from __future__ import annotations
@@ -77,12 +79,30 @@ class Trial:
     within_budget: bool
     error: str | None = None
 
-    def key(self) -> tuple:
-        """Better first: within budget, AUROC, recall, then faster. AUROC and recall count in steps
-        of 0.01 and 0.05: on a few dozen synthetic defects smaller differences are noise, and a
-        faster model that is as good should win."""
-        return (self.within_budget and self.error is None, round(self.synthetic_auroc / 0.01),
-                round(self.recall_at_strict / 0.05), -self.latency_ms)
+    @property
+    def eligible(self) -> bool:
+        return self.within_budget and self.error is None
+
+
+# A few dozen synthetic defects cannot resolve smaller differences than these.
+CLEAR_AUROC_GAIN = 0.02
+CLEAR_RECALL_GAIN = 0.1
+
+
+def best_trial(trials: list[Trial]) -> Trial | None:
+    """The winner: candidates come in order of preference (the default first), and a later one
+    replaces the best so far only when it separates the synthetic defects clearly better: AUROC
+    higher by CLEAR_AUROC_GAIN, or as high with recall higher by CLEAR_RECALL_GAIN."""
+    best = None
+    for trial in (t for t in trials if t.eligible):
+        if best is None:
+            best = trial
+            continue
+        gain = trial.synthetic_auroc - best.synthetic_auroc
+        if gain >= CLEAR_AUROC_GAIN or (gain > -CLEAR_AUROC_GAIN
+                                        and trial.recall_at_strict - best.recall_at_strict >= CLEAR_RECALL_GAIN):
+            best = trial
+    return best
 
 
 @dataclass
@@ -95,7 +115,7 @@ class Choice:
     def table(self) -> str:
         lines = ["| candidate | template | input (h x w) | AUROC | recall at strict threshold | ms/image | "
                  "search s | chosen |", "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
-        best = max(self.trials, key=Trial.key)
+        best = best_trial(self.trials)
         for t in self.trials:
             note = t.error or ("" if t.within_budget else "over latency budget")
             lines.append(f"| {t.candidate} | {t.template} | {t.input_size[0]} x {t.input_size[1]} | "
@@ -104,7 +124,8 @@ class Choice:
         return "\n".join(lines)
 
     def record(self) -> dict:
-        return {"defects": self.defects, "chosen": max(self.trials, key=Trial.key).candidate,
+        best = best_trial(self.trials)
+        return {"defects": self.defects, "chosen": best.candidate if best else None,
                 "trials": [asdict(t) for t in self.trials]}
 
 
@@ -218,8 +239,8 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
                 trials.append(Trial(candidate.name, candidate.template, (0, 0), 0.0, 0.0, float("inf"), 0.0,
                                     False, str(exc).splitlines()[0]))
             progress.advance(task)
-    best = max(trials, key=Trial.key)
-    if best.error is not None or not best.within_budget:
+    best = best_trial(trials)
+    if best is None:
         raise ValueError(f"no candidate meets the latency budget ({max_latency_ms} ms) and input limits:\n"
                          + Choice("", base, trials, source).table())
     chosen = next(c for c in candidates if c.name == best.candidate)
