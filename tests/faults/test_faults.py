@@ -90,8 +90,8 @@ def test_fault1_reload_takes_only_trusted_signed_bundles_from_bundles_dir(
     for path in attempts:
         probe.publish("cmd/reload", {"camera": "trig", "bundle": path})
     for path, fragment in attempts.items():
-        error = probe.wait_for("/cmd/error", lambda d, path=path: d["command"] == "reload"
-                               and (d.get("bundle") == path or repr(path) in d["error"]))[0].data
+        error = probe.wait_for("/cmd/error", lambda d, path=path: d["command"] == "reload" and (
+            d.get("bundle") == path or repr(path) in d["error"] or json.dumps(path) in d.get("payload", "")))[0].data
         assert fragment in error["error"], error
 
     good = _rehashed(bundles / "boards", bundles / "boards-v2", name="boards-v2")
