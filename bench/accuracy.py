@@ -32,14 +32,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge_anomaly.config import load_params  # noqa: E402
+from edge_anomaly.autoconfig.search import fit_as_configured  # noqa: E402
 from edge_anomaly.data.folders import mvtec_test_set  # noqa: E402
 from edge_anomaly.data.synthetic import LOGICAL_DEFECT_KINDS, generate_boards  # noqa: E402
 from edge_anomaly.data.training_set import TrainingSet  # noqa: E402
 from edge_anomaly.data.video import write_video  # noqa: E402
 from edge_anomaly.demo import flagged_share  # noqa: E402
 from edge_anomaly.evaluation.evaluate import evaluate_model  # noqa: E402
-from edge_anomaly.training import fit_model  # noqa: E402
 from runtime.image_io import list_images, read_image  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -75,23 +74,12 @@ def single_image_latency_ms(model, data: Path, repeats: int = 20) -> tuple[float
 
 
 def fit_like_the_cli(data: Path, template: str | None, overrides: list[str]):
-    """(model, search seconds): what ``edge-anomaly fit --data DATA`` does with these flags."""
-    training = TrainingSet.scan(data)
+    """(model, search seconds, total seconds): what ``edge-anomaly fit --data DATA`` does with these flags."""
     started = time.perf_counter()
-    choice = None
-    if template is None:
-        from edge_anomaly.autoconfig.search import choose_configuration
-
-        choice = choose_configuration(training, overrides=overrides)
-        name, params = choice.template, choice.params
-    else:
-        name, params = load_params(template, overrides=overrides)
-    search_s = time.perf_counter() - started
-    model = fit_model(data, name, params, training=training)
+    model, choice = fit_as_configured(TrainingSet.scan(data), template, overrides=overrides)
     if choice is not None:
-        model.info["autoconfig"] = choice.record()
         print(f"\n{data.name}: automatic configuration\n\n{choice.table()}\n", flush=True)
-    return model, search_s, time.perf_counter() - started
+    return model, choice.seconds if choice else 0.0, time.perf_counter() - started
 
 
 def video_row(data: Path, template: str | None, overrides: list[str], work: Path) -> dict:

@@ -51,38 +51,30 @@ def fit_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from edge_anomaly.config import config_template, load_params
+    from edge_anomaly.autoconfig.search import CANDIDATES, THOROUGH_CANDIDATES, Choice, fit_as_configured
     from edge_anomaly.data.training_set import TrainingSet
-    from edge_anomaly.training import fit_model
 
-    overrides = fit_overrides(args)
-    training = TrainingSet.scan(args.data, args.every_nth, args.max_frames)
-    choice = None
-    if args.template in (None, "auto") and config_template(args.config) is None:
-        from edge_anomaly.autoconfig.search import CANDIDATES, THOROUGH_CANDIDATES, choose_configuration
-
-        size_problem = None
-        if args.device:
-            from devices import load_profile
-
-            size_problem = load_profile(args.device).input.problem
-        choice = choose_configuration(training, args.config, overrides, args.max_latency_ms, args.defects,
-                                      size_problem=size_problem,
-                                      candidates=THOROUGH_CANDIDATES if args.thorough else CANDIDATES)
+    def announce(choice: Choice) -> None:
         print(choice.table())
         print(f"\nautomatic configuration chose {choice.template} "
               f"(from {'synthetic defects' if choice.defects == 'synthetic' else choice.defects})\n")
-        template, params = choice.template, choice.params
-    else:
-        template, params = load_params(args.template, args.config, overrides)
-    model = fit_model(args.data, template, params, defects=args.defects, training=training)
-    if choice is not None:
-        model.info["autoconfig"] = choice.record()
+
+    size_problem = None
+    if args.device:
+        from devices import load_profile
+
+        size_problem = load_profile(args.device).input.problem
+    training = TrainingSet.scan(args.data, args.every_nth, args.max_frames)
+    model, _ = fit_as_configured(training, args.template, args.config, fit_overrides(args), args.defects,
+                                 args.max_latency_ms, size_problem,
+                                 THOROUGH_CANDIDATES if args.thorough else CANDIDATES, announce)
+    template = model.template
     model.save(args.out)
     calibration = model.info["calibration"]
     height, width = model.input_size
+    estimate = calibration["estimated_false_alarm_rate"]
     promise = (f"false-alarm rate {calibration['target_false_alarm_rate']:.3g} "
-               f"(estimated {calibration['estimated_false_alarm_rate']:.3g})"
+               f"({'estimated ' + format(estimate, '.3g') if estimate is not None else 'not estimated'})"
                if calibration["target_false_alarm_rate"] else calibration["method"])
     print(f"saved {template} model to {args.out}: input {width}x{height}, {model.info['training_set']['n_images']} "
           f"normal images, threshold {model.scoring.local.threshold:.4g} for {promise}, "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_anomaly.config import load_params
+from edge_anomaly.autoconfig.search import fit_as_configured
 from edge_anomaly.data.synthetic import generate_boards
 from edge_anomaly.data.training_set import TrainingSet
 from edge_anomaly.data.video import write_video
@@ -56,19 +56,9 @@ def run_demo(out_dir: str | Path, data: str | Path | None = None, template: str 
     out_dir = Path(out_dir)
     generated = data is None
     data = Path(generate_boards(out_dir / "data") if generated else data)
-    training = TrainingSet.scan(data)
-    if template in (None, "auto"):
-        from edge_anomaly.autoconfig.search import choose_configuration
-
-        choice = choose_configuration(training, overrides=overrides)
-        print(choice.table() + "\n")
-        template, params = choice.template, choice.params
-    else:
-        template, params = load_params(template, overrides=overrides)
-        choice = None
-    model = fit_model(data, template, params, training=training)
-    if choice is not None:
-        model.info["autoconfig"] = choice.record()
+    model, _ = fit_as_configured(TrainingSet.scan(data), template, overrides=overrides,
+                                 announce=lambda choice: print(choice.table() + "\n"))
+    template = model.template
     model.save(out_dir / "model")
     metrics = evaluate_model(model, data, out_dir / "report", title=f"{template} on {data.name}")
     if generated:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +46,19 @@ def contiguous_folds(count: int, folds: int) -> np.ndarray:
     return (np.arange(count) * min(folds, count) // max(count, 1)).astype(np.int64)
 
 
-def resolve_input_size(params: TemplateParams, training: TrainingSet) -> TemplateParams:
-    """``params`` with a concrete input size: the given one, else one that keeps the images' aspect."""
+def with_input_size(params: TemplateParams, aspect: float,
+                    size_problem: Callable[[tuple[int, int]], str | None] | None = None) -> TemplateParams:
+    """``params`` with a concrete input size: the given one, else the largest within ``max_input_pixels``
+    that keeps ``aspect`` (width / height) and that ``size_problem`` (a board's limits) does not refuse;
+    the budget shrinks until the board allows it."""
     if params.input_size is not None:
         return params
-    aspect = training.aspect_ratio(params.roi, params.center_crop)
-    return params.model_copy(update={"input_size": input_size_for(aspect, params.max_input_pixels)})
+    budget = params.max_input_pixels
+    size = input_size_for(aspect, budget)
+    while size_problem is not None and size_problem(size) is not None and budget > 2 * 64 * 64:
+        budget = int(budget * 0.8)
+        size = input_size_for(aspect, budget)
+    return params.model_copy(update={"input_size": size, "max_input_pixels": budget})
 
 
 def with_augmentations(images: np.ndarray, folds: np.ndarray, kinds: list[str],
@@ -84,7 +92,8 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
     """Fit ``template_name`` on the normal images (and video frames) under ``data`` and calibrate it."""
     template = get_template(template_name)
     training = training or TrainingSet.scan(data, every_nth, max_frames)
-    params = resolve_input_size(params, training)
+    if params.input_size is None:
+        params = with_input_size(params, training.aspect_ratio(params.roi, params.center_crop))
     size = tuple(params.input_size)
     started = time.perf_counter()
     with make_progress() as progress:
@@ -100,7 +109,8 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
         scorer = template.scorer(params, extractor.feature_shapes(size))
         graph = AnomalyGraph(extractor, scorer, size, params.heatmap_sigma).eval()
         if scorer.fits_on_images:  # trained by gradient descent: k refits would cost k trainings
-            held = folds >= params.calibration_folds - max(1, round(params.calibration_folds * params.holdout_fraction))
+            n_folds = int(folds.max()) + 1  # fewer than calibration_folds when there are fewer images
+            held = folds >= n_folds - max(1, round(n_folds * params.holdout_fraction))
             scorer.fit_images(images[~held], extractor, progress)
             fit_seconds = time.perf_counter() - started
             progress.add_task("calibrating (held-out images)", total=None)

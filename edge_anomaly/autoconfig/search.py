@@ -25,14 +25,14 @@ from sklearn.metrics import roc_auc_score
 
 from edge_anomaly.autoconfig.synthetic_defects import synthetic_defect_set
 from edge_anomaly.backbones import build_extractor
-from edge_anomaly.config import load_params
+from edge_anomaly.config import config_template, load_params
 from edge_anomaly.data.folders import crop_region
-from edge_anomaly.data.training_set import TrainingSet, input_size_for
+from edge_anomaly.data.training_set import TrainingSet
 from edge_anomaly.graph import AnomalyGraph
-from edge_anomaly.model import run_graph
+from edge_anomaly.model import TrainedModel, run_graph
 from edge_anomaly.progress import SilentProgress, make_progress
 from edge_anomaly.templates import TemplateParams, get_template
-from edge_anomaly.training import embed_images, split_holdout
+from edge_anomaly.training import embed_images, fit_model, split_holdout, with_input_size
 from runtime.preprocess import frame_to_input
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ class Choice:
     params: TemplateParams
     trials: list[Trial]
     defects: str  # "synthetic" or the defect folder
+    seconds: float = 0.0  # the whole search: reading, synthetic defects, every candidate
 
     def table(self) -> str:
         lines = ["| candidate | template | input (h x w) | AUROC | recall at strict threshold | ms/image | "
@@ -125,7 +126,7 @@ class Choice:
 
     def record(self) -> dict:
         best = best_trial(self.trials)
-        return {"defects": self.defects, "chosen": best.candidate if best else None,
+        return {"defects": self.defects, "chosen": best.candidate if best else None, "seconds": round(self.seconds, 1),
                 "trials": [asdict(t) for t in self.trials]}
 
 
@@ -136,19 +137,6 @@ def _candidate_params(candidate: Candidate, config_file: str | Path | None, over
     wanted = {**candidate.overrides, "max_input_pixels": candidate.max_input_pixels}
     update = {key: value for key, value in wanted.items() if key not in user_keys}
     return get_template(candidate.template).params.model_validate({**params.model_dump(), **update})
-
-
-def _sized(params: TemplateParams, aspect: float, size_problem: SizeCheck | None) -> TemplateParams:
-    """``params`` with its input size: the user's, else the largest within the candidate's pixel
-    budget that the board also takes (the budget shrinks until the board's limits allow it)."""
-    if params.input_size is not None:
-        return params
-    budget = params.max_input_pixels
-    size = input_size_for(aspect, budget)
-    while size_problem is not None and size_problem(size) is not None and budget > 2 * 64 * 64:
-        budget = int(budget * 0.8)
-        size = input_size_for(aspect, budget)
-    return params.model_copy(update={"input_size": size, "max_input_pixels": budget})
 
 
 def _latency_ms(graph: AnomalyGraph, image: np.ndarray) -> float:
@@ -203,6 +191,7 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
 
     ``size_problem`` (a board's input limits) says why an input size is out, or None.
     """
+    started = time.perf_counter()
     overrides = overrides or []
     base = _candidate_params(candidates[0], config_file, overrides)
     aspect = training.aspect_ratio(base.roi, base.center_crop)
@@ -230,8 +219,8 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
         task = progress.add_task("trying candidates", total=len(candidates))
         for candidate in candidates:
             try:
-                params = _sized(_candidate_params(candidate, config_file, overrides), aspect,
-                                size_problem)
+                params = with_input_size(_candidate_params(candidate, config_file, overrides), aspect,
+                                         size_problem)
                 trials.append(_try(candidate, params, frames, fit_idx, check_idx, defect_frames, max_latency_ms,
                                    size_problem))
             except (ValueError, RuntimeError) as exc:  # e.g. --set keys another template does not have
@@ -245,9 +234,32 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
                          + Choice("", base, trials, source).table())
     chosen = next(c for c in candidates if c.name == best.candidate)
     params = _candidate_params(chosen, config_file, overrides)
-    if params.input_size is None:  # the final fit measures the aspect on every image, within the same budget
-        params = params.model_copy(update={"max_input_pixels": best.input_size[0] * best.input_size[1]})
-    return Choice(chosen.template, params, trials, source)
+    if params.input_size is None:  # the size it was tried at (within the board's limits)
+        params = params.model_copy(update={"input_size": best.input_size})
+    return Choice(chosen.template, params, trials, source, time.perf_counter() - started)
+
+
+def fit_as_configured(training: TrainingSet, template: str | None = None, config_file: str | Path | None = None,
+                      overrides: list[str] | None = None, defects: str | Path | None = None,
+                      max_latency_ms: float | None = None, size_problem: SizeCheck | None = None,
+                      candidates: tuple[Candidate, ...] = CANDIDATES,
+                      announce: Callable[[Choice], None] | None = None) -> tuple[TrainedModel, Choice | None]:
+    """What ``edge-anomaly fit`` does: the template named (argument or config file), else automatic
+    configuration (``announce`` sees its choice before the full fit); then fitting and calibration.
+    The search's table is kept in the model under ``info.autoconfig``."""
+    choice = None
+    if template in (None, "auto") and config_template(config_file) is None:
+        choice = choose_configuration(training, config_file, overrides, max_latency_ms, defects,
+                                      candidates=candidates, size_problem=size_problem)
+        if announce is not None:
+            announce(choice)
+        template, params = choice.template, choice.params
+    else:
+        template, params = load_params(template, config_file, overrides)
+    model = fit_model(training.folder, template, params, defects=defects, training=training)
+    if choice is not None:
+        model.info["autoconfig"] = choice.record()
+    return model, choice
 
 
 def _region(frame: np.ndarray, params: TemplateParams) -> tuple[int, int, int, int]:

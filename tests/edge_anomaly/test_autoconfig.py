@@ -39,11 +39,11 @@ def test_search_prefers_the_candidate_that_separates_defects_and_respects_the_bu
 
 def test_a_boards_input_limits_shrink_the_candidates_size():
     from devices import load_profile
-    from edge_anomaly.autoconfig.search import _sized
     from edge_anomaly.templates.patchcore import PatchCoreParams
+    from edge_anomaly.training import with_input_size
 
     atom = load_profile("intel-atom-celeron").input.problem
-    sized = _sized(PatchCoreParams(max_input_pixels=384 * 384), 1.25, atom)
+    sized = with_input_size(PatchCoreParams(max_input_pixels=384 * 384), 1.25, atom)
     height, width = sized.input_size
     assert atom((height, width)) is None and max(height, width) <= 224 and height * width <= 50176
-    assert _sized(PatchCoreParams(), 1.25, None).input_size == (224, 288)
+    assert with_input_size(PatchCoreParams(), 1.25, None).input_size == (224, 288)
