@@ -2,6 +2,10 @@
 
     python bench/export.py [--data ../shared/data/mvtec_ad/bottle] [--model DIR] [--padim-model DIR]
     python bench/export.py --skip-padim --student-teacher [--student-teacher-model DIR]
+    ONEDNN_MAX_CPU_ISA=AVX2 python bench/export.py --formats openvino --target-isa avx2
+
+The last form runs OpenVINO as on a CPU without VNNI (oneDNN's kernels stop at AVX2), with the
+INT8 recipe for such CPUs: the nearest this project gets to an AVX2-only box on a VNNI machine.
 
 Fits PatchCore and PaDiM with default hyperparameters on the category (or loads them), exports
 every CPU format x precision with the parity check on, and prints a markdown table: bundle
@@ -97,12 +101,15 @@ def cpu_line(threads: int) -> str:
     """The CPU every figure below comes from, and how busy the machine was."""
     cpu = local_cpu()
     load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    capped = (f"; OpenVINO capped at {cap} by ONEDNN_MAX_CPU_ISA (its oneDNN kernels only; ONNX Runtime ignores "
+              "the cap)") if cap else ""
     return (f"CPU: {cpu.model}, {os.cpu_count()} logical cores, INT8/BF16 flags: {', '.join(cpu.flags) or 'none'} "
-            f"(level {cpu.isa}); {threads} threads; load average {load} (other processes share the CPU)")
+            f"(level {cpu.isa}){capped}; {threads} threads; load average {load} (other processes share the CPU)")
 
 
-def bench_template(model: TrainedModel, category: Path, work: Path, threads: int,
-                   repeats: int) -> tuple[list[str], dict[tuple[str, str], Path]]:
+def bench_template(model: TrainedModel, category: Path, work: Path, threads: int, repeats: int,
+                   formats: list[str], isa: str | None) -> tuple[list[str], dict[tuple[str, str], Path]]:
     """Table rows, and the bundle folder of every format x precision that exported."""
     images, labels, masks = test_set(category, model.input_size)
     torch.set_num_threads(threads)
@@ -113,10 +120,11 @@ def bench_template(model: TrainedModel, category: Path, work: Path, threads: int
                  f"{ref_image:.4f} | {ref_pixel:.4f} | - | - | - |")]
     failed, bundles = [], {}
     with ModelExporter(model) as exporter:
-        for fmt, precision in CPU_EXPORTS:
+        for fmt, precision in [(fmt, precision) for fmt, precision in CPU_EXPORTS if fmt in formats]:
             label = f"| {model.template} | {fmt} | {precision} |"
             try:
-                folder, _ = exporter.export(work / f"{model.template}-{fmt}-{precision}", fmt=fmt, precision=precision)
+                folder, _ = exporter.export(work / f"{model.template}-{fmt}-{precision}", fmt=fmt, precision=precision,
+                                            isa=isa)
             except (ParityError, ValueError) as exc:
                 failed.append(f"{label} - | not exported: {exc} | | | | | | | | | |")
                 continue
@@ -134,8 +142,8 @@ def bench_template(model: TrainedModel, category: Path, work: Path, threads: int
                              p95, f"{image:.4f} | {pixel:.4f} | {image - ref_image:+.4f} | {pixel - ref_pixel:+.4f} "
                              f"| {parity.max_heatmap_diff:.3f} / {parity.score_rank_corr:.4f} |"))
             del engine
-    onnx_fp32 = next((row[1] for row in measured if row[0].startswith(f"| {model.template} | onnx | fp32 |")), None)
-    rows = [f"{head} {median:.1f} | {p95:.1f} | {f'{onnx_fp32 / median:.2f}x' if onnx_fp32 else '-'} | {tail}"
+    fp32 = next((row[1] for row in measured if row[0].startswith(f"| {model.template} | {formats[0]} | fp32 |")), None)
+    rows = [f"{head} {median:.1f} | {p95:.1f} | {f'{fp32 / median:.2f}x' if fp32 else '-'} | {tail}"
             for head, median, p95, tail in measured]
     rows += failed
     for precision in ("fp16", "int8"):
@@ -195,21 +203,25 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--student-teacher", action="store_true", help="also the student_teacher template")
     parser.add_argument("--student-teacher-model", help="fitted student_teacher model folder (default: fit one)")
+    parser.add_argument("--formats", nargs="+", choices=["onnx", "openvino"], default=["onnx", "openvino"],
+                        help="the first is the speed-up's FP32 baseline")
+    parser.add_argument("--target-isa", help="INT8 recipe for this instruction-set level (default: this CPU's). "
+                        "With ONEDNN_MAX_CPU_ISA=AVX2 in the environment, OpenVINO runs as on a CPU without VNNI")
     args = parser.parse_args()
     category = Path(args.data)
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         work = Path(tmp)
         patchcore = fitted("patchcore", category, args.model, work)
-        rows, bundles = bench_template(patchcore, category, work, args.threads, args.repeats)
+        setting = (args.threads, args.repeats, args.formats, args.target_isa)
+        rows, bundles = bench_template(patchcore, category, work, *setting)
         if not args.skip_padim:
-            rows += bench_template(fitted("padim", category, args.padim_model, work), category, work,
-                                   args.threads, args.repeats)[0]
+            rows += bench_template(fitted("padim", category, args.padim_model, work), category, work, *setting)[0]
         if args.student_teacher or args.student_teacher_model:
             rows += bench_template(fitted("student_teacher", category, args.student_teacher_model, work), category,
-                                   work, args.threads, args.repeats)[0]
+                                   work, *setting)[0]
         print(f"\n### Exported engines on {category.name} ({args.threads} threads, batch 1)\n")
         print(cpu_line(args.threads) + "\n")
-        print("| template | format | precision | reduced | size MB | median ms | p95 ms | vs ONNX Runtime FP32 | "
+        print(f"| template | format | precision | reduced | size MB | median ms | p95 ms | vs {args.formats[0]} FP32 | "
               "image AUROC | pixel AUROC | d image | d pixel | parity heatmap / rank |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
