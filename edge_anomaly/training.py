@@ -160,6 +160,7 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
         "normal_scores": {"min": float(normal_scores.min()), "median": float(np.median(normal_scores)),
                           "max": float(normal_scores.max())},
         "fit_seconds": round(fit_seconds, 2),
+        **({"training": graph.scorer.training_info} if graph.scorer.training_info else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return TrainedModel(template_name, params, graph, scoring, info)

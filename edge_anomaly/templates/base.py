@@ -115,6 +115,7 @@ class Scorer(nn.Module):
     # ``fit_images(images, extractor, progress)`` instead of embedding the images and ``fit``.
     fits_on_images: ClassVar[bool] = False
     progress: Callable[[int, int], None] | None = None  # (done, total) units of fitting work, for a bar
+    training_info: dict | None = None  # what a trained template learned on the way (steps, losses): kept in model.json
 
     def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError

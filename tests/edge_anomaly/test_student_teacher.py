@@ -80,6 +80,8 @@ def test_short_training_learns_and_round_trips(short_run, boards):
     model, folder = short_run
     history = model.graph.scorer.training_info["losses (step, training, validation)"]
     assert history[-1][1] < history[0][1]  # the training loss came down (validation on 3 boards is too noisy)
+    saved = json.loads((folder / "model.json").read_text())["info"]["training"]
+    assert [list(entry) for entry in history] == saved["losses (step, training, validation)"]
     low_local, high_local, low_global, high_global = model.graph.scorer.map_quantiles.tolist()
     assert high_local > low_local > 0 and high_global > low_global > 0
     metrics = evaluate_model(model, boards)
