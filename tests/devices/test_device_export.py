@@ -73,7 +73,7 @@ def test_bench_records_measured_rows_per_profile(device_export, tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| 20")]
     assert len(rows) == 2
     cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
-    assert cells[2:9] == [folder.name, "onnx int8", "onnxruntime / CPU", "sequential", "1", "4", "640x480"]
+    assert cells[2:9] == [folder.name, "onnx fp32", "onnxruntime / CPU", "sequential", "1", "4", "640x480"]
     median, p95, fps, rss = (float(cell) for cell in cells[9:13])
     assert 0 < median <= p95 and fps > 0 and rss > 50
     assert re.fullmatch(r"[+-]\d\.\d{4} / [+-]\d\.\d{4}", cells[13])
