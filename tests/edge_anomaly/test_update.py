@@ -34,8 +34,12 @@ def relit(boards, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def updated(board_model, relit, tmp_path_factory):
-    _, model = board_model
-    return update_model(model, relit[0]).save(tmp_path_factory.mktemp("updated") / "model")
+    """The board model updated through the command line, as an operator runs it."""
+    from edge_anomaly.cli import main
+
+    out = tmp_path_factory.mktemp("updated") / "model"
+    assert main(["update", str(board_model[0]), "--add", str(relit[0]), "--out", str(out)]) == 0
+    return out
 
 
 def test_update_passes_the_new_normal_and_keeps_the_defects(board_model, boards, relit, updated):
