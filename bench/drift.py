@@ -56,16 +56,17 @@ def observe_all(model: TrainedModel, frames: list[np.ndarray]) -> list[Observati
     return [(r.kind_scores["local"], r.global_stats) for r in results]
 
 
-def run(monitor: DriftMonitor, stream: list[Observation]) -> tuple[list[tuple[float, str, str | None]], float]:
-    """(changes as (simulated s, state, statistic), the largest share of an onset level seen)."""
-    changes, closest = [], 0.0
+def run(monitor: DriftMonitor, stream: list[Observation]) -> tuple[list[tuple[float, str, str | None]], str]:
+    """(changes as (simulated s, state, statistic), the largest share of an onset level seen and by which)."""
+    changes, closest = [], (0.0, "-")
     for index, (score, stats) in enumerate(stream):
         change = monitor.observe(score, stats, index / FPS)
         if change is not None:
-            changes.append((index / FPS, change.state, change.statistic))
+            moved = "+".join(name for name, _ in change.moved)
+            changes.append((index / FPS, change.state, moved or None))
         if index >= WINDOW and index % monitor.every == 0:
-            closest = max(closest, max(ratio for _, ratio in monitor.measures().values()))
-    return changes, closest
+            closest = max(closest, max((ratio, name) for name, (_, ratio) in monitor.measures().items()))
+    return changes, f"{closest[0]:.2f} ({closest[1]})"
 
 
 def main() -> None:
@@ -97,7 +98,7 @@ def main() -> None:
         changes, closest = run(DriftMonitor(reference), [pool[i] for i in order])
         onsets = [c for c in changes if c[1] == DRIFT]
         rows.append(f"| soak {soak + 1}: unchanged frames | 30 min | {soak_frames} | {len(onsets)} | - | "
-                    f"{', '.join(c[2] for c in onsets) or '-'} | {closest:.2f} |")
+                    f"{', '.join(c[2] for c in onsets) or '-'} | {closest} |")
 
     steady, ramp_frames = int(2 * 60 * FPS), int(10 * 60 * FPS)
     gains = np.round((1.0 - args.ramp * np.arange(ramp_frames) / ramp_frames) / 0.02) * 0.02
@@ -122,7 +123,7 @@ def main() -> None:
     print(f"data: {args.data}; reference: {reference.source} ({drift_reference(model)['n_scores']} held-out scores); "
           f"{len(pool)} pool frames + {sum(len(v) for v in levels.values())} ramp frames predicted in {elapsed:.0f} s; "
           f"monitor fed at a simulated {FPS:g} fps\n")
-    print("| stream | simulated | frames | drift onsets | time to report | statistic | closest approach |")
+    print("| stream | simulated | frames | drift onsets | time to report | moved at onset | closest approach |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print("\nclosest approach: the largest share of its onset level any statistic reached at a comparison (1.0 trips)")

@@ -46,7 +46,9 @@ NEAR_LOW = 0.3  # normalised score from which a frame is near the threshold (0.5
 # (onset, clear) levels of each kind of statistic
 PSI_LEVELS = (0.25, 0.1)  # the usual reading of a PSI: < 0.1 stable, > 0.25 a major shift
 NEAR_LEVELS = (0.15, 0.075)  # share of the window near the threshold beyond the reference's
-Z_LEVELS = (1.0, 0.5)  # window mean's distance from the training mean, in training spreads
+# window mean's distance from the training mean, in training spreads: bottle's test/good sits 0.7
+# spreads sharper than its train/good, so a 120-frame window of a few dozen parts reaches ~1.0
+Z_LEVELS = (1.5, 0.75)
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,13 @@ class DriftState:
     statistic: str | None = None
     value: float | None = None  # PSI (score), share (near_threshold) or z (a global statistic)
     since: float | None = None  # epoch seconds of the onset (drift) or of the last clear (ok)
+    moved: tuple[tuple[str, float], ...] = ()  # every statistic past its onset level, furthest first
 
     def to_dict(self) -> dict:
         return {"state": self.state, "reference": self.reference, "statistic": self.statistic,
                 "value": None if self.value is None else round(self.value, 4),
-                "since": None if self.since is None else iso_time(self.since)}
+                "since": None if self.since is None else iso_time(self.since),
+                "moved": {name: round(value, 4) for name, value in self.moved}}
 
 
 def population_stability(scores: np.ndarray, edges: np.ndarray) -> float:
@@ -159,13 +163,15 @@ class DriftMonitor:
 
     def _compare(self, now: float) -> DriftState | None:
         measures = self.measures()
-        worst = max(measures, key=lambda name: measures[name][1])
+        ranked = sorted(measures, key=lambda name: measures[name][1], reverse=True)
+        worst = ranked[0]
         value, ratio = measures[worst]
+        moved = tuple((name, measures[name][0]) for name in ranked if measures[name][1] >= 1.0)
         if self.state.state == OK:
             self._streak = self._streak + 1 if ratio >= 1.0 else 0
             if self._streak >= self.persist:
                 self._streak = 0
-                self.state = DriftState(DRIFT, self.reference.source, worst, value, now)
+                self.state = DriftState(DRIFT, self.reference.source, worst, value, now, moved)
                 return self.state
             return None
         settled = all(r < clear_ratio(name) for name, (_, r) in measures.items())
@@ -174,7 +180,7 @@ class DriftMonitor:
             self._streak = 0
             self.state = DriftState(OK, self.reference.source, since=now)
             return self.state
-        self.state = replace(self.state, statistic=worst, value=value)
+        self.state = replace(self.state, statistic=worst, value=value, moved=moved)
         return None
 
 

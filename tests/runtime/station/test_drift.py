@@ -88,6 +88,7 @@ def test_a_slow_lighting_ramp_is_reported_within_five_minutes_and_clears_once(re
     onset_s, onset = changes[0]
     assert onset_s - len(steady) / FPS < 5 * 60
     assert onset.statistic in LIGHTING_STATS and onset.reference == "bundle"
+    assert dict(onset.moved)[onset.statistic] == onset.value < 0  # darker
     assert onset.to_dict()["since"].endswith("Z") and onset.value is not None
 
 
