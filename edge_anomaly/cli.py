@@ -20,6 +20,7 @@ learn what normal looks like from good images, export the detector, run it on an
 EPILOG = """the path from images to a production line:
   edge-anomaly fit --data good/ --out model        learn normal (edge-anomaly templates: the choices)
   edge-anomaly evaluate model --data category/     metrics and a report on a labelled test set
+  edge-anomaly update model --add reviewed/normal/  add reviewed false alarms to the model (PatchCore)
   edge-anomaly export model --device PROFILE --out bundle    an engine bundle for a board (edge-anomaly devices)
   edge-anomaly predict bundle images/ --out runs/  verdicts, heatmaps and overlays
   edge-anomaly bench bundle --device PROFILE       latency, throughput and memory on this machine
@@ -69,6 +70,10 @@ def cmd_fit(args: argparse.Namespace) -> None:
                                  args.max_latency_ms, size_problem,
                                  THOROUGH_CANDIDATES if args.thorough else CANDIDATES, announce)
     template = model.template
+    if args.add:
+        from edge_anomaly.update import update_model
+
+        model = update_model(model, args.add)
     model.save(args.out)
     calibration = model.info["calibration"]
     height, width = model.input_size
@@ -81,6 +86,20 @@ def cmd_fit(args: argparse.Namespace) -> None:
           f"fit {model.info['fit_seconds']} s")
     if calibration["note"]:
         print(f"note: {calibration['note']}")
+
+
+def cmd_update(args: argparse.Namespace) -> None:
+    from edge_anomaly.model import TrainedModel
+    from edge_anomaly.update import update_model
+
+    model = update_model(TrainedModel.load(args.model), args.add)
+    out = args.out or args.model
+    model.save(out)
+    record = model.info["updates"][-1]
+    print(f"updated {args.model} -> {out}: {record['n_images']} images added from {args.add}, bank "
+          f"{record['bank_entries'][0]} -> {record['bank_entries'][1]} entries, threshold "
+          f"{record['threshold'][0]:.4g} -> {record['threshold'][1]:.4g}, {record['seconds']} s; "
+          f"export it again to ship it (edge-anomaly export)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -213,8 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="board profile (edge-anomaly devices): automatic configuration keeps to its input limits")
     fit.add_argument("--defects", help="folder of defect examples: choose the configuration and the F1-optimal "
                      "threshold on them instead of synthetic defects and a false-alarm rate")
+    fit.add_argument("--add", metavar="DIR", help="then add these reviewed normal images to the fitted model "
+                     "(as edge-anomaly update does; PatchCore)")
     fit.add_argument("--out", required=True, help="model folder to write")
     fit.set_defaults(run=cmd_fit)
+
+    update = commands.add_parser("update", help="add reviewed normal images to a PatchCore model and recalibrate "
+                                 "its threshold, without a full refit")
+    update.add_argument("model", help="model folder (from edge-anomaly fit)")
+    update.add_argument("--add", required=True, metavar="DIR",
+                        help="folder of normal images, e.g. the station's reviewed/<camera>/normal")
+    update.add_argument("--out", help="model folder to write (default: replace MODEL)")
+    update.set_defaults(run=cmd_update)
 
     evaluate = commands.add_parser("evaluate", help="metrics on an MVTec-layout test set")
     evaluate.add_argument("model", help="model folder")

@@ -1,8 +1,10 @@
 """A trained model: the graph, its decision numbers, and the model folder on disk.
 
 The folder is plain data: ``model.json`` (template, hyperparameters, input format,
-threshold and normalisation, training-set fingerprint, versions, file hashes) and
-``weights.safetensors``. Loading executes no code and refuses files whose hash changed.
+threshold and normalisation, training-set fingerprint, versions, file hashes),
+``weights.safetensors`` and ``calibration.safetensors`` (the held-out normal scores and the
+training images' global statistics, so that a model can be updated and recalibrated without
+its original images). Loading executes no code and refuses files whose hash changed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.numpy import load_file as load_arrays
+from safetensors.numpy import save_file as save_arrays
 from safetensors.torch import load_file, save_file
 
 import edge_anomaly
@@ -30,6 +34,7 @@ MODEL_FORMAT = "edge-anomaly-model"
 SCHEMA_VERSION = 1
 METADATA_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
+CALIBRATION_FILE = "calibration.safetensors"
 
 
 def build_graph(template_name: str, params: TemplateParams) -> AnomalyGraph:
@@ -62,6 +67,32 @@ def _current_params(params: dict) -> dict:
     return {key: value for key, value in params.items() if key not in RETIRED_PARAMS}
 
 
+@dataclass(frozen=True)
+class CalibrationData:
+    """What the threshold and the global checks were calibrated on, kept so an update can recalibrate.
+
+    ``normal_scores`` are the raw held-out (k-fold) score of every training image (and
+    augmented copy); ``image_stats`` the whole-image statistics of every original training
+    image, in the order of ``runtime.global_stats.STAT_NAMES``.
+    """
+
+    normal_scores: np.ndarray
+    image_stats: np.ndarray
+
+    def save(self, path: Path) -> None:
+        save_arrays({"normal_scores": np.ascontiguousarray(self.normal_scores, np.float64),
+                     "image_stats": np.ascontiguousarray(self.image_stats, np.float64)}, str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> CalibrationData:
+        arrays = load_arrays(str(path))
+        if set(arrays) != {"normal_scores", "image_stats"} or arrays["normal_scores"].ndim != 1 \
+                or arrays["image_stats"].ndim != 2:
+            raise ValueError(f"{path}: expected 1-D normal_scores and 2-D image_stats, got "
+                             f"{ {name: list(a.shape) for name, a in arrays.items()} }")
+        return cls(arrays["normal_scores"], arrays["image_stats"])
+
+
 @dataclass
 class TrainedModel:
     template: str
@@ -69,6 +100,7 @@ class TrainedModel:
     graph: AnomalyGraph
     scoring: Scoring
     info: dict = field(default_factory=dict)  # training-set fingerprint, timings, versions
+    calibration_data: CalibrationData | None = None  # absent in models saved before it was kept
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -122,8 +154,12 @@ class TrainedModel:
         folder.mkdir(parents=True, exist_ok=True)
         state = {key: value.contiguous() for key, value in self.graph.state_dict().items()}
         save_file(state, folder / WEIGHTS_FILE)
+        names = [WEIGHTS_FILE]
+        if self.calibration_data is not None:
+            self.calibration_data.save(folder / CALIBRATION_FILE)
+            names.append(CALIBRATION_FILE)
         metadata = self.metadata()
-        metadata["files"] = {WEIGHTS_FILE: sha256_file(folder / WEIGHTS_FILE)}
+        metadata["files"] = {name: sha256_file(folder / name) for name in names}
         (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         return folder
 
@@ -150,4 +186,6 @@ class TrainedModel:
         graph.scorer.load_fitted({k.removeprefix("scorer."): v for k, v in state.items() if k.startswith("scorer.")})
         graph.extractor.load_state_dict({k.removeprefix("extractor."): v for k, v in state.items()
                                          if k.startswith("extractor.")})
-        return cls(metadata["template"], params, graph, Scoring.from_dict(metadata["scoring"]), metadata["info"])
+        calibration = CalibrationData.load(folder / CALIBRATION_FILE) if CALIBRATION_FILE in files else None
+        return cls(metadata["template"], params, graph, Scoring.from_dict(metadata["scoring"]), metadata["info"],
+                   calibration)

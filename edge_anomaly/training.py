@@ -22,11 +22,11 @@ from edge_anomaly.calibration import f1_scale, false_alarm_threshold, quantile_s
 from edge_anomaly.data.augment import compressed_copies
 from edge_anomaly.data.training_set import TrainingSet, input_size_for
 from edge_anomaly.graph import AnomalyGraph
-from edge_anomaly.model import TrainedModel, run_graph
+from edge_anomaly.model import CalibrationData, TrainedModel, run_graph
 from edge_anomaly.progress import make_progress
 from edge_anomaly.templates import TemplateParams, get_template
 from runtime.global_stats import GlobalStatsReference, image_statistics
-from runtime.scoring import Scoring
+from runtime.scoring import ScoreScale, Scoring
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +135,9 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
     if calibration.method != "f1" and calibration.note:
         log.warning("%s", calibration.note)
 
-    scoring = Scoring(local=local)
-    if params.global_checks:
-        # Whole-image statistics are cheap and unbiased enough in-sample, so every training
-        # image calibrates their thresholds.
-        stats = np.stack([image_statistics(x) for x in originals])
-        reference = GlobalStatsReference.fit(stats)
-        lighting, blur = reference.deviation_scores(stats)
-        scoring = Scoring(local=local, reference=reference,
-                          lighting=quantile_scale(lighting, GLOBAL_CHECK_QUANTILE, params.global_check_margin),
-                          blur=quantile_scale(blur, GLOBAL_CHECK_QUANTILE, params.global_check_margin))
+    stats = np.stack([image_statistics(x) for x in originals])
+    scoring = global_checks_scoring(local, stats, params.global_check_margin) if params.global_checks \
+        else Scoring(local=local)
     info = {
         "training_set": {
             "folder": str(training.folder),
@@ -163,4 +156,17 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
         **({"training": graph.scorer.training_info} if graph.scorer.training_info else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return TrainedModel(template_name, params, graph, scoring, info)
+    return TrainedModel(template_name, params, graph, scoring, info, CalibrationData(normal_scores, stats))
+
+
+def global_checks_scoring(local: ScoreScale, stats: np.ndarray, margin: float) -> Scoring:
+    """``local`` plus lighting and blur checks calibrated on the (images, STAT_NAMES) statistics of normal images.
+
+    Whole-image statistics are cheap and unbiased enough in-sample, so every training image
+    calibrates their thresholds.
+    """
+    reference = GlobalStatsReference.fit(stats)
+    lighting, blur = reference.deviation_scores(stats)
+    return Scoring(local=local, reference=reference,
+                   lighting=quantile_scale(lighting, GLOBAL_CHECK_QUANTILE, margin),
+                   blur=quantile_scale(blur, GLOBAL_CHECK_QUANTILE, margin))

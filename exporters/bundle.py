@@ -5,10 +5,29 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 import edge_anomaly
 from edge_anomaly.model import TrainedModel
 from runtime.bundle import pack_bundle, sha256_file
+from runtime.global_stats import GlobalStatsReference
 from runtime.manifest import BUNDLE_FORMAT, MANIFEST, SCHEMA_VERSION, Manifest, dump, parse_manifest
+
+DRIFT_LEVELS = np.linspace(0.0, 1.0, 21)  # quantiles of the held-out normal scores kept for the drift monitor
+
+
+def drift_reference(model: TrainedModel) -> dict | None:
+    """The manifest's ``drift_reference`` from the model's calibration data (None for models without it).
+
+    Scores are normalised with the model's own scale: the runtime's normalised scores of any
+    engine (aligned for reduced precision) are on the same scale.
+    """
+    data = model.calibration_data
+    if data is None:
+        return None
+    scores = model.scoring.local.normalize(data.normal_scores)
+    return {"levels": DRIFT_LEVELS.tolist(), "score_quantiles": np.quantile(scores, DRIFT_LEVELS).tolist(),
+            "n_scores": int(scores.size), "global_stats": GlobalStatsReference.fit(data.image_stats).to_dict()}
 
 
 def build_manifest(model: TrainedModel, engine: dict, name: str, **sections) -> Manifest:
@@ -30,6 +49,7 @@ def build_manifest(model: TrainedModel, engine: dict, name: str, **sections) -> 
         "scoring": meta["scoring"],
         "concepts": meta["concepts"],
         "model": {"params": meta["params"], "info": meta["info"], "versions": meta["versions"]},
+        "drift_reference": drift_reference(model),
         **sections,
     }, f"manifest of bundle {name!r}")
 

@@ -8,7 +8,8 @@ step by step, so bundles already in the field keep loading. Descriptive records 
 metadata, where parity images came from) are free-form.
 
 Version history: 1, the first format. 2 adds the optional ``signature``, ``self_test`` and
-``parity.cpu`` and makes defaults explicit (``engine.batch``, ``batch.dynamic``).
+``parity.cpu`` and makes defaults explicit (``engine.batch``, ``batch.dynamic``). 3 adds the
+optional ``drift_reference`` (a version 2 bundle reads as one without it).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from runtime.cpu import ISAS
 from runtime.schema import StrictModel, validate
 
 BUNDLE_FORMAT = "edge-anomaly-bundle"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 4 << 20  # a manifest is a few kB; anything near this is not one
 ENGINE_FORMATS = ("onnx", "openvino", "tensorrt")
@@ -222,11 +223,32 @@ class SelfTest(_Section):
     max_score_error: float
 
 
+class DriftReference(_Section):
+    """What the line looked like in training, for the station's drift monitor (runtime.station.drift).
+
+    ``score_quantiles`` are the held-out normal scores' quantiles at ``levels``, normalised as the
+    runtime normalises scores (threshold 0.5); ``global_stats`` the training images' whole-image
+    statistics (mean, spread).
+    """
+
+    levels: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(min_length=3)
+    score_quantiles: list[float]
+    n_scores: int = Field(ge=1)
+    global_stats: GlobalStats | None = None
+
+    @field_validator("score_quantiles")
+    @classmethod
+    def _ascending(cls, values: list[float]) -> list[float]:
+        if any(b < a for a, b in zip(values, values[1:], strict=False)):
+            raise ValueError("must be in ascending order")
+        return values
+
+
 class Manifest(_Section):
-    _omitted_when_none = frozenset({"name", "parity", "device_profile", "signature", "self_test"})
+    _omitted_when_none = frozenset({"name", "parity", "device_profile", "signature", "self_test", "drift_reference"})
 
     format: Literal["edge-anomaly-bundle"]
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     name: str | None = None
     created: str
     edge_anomaly_version: str
@@ -243,6 +265,7 @@ class Manifest(_Section):
                                           description="file name -> SHA-256 of every other file")
     signature: Signature | None = None
     self_test: SelfTest | None = None
+    drift_reference: DriftReference | None = None
 
 
 def _v1_to_v2(data: dict) -> dict:
@@ -255,7 +278,12 @@ def _v1_to_v2(data: dict) -> dict:
     return {**data, "schema_version": 2, "engine": {**engine, "batch": batch}}
 
 
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+def _v2_to_v3(data: dict) -> dict:
+    """Version 3 only adds the optional ``drift_reference``: a version 2 manifest is one without it."""
+    return {**data, "schema_version": 3}
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(data: dict, source: str = MANIFEST) -> dict:

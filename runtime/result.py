@@ -29,6 +29,9 @@ class Result:
     heatmap: np.ndarray
     kind_scores: dict[str, float] = field(default_factory=dict)
     latency_ms: float = 0.0
+    # the whole-image statistics (runtime.global_stats.STAT_NAMES) the lighting and blur checks measured,
+    # kept for the station's drift monitor; None for models without those checks
+    global_stats: np.ndarray | None = None
 
     @property
     def is_anomalous(self) -> bool:

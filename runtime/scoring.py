@@ -98,8 +98,10 @@ class Scoring:
         heatmap = self.local.normalize(raw_heatmap).astype(np.float32)
         kind_scores = {"local": float(self.local.normalize(raw_score))}
         excess: dict[str, float] = {}
+        stats = None
         if self.reference is not None and self.lighting is not None and self.blur is not None:
-            excess = self._global_excess(input_rgb)
+            stats = image_statistics(input_rgb)
+            excess = self._global_excess(stats)
             kind_scores.update({name: float(_logistic(value)) for name, value in excess.items()})
         fired = [name for name, value in excess.items() if value >= 0.0]
         # The global checks only speak when they fire: below their thresholds the verdict is
@@ -116,15 +118,17 @@ class Scoring:
             heatmap=heatmap_to_frame(heatmap, frame_hw, region),
             kind_scores=kind_scores,
             latency_ms=latency_ms,
+            global_stats=stats,
         )
 
-    def _global_excess(self, input_rgb: np.ndarray, exclude: np.ndarray | None = None) -> dict[str, float]:
-        """How far past its threshold each global check is, in units of its spread (>= 0: fired).
+    def _global_excess(self, stats: np.ndarray) -> dict[str, float]:
+        """How far past its threshold each global check is, in units of its spread (>= 0: fired),
+        for an image's statistics (:func:`image_statistics`).
 
         Unlike the normalised score this does not saturate at 1, so two checks that both fired
         clearly can still be told apart.
         """
-        lighting, blur = self.reference.deviation_scores(image_statistics(input_rgb, exclude))
+        lighting, blur = self.reference.deviation_scores(stats)
         return {name: float((raw[0] - scale.threshold) * np.log(9.0) / scale.spread)
                 for name, raw, scale in (("lighting", lighting, self.lighting), ("blur", blur, self.blur))}
 
@@ -144,7 +148,7 @@ class Scoring:
         if hot is not None:
             if hot.shape != input_rgb.shape[:2]:
                 hot = cv2.resize(hot.astype(np.uint8), input_rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
-            without = self._global_excess(input_rgb, exclude=hot)
+            without = self._global_excess(image_statistics(input_rgb, exclude=hot))
             if all(without[name] < 0.0 for name in fired):
                 return "local"
         return max(fired, key=excess.__getitem__)

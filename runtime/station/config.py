@@ -213,6 +213,15 @@ class AlertConfig(_Section):
     max_regions: int = Field(5, ge=0)
 
 
+class DriftConfig(_Section):
+    """The drift monitor (runtime.station.drift): frames compared, how often, and for how long a change must hold."""
+
+    enabled: bool = True
+    window: int = Field(120, ge=10, le=100_000, description="frames compared with the training reference")
+    every: int = Field(10, ge=1, description="frames between comparisons")
+    persist: int = Field(3, ge=1, description="comparisons in a row that start or clear a drift")
+
+
 class CameraConfig(_Section):
     name: Annotated[str, AfterValidator(_topic_safe)]
     bundle: ConfigPath
@@ -230,6 +239,7 @@ class CameraConfig(_Section):
     max_image_pixels: int = Field(50_000_000, ge=1, description="folder: larger images (by header) are refused")
     rate_hz: float | None = Field(None, gt=0, description="continuous: at most this many inspections a second")
     alert: AlertConfig = Field(default_factory=dict)
+    drift: DriftConfig = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _mode_inputs(self) -> CameraConfig:

@@ -19,8 +19,17 @@ from runtime.detector import Detector
 from runtime.predict_files import annotate
 from runtime.signing import TrustList
 from runtime.station.config import CameraConfig
+from runtime.station.drift import DriftMonitor
 from runtime.station.evidence import EvidenceStore
-from runtime.station.messages import BundleInfo, Inspection, Topics, alert_message, new_id, result_message
+from runtime.station.messages import (
+    BundleInfo,
+    Inspection,
+    Topics,
+    alert_message,
+    drift_message,
+    new_id,
+    result_message,
+)
 from runtime.station.outbox import ALERT, RESULT, Outbox
 from runtime.station.stats import StationStats
 from runtime.visualize import anomaly_regions, thumbnail
@@ -64,9 +73,24 @@ class Inspector:
         self.stats = stats
         self.evidence = evidence
         self.save = save
+        self.drift = self._drift_monitor(loaded)
 
     def swap(self, loaded: LoadedBundle) -> None:
+        self.drift = self._drift_monitor(loaded)  # a new bundle brings its own reference
         self.loaded = loaded
+
+    def _drift_monitor(self, loaded: LoadedBundle) -> DriftMonitor | None:
+        settings = self.camera.drift
+        if not settings.enabled:
+            return None
+        return DriftMonitor.for_manifest(loaded.detector.bundle.manifest.drift_reference, window=settings.window,
+                                         every=settings.every, persist=settings.persist)
+
+    @property
+    def drift_state(self) -> dict:
+        """The camera's drift state for status and heartbeat (``{"state": "off"}`` when disabled)."""
+        monitor = self.drift
+        return monitor.state.to_dict() if monitor is not None else {"state": "off"}
 
     def inspect(self, frame: np.ndarray, source: str, part_id: str | None, started: float,
                 started_perf: float, answers: int | None = None) -> Inspection:
@@ -87,7 +111,20 @@ class Inspector:
         self.outbox.put(RESULT, self.topics.result(self.camera.name), result_message(inspection), answers=answers)
         self.notify()
         self.stats.record(self.camera.name, result, inspection.total_ms)
+        self._watch_drift(result, started, loaded.info)
         return inspection
+
+    def _watch_drift(self, result, moment: float, bundle: BundleInfo) -> None:
+        """Feed the drift monitor; publish once when a drift starts or clears."""
+        monitor = self.drift
+        if monitor is None:
+            return
+        change = monitor.observe(result.kind_scores.get("local", result.normalized_score), result.global_stats, moment)
+        if change is not None:
+            log.warning("drift: %s", change.to_dict(), extra={"camera": self.camera.name})
+            self.outbox.put(ALERT, self.topics.drift(self.camera.name),
+                            drift_message(self.station, self.camera.name, change.to_dict(), bundle))
+            self.notify()
 
     def _save_evidence(self, inspection_id: str, frame: np.ndarray, result, moment: float) -> str | None:
         if self.evidence is None or self.save == "none" or (self.save == "anomalous" and not result.is_anomalous):

@@ -68,6 +68,9 @@ class Topics:
     def alert(self, camera: str) -> str:
         return f"{self.base}/{camera}/alert"
 
+    def drift(self, camera: str) -> str:
+        return f"{self.base}/{camera}/drift"
+
 
 @dataclass(frozen=True)
 class BundleInfo:
@@ -144,6 +147,13 @@ def alert_message(inspection: Inspection, thumbnail: np.ndarray | None, jpeg_qua
                                     "height": int(thumbnail.shape[0]),
                                     "data": base64.b64encode(encoded.tobytes()).decode("ascii")}
     return message
+
+
+def drift_message(station: str, camera: str, state: dict, bundle: BundleInfo) -> dict:
+    """``<prefix>/<station>/<camera>/drift``: once when a drift starts and once when it clears
+    (``state`` is runtime.station.drift.DriftState.to_dict())."""
+    return {"id": new_id(), "station": station, "camera": camera, "timestamp": iso_time(), **state,
+            "bundle": {"name": bundle.name, "hash": bundle.hash}}
 
 
 def status_message(station: str, cameras: dict[str, dict], started: float) -> dict:

@@ -166,11 +166,13 @@ class Station:
     # -- what the station tells the world ---------------------------------------------------------
 
     def status(self) -> dict:
-        return status_message(self.config.station, {name: worker.describe() for name, worker in self.workers.items()},
-                              self.started) | {"pid": os.getpid()}
+        cameras = {name: worker.describe() | {"drift": worker.inspector.drift_state}
+                   for name, worker in self.workers.items()}
+        return status_message(self.config.station, cameras, self.started) | {"pid": os.getpid()}
 
     def heartbeat(self) -> dict:
-        cameras = {name: {"state": worker.state, **self.stats.summary(name)} for name, worker in self.workers.items()}
+        cameras = {name: {"state": worker.state, **self.stats.summary(name),
+                          "drift": worker.inspector.drift_state} for name, worker in self.workers.items()}
         return {
             "station": self.config.station, "timestamp": iso_time(), "uptime_s": round(time.time() - self.started, 1),
             "frames": sum(c["frames"] for c in cameras.values()),

@@ -15,7 +15,7 @@ from runtime.image_io import list_images, read_image  # noqa: E402
 
 def test_model_folder_is_plain_data_and_round_trips(board_model):
     folder, model = board_model
-    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "weights.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["calibration.safetensors", "model.json", "weights.safetensors"]
     meta = json.loads((folder / "model.json").read_text())
     assert meta["template"] == "patchcore" and meta["input"]["size"] == [256, 256]
     assert meta["input"]["normalization"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
@@ -24,6 +24,10 @@ def test_model_folder_is_plain_data_and_round_trips(board_model):
     assert meta["versions"]["edge_anomaly"]
 
     loaded = TrainedModel.load(folder)
+    assert set(meta["files"]) == {"weights.safetensors", "calibration.safetensors"}
+    np.testing.assert_array_equal(loaded.calibration_data.normal_scores, model.calibration_data.normal_scores)
+    assert loaded.calibration_data.image_stats.shape == (30, 22)
+    assert len(loaded.calibration_data.normal_scores) == meta["info"]["calibration"]["n_scores"]
     inputs = np.stack([np.full((256, 256, 3), 90, np.uint8), np.full((256, 256, 3), 150, np.uint8)])
     for original, reloaded in zip(model.infer(inputs), loaded.infer(inputs), strict=True):
         np.testing.assert_allclose(original, reloaded, rtol=1e-5, atol=1e-5)

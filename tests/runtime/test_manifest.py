@@ -32,7 +32,7 @@ def test_a_version_1_bundle_loads_through_migrate_and_runs(tmp_path):
     assert _v1()["schema_version"] == 1
     bundle = open_bundle(V1_BUNDLE)
     manifest = bundle.manifest
-    assert manifest.schema_version == SCHEMA_VERSION == 2
+    assert manifest.schema_version == SCHEMA_VERSION == 3
     assert bundle.name == "boards-onnx-fp32" and bundle.input_size == (256, 256)
     engine = manifest.engine
     assert (engine.format, engine.batch.max_batch, engine.batch.static) == ("onnx", 32, False)
@@ -67,8 +67,8 @@ def test_dump_and_load_agree_and_omit_unset_optional_sections():
     text = dump(manifest)
     assert load_manifest(text) == manifest
     written = json.loads(text)
-    assert written["schema_version"] == 2
-    assert not {"signature", "self_test", "device_profile"} & written.keys()
+    assert written["schema_version"] == 3
+    assert not {"signature", "self_test", "device_profile", "drift_reference"} & written.keys()
     assert "cpu" not in written["parity"] and "score_alignment" not in written["engine"]
     assert written["input"]["roi"] is None  # explicit in both versions
 
@@ -82,10 +82,22 @@ def test_the_optional_sections_of_later_issues_validate():
     manifest = parse_manifest(data)
     assert manifest.signature.key_id == "0123456789abcdef" and manifest.self_test.images[0].score == 24.5
     assert json.loads(dump(manifest))["parity"]["cpu"]["flags"] == ["avx2", "avx512_vnni"]
+    assert manifest.drift_reference is None  # a version 2 bundle has none: the station learns it
+
+
+def test_the_drift_reference_validates_and_round_trips():
+    reference = {"levels": [0.0, 0.5, 1.0], "score_quantiles": [0.01, 0.1, 0.4], "n_scores": 209,
+                 "global_stats": {"names": ["brightness"], "mean": [0.4], "std": [0.02]}}
+    manifest = parse_manifest({**_v1(), "schema_version": 3, "drift_reference": reference})
+    assert manifest.drift_reference.score_quantiles == [0.01, 0.1, 0.4]
+    assert json.loads(dump(manifest))["drift_reference"] == reference
+    with pytest.raises(BundleError, match="drift_reference.score_quantiles: Value error, must be in ascending order"):
+        parse_manifest({**_v1(), "schema_version": 3,
+                        "drift_reference": {**reference, "score_quantiles": [0.1, 0.01, 0.4]}})
 
 
 @pytest.mark.parametrize(("change", "expected"), [
-    (lambda m: m.update(schema_version=3), "schema_version 3 is newer than this edge-anomaly reads (2)"),
+    (lambda m: m.update(schema_version=4), "schema_version 4 is newer than this edge-anomaly reads (3)"),
     (lambda m: m.update(schema_version="1"), "schema_version '1' is not supported"),
     (lambda m: m.update(format="other"), "format is 'other', expected 'edge-anomaly-bundle'"),
     (lambda m: m.update(colour="red"), "colour: Extra inputs are not permitted"),
