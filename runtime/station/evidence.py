@@ -1,7 +1,8 @@
-"""Saved evidence: heatmap overlays of inspected frames as JPEG, rotated to stay under a size bound.
+"""Saved evidence: heatmap overlays of inspected frames as JPEG, with the raw frame beside each as PNG
+(lossless: a frame a person reviews as normal can train the next model), rotated to stay under a size bound.
 
-Files live at ``<dir>/<camera>/<YYYYMMDD>/<HHMMSS.mmm>_<inspection id>.jpg``; when the total
-exceeds ``max_mb`` the oldest files go first (also those left by an earlier run).
+Files live at ``<dir>/<camera>/<YYYYMMDD>/<HHMMSS.mmm>_<inspection id>.jpg`` (overlay) and ``.png``
+(frame); when the total exceeds ``max_mb`` the oldest files go first (also those left by an earlier run).
 """
 
 from __future__ import annotations
@@ -26,26 +27,36 @@ class EvidenceStore:
         self.jpeg_quality = jpeg_quality
         self.deleted = 0
         self._lock = threading.Lock()
-        existing = sorted((p.stat().st_mtime_ns, p) for p in self.folder.rglob("*.jpg") if p.is_file())
+        existing = sorted((p.stat().st_mtime_ns, p) for p in self.folder.rglob("*")
+                          if p.suffix in (".jpg", ".png") and p.is_file())
         self._files: deque[tuple[Path, int]] = deque((path, path.stat().st_size) for _, path in existing)
         self.total_bytes = sum(size for _, size in self._files)
 
-    def save(self, camera: str, inspection_id: str, picture_rgb: np.ndarray, moment: float) -> Path:
-        """Write the picture, then delete the oldest files while over the bound; returns the path."""
+    def save(self, camera: str, inspection_id: str, picture_rgb: np.ndarray, moment: float,
+             frame_rgb: np.ndarray | None = None) -> Path:
+        """Write the overlay (and the raw frame as PNG beside it), then delete the oldest files while over the
+        bound; returns the overlay's path."""
         stamp = time.gmtime(moment)
         name = f"{time.strftime('%H%M%S', stamp)}.{int(moment * 1000) % 1000:03d}_{inspection_id}.jpg"
         path = self.folder / camera / time.strftime("%Y%m%d", stamp) / name
-        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(picture_rgb, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-        if not ok:
-            raise OSError(f"{path}: cannot encode JPEG")
         path.parent.mkdir(parents=True, exist_ok=True)
-        encoded.tofile(path)
+        written = [self._write(path, picture_rgb, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])]
+        if frame_rgb is not None:  # compression 1: a few ms, the frame stays exact
+            written.append(self._write(frame_path(path), frame_rgb, [cv2.IMWRITE_PNG_COMPRESSION, 1]))
         with self._lock:
-            self._files.append((path, encoded.size))
-            self.total_bytes += encoded.size
+            for item in written:
+                self._files.append(item)
+                self.total_bytes += item[1]
             self._rotate()
         return path
+
+    @staticmethod
+    def _write(path: Path, picture_rgb: np.ndarray, options: list[int]) -> tuple[Path, int]:
+        ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(picture_rgb, cv2.COLOR_RGB2BGR), options)
+        if not ok:
+            raise OSError(f"{path}: cannot encode {path.suffix}")
+        encoded.tofile(path)
+        return path, encoded.size
 
     def _rotate(self) -> None:
         while self.total_bytes > self.max_bytes and len(self._files) > 1:
@@ -60,3 +71,8 @@ class EvidenceStore:
                 log.warning("cannot delete old evidence %s: %s", path, exc)
             if path.parent != self.folder and not any(path.parent.iterdir()):
                 path.parent.rmdir()
+
+
+def frame_path(overlay: str | Path) -> Path:
+    """Where the raw frame of an overlay lies (it may have been rotated away: check before use)."""
+    return Path(overlay).with_suffix(".png")

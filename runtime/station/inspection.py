@@ -54,7 +54,7 @@ def load_bundle(path: Path, camera: CameraConfig, trust: TrustList | None = None
 class Inspector:
     def __init__(self, station: str, camera: CameraConfig, loaded: LoadedBundle, topics: Topics, outbox: Outbox,
                  notify: Callable[[], None], stats: StationStats, evidence: EvidenceStore | None,
-                 save: str) -> None:
+                 save: str, observe: Callable[[Inspection, np.ndarray], None] | None = None) -> None:
         self.station = station
         self.camera = camera
         self.loaded = loaded
@@ -64,6 +64,7 @@ class Inspector:
         self.stats = stats
         self.evidence = evidence
         self.save = save
+        self.observe = observe  # the station's page: history and live view
 
     def swap(self, loaded: LoadedBundle) -> None:
         self.loaded = loaded
@@ -87,13 +88,16 @@ class Inspector:
         self.outbox.put(RESULT, self.topics.result(self.camera.name), result_message(inspection), answers=answers)
         self.notify()
         self.stats.record(self.camera.name, result, inspection.total_ms)
+        if self.observe is not None:
+            self.observe(inspection, frame)
         return inspection
 
     def _save_evidence(self, inspection_id: str, frame: np.ndarray, result, moment: float) -> str | None:
         if self.evidence is None or self.save == "none" or (self.save == "anomalous" and not result.is_anomalous):
             return None
         try:
-            return str(self.evidence.save(self.camera.name, inspection_id, annotate(frame, result), moment))
+            return str(self.evidence.save(self.camera.name, inspection_id, annotate(frame, result), moment,
+                                          frame_rgb=frame))
         except OSError as exc:
             log.error("cannot save evidence: %s", exc, extra={"camera": self.camera.name})
             self.stats.error(self.camera.name, "evidence")
