@@ -5,7 +5,7 @@
 const $ = (selector, root = document) => root.querySelector(selector);
 const cameras = {};            // name -> {card, chart points, last inspection, frame loading state}
 const STATUS_EVERY_MS = 2000;
-const CHART_HOURS = 4;
+let chartHours = 1;
 const FRAME_EVERY_MS = 400;    // at most this often per camera, whatever the line's rate
 let lastStatus = null;
 
@@ -34,7 +34,8 @@ function verdictOf(item) {
   return {cls: "bad", word: "DEFECT"};
 }
 
-const time = (epoch) => new Date(epoch * 1000).toLocaleTimeString([], {hour12: false});
+const time = (epoch) => new Date(epoch * 1000).toLocaleTimeString("en-GB");
+const dateTime = (epoch) => new Date(epoch * 1000).toLocaleString("sv-SE");  // 2026-11-30 05:41:39
 function ago(epoch) {
   const seconds = Math.max(0, Date.now() / 1000 - epoch);
   if (seconds < 60) return `${Math.round(seconds)} s ago`;
@@ -66,10 +67,9 @@ function cameraCard(name) {
     const last = cameras[name].last;
     if (last) openDetail(last.id);
   });
-  $(".live", card).addEventListener("load", () => frameLoaded(name));
-  $(".live", card).addEventListener("error", () => frameLoaded(name));
   $("#filters select[name=camera]").append(el("option", {value: name}, name));
-  cameras[name] = {card, points: [], last: null, loading: false, pending: false, loadedAt: 0};
+  cameras[name] = {card, points: [], last: null, recent: new Map(), frameId: null, loading: false, pending: false,
+                   loadedAt: 0};
   loadChart(name);
   getJSON(`/api/inspections?camera=${encodeURIComponent(name)}&limit=1`).then((data) => {
     if (data.inspections.length && !cameras[name].last) showInspection(data.inspections[0]);
@@ -77,17 +77,25 @@ function cameraCard(name) {
   return cameras[name];
 }
 
+// The banner always describes the picture beside it: a result is shown once its frame has arrived (the frame is
+// fetched at most every FRAME_EVERY_MS, so at a fast line some results only pass through the list and the chart).
 function showInspection(item) {
   const camera = cameras[item.camera] || cameraCard(item.camera);
+  camera.recent.set(item.id, item);
+  if (camera.recent.size > 50) camera.recent.delete(camera.recent.keys().next().value);
+  addChartPoint(item.camera, item.time, item.normalized_score, item.label === "anomalous");
+  if (item.id === camera.frameId) showVerdict(item.camera, item); else requestFrame(item.camera);
+}
+
+function showVerdict(name, item) {
+  const camera = cameras[name];
   camera.last = item;
   const verdict = verdictOf(item);
   const box = $(".verdict", camera.card);
   box.className = `verdict ${verdict.cls}`;
   box.dataset.inspection = item.id;
   $(".word", box).textContent = verdict.word;
-  showAge(item.camera);
-  addChartPoint(item.camera, item.time, item.normalized_score, item.label === "anomalous");
-  requestFrame(item.camera);
+  showAge(name);
 }
 
 function showAge(name) {
@@ -101,14 +109,26 @@ function showAge(name) {
 function requestFrame(name) {
   const camera = cameras[name];
   if (camera.loading) { camera.pending = true; return; }
-  const wait = FRAME_EVERY_MS - (Date.now() - camera.loadedAt);
   camera.loading = true;
-  setTimeout(() => { $(".live", camera.card).src = `/api/cameras/${encodeURIComponent(name)}/live.jpg?t=${Date.now()}`; },
-             Math.max(0, wait));
+  setTimeout(() => loadFrame(name), Math.max(0, FRAME_EVERY_MS - (Date.now() - camera.loadedAt)));
 }
 
-function frameLoaded(name) {
+async function loadFrame(name) {
   const camera = cameras[name];
+  try {
+    const response = await fetch(`/api/cameras/${encodeURIComponent(name)}/live.jpg`, {cache: "no-store"});
+    if (response.ok) {
+      const url = URL.createObjectURL(await response.blob());
+      const image = $(".live", camera.card);
+      if (image.src.startsWith("blob:")) URL.revokeObjectURL(image.src);
+      image.src = url;
+      camera.frameId = response.headers.get("X-Inspection");
+      const item = camera.recent.get(camera.frameId);
+      if (item) showVerdict(name, item);
+    } else if (camera.recent.size) {  // no frame in memory (the station restarted): the verdict alone
+      showVerdict(name, [...camera.recent.values()].pop());
+    }
+  } catch (error) { console.warn(error); }
   camera.loading = false;
   camera.loadedAt = Date.now();
   if (camera.pending) { camera.pending = false; requestFrame(name); }
@@ -144,14 +164,14 @@ function showCameraStatus(name, info, threshold) {
 
 async function loadChart(name) {
   try {
-    const data = await getJSON(`/api/scores?camera=${encodeURIComponent(name)}&hours=${CHART_HOURS}`);
+    const data = await getJSON(`/api/scores?camera=${encodeURIComponent(name)}&hours=${chartHours}`);
     cameras[name].points = data.points;
     drawChart(name);
   } catch (error) { console.warn(error); }
 }
 
 function addChartPoint(name, at, score, anomalous) {
-  const points = cameras[name].points, width = CHART_HOURS * 3600 / 360;
+  const points = cameras[name].points, width = chartHours * 3600 / 360;
   const last = points[points.length - 1];
   if (last && at - last.time < width) {
     last.mean = (last.mean * last.count + score) / (last.count + 1);
@@ -168,16 +188,17 @@ function addChartPoint(name, at, score, anomalous) {
 function drawChart(name) {
   const canvas = $(".chart", cameras[name].card), context = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, left = 34, bottom = 18, top = 8;
-  const now = Date.now() / 1000, start = now - CHART_HOURS * 3600;
+  const now = Date.now() / 1000, start = now - chartHours * 3600;
   const x = (t) => left + (t - start) / (now - start) * (w - left - 4);
   const y = (s) => top + (1 - Math.min(Math.max(s, 0), 1)) * (h - top - bottom);
   context.clearRect(0, 0, w, h);
   context.font = "12px system-ui"; context.fillStyle = "#9aa3ad"; context.strokeStyle = "#333a42";
   for (const s of [0, 0.5, 1]) { context.fillText(s.toFixed(1), 4, y(s) + 4); }
-  for (let hour = 0; hour <= CHART_HOURS; hour++) {
-    const t = start + hour * 3600;
+  const step = {1: 600, 4: 3600, 8: 7200, 24: 14400}[chartHours] || 3600;  // grid lines on round clock times
+  for (let t = Math.ceil(start / step) * step; t <= now; t += step) {
     context.beginPath(); context.moveTo(x(t), top); context.lineTo(x(t), h - bottom); context.stroke();
-    context.fillText(hour === CHART_HOURS ? "now" : `-${CHART_HOURS - hour} h`, x(t) - 12, h - 4);
+    context.fillText(new Date(t * 1000).toLocaleTimeString("en-GB", {hour: "2-digit", minute: "2-digit"}),
+                     x(t) - 15, h - 4);
   }
   context.strokeStyle = "#d62d2d"; context.setLineDash([6, 4]); context.lineWidth = 1.5;
   context.beginPath(); context.moveTo(left, y(0.5)); context.lineTo(w - 4, y(0.5)); context.stroke();
@@ -212,7 +233,7 @@ async function refreshStatus() {
       (status.outbox.dropped_results ? `, ${status.outbox.dropped_results} dropped` : "");
     const evidence = status.evidence;
     $("#disk").textContent = evidence.save === "none" ? "no evidence kept" :
-      `evidence ${bytes(evidence.bytes)} of ${bytes(evidence.max_bytes)}, disk free ${bytes(evidence.disk_free_bytes)}`;
+      `evidence ${bytes(evidence.bytes)} / ${bytes(evidence.max_bytes)} · ${bytes(evidence.disk_free_bytes)} free`;
     const problems = $("#problems");
     problems.hidden = !status.problems.length;
     problems.replaceChildren(...status.problems.map((p) => el("li", {}, p)));
@@ -284,9 +305,10 @@ async function openDetail(id) {
   current = item;
   const verdict = verdictOf(item);
   $("#d-title").replaceChildren(el("span", {class: `tag ${verdict.cls}`}, verdict.word),
-                                ` ${item.camera} · ${new Date(item.time * 1000).toLocaleString()}`);
+                                ` ${item.camera} · ${dateTime(item.time)}`);
   const live = cameras[item.camera] && cameras[item.camera].last && cameras[item.camera].last.id === item.id;
-  const frame = item.links.frame, overlay = item.links.overlay || (live ? $(".live", cameras[item.camera].card).src : null);
+  const frame = item.links.frame;
+  const overlay = item.links.overlay || (live && cameras[item.camera].frameId === item.id ? $(".live", cameras[item.camera].card).src : null);
   $("#d-frame").src = frame || ""; $("#d-frame").parentElement.hidden = !frame;
   $("#d-overlay").src = overlay || ""; $("#d-overlay").parentElement.hidden = !overlay;
   $("#d-nopicture").hidden = Boolean(frame || overlay);
@@ -299,7 +321,7 @@ async function openDetail(id) {
     ["bundle", `${item.bundle_name} · ${item.bundle_hash.slice(0, 12)}`], ["inspection id", item.id]];
   $("#d-facts tbody").replaceChildren(...facts.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))));
   $("#d-reviews").replaceChildren(...(item.reviews.length ? item.reviews.map((r) =>
-    el("li", {}, `${r.verdict === "normal" ? "✔ normal" : "✖ defect"} by ${r.reviewer}, ${new Date(r.time * 1000).toLocaleString()}` +
+    el("li", {}, `${r.verdict === "normal" ? "✔ normal" : "✖ defect"} by ${r.reviewer}, ${dateTime(r.time)}` +
       (r.note ? ` — ${r.note}` : "") + (r.copy ? "" : " (no frame kept)"))) : [el("li", {class: "muted"}, "not reviewed yet")]));
   $("#d-message").textContent = "";
   if (!$("#detail").open) $("#detail").showModal();
@@ -374,6 +396,10 @@ function listen() {
 async function start() {
   setupLogin();
   $("#filters").addEventListener("change", loadList);
+  $("#hours").addEventListener("change", () => {
+    chartHours = Number($("#hours").value);
+    Object.keys(cameras).forEach(loadChart);
+  });
   await refreshStatus();
   listen();
   loadList();
