@@ -194,7 +194,7 @@ function drawChart(name) {
   context.clearRect(0, 0, w, h);
   context.font = "12px system-ui"; context.fillStyle = "#9aa3ad"; context.strokeStyle = "#333a42";
   for (const s of [0, 0.5, 1]) { context.fillText(s.toFixed(1), 4, y(s) + 4); }
-  const step = {1: 600, 4: 3600, 8: 7200, 24: 14400}[chartHours] || 3600;  // grid lines on round clock times
+  const step = {0.25: 180, 1: 600, 4: 3600, 8: 7200, 24: 14400}[chartHours] || 3600;  // grid lines on round clock times
   for (let t = Math.ceil(start / step) * step; t <= now; t += step) {
     context.beginPath(); context.moveTo(x(t), top); context.lineTo(x(t), h - bottom); context.stroke();
     context.fillText(new Date(t * 1000).toLocaleTimeString("en-GB", {hour: "2-digit", minute: "2-digit"}),
