@@ -1,10 +1,11 @@
 """A person's verdict on an inspection: stored, published on ``<base>/<camera>/review``, and its frame filed
 for retraining.
 
-Reviewed frames are copied (as PNG) into ``<state_dir>/reviewed/<camera>/normal/`` or ``.../defect/``, the
+Reviewed frames are copied into ``<state_dir>/reviewed/<camera>/normal/`` or ``.../defect/`` as ``<inspection>.jpg``
+(or ``.png`` when written from memory), the
 folders ``edge-anomaly update MODEL --add DIR`` takes; a second review of the same inspection moves
 the file, so each frame lies in the folder of its latest verdict. The frame comes from the evidence
-(raw PNG beside the overlay) or, for the camera's latest inspection, from memory; an inspection
+(the raw frame beside the overlay) or, for the camera's latest inspection, from memory; an inspection
 without either (a normal verdict whose evidence was not kept) is reviewed without a frame.
 """
 
@@ -66,23 +67,24 @@ class Reviews:
         return {**review, "inspection": inspection_id, "camera": inspection["camera"]}
 
     def _file_frame(self, inspection: dict, verdict: str) -> Path | None:
-        """Put the raw frame into ``reviewed/<camera>/<verdict>/<id>.png``; None when no frame is left."""
+        """Put the raw frame into ``reviewed/<camera>/<verdict>/<id>.<jpg|png>``; None when no frame is left."""
         camera, inspection_id = inspection["camera"], inspection["id"]
-        target = self.folder / camera / verdict / f"{inspection_id}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for other in VERDICTS:  # a changed verdict moves the frame
-            earlier = self.folder / camera / other / f"{inspection_id}.png"
-            if other != verdict and earlier.is_file():
-                earlier.replace(target)
+        folder = self.folder / camera / verdict
+        folder.mkdir(parents=True, exist_ok=True)
+        for other in VERDICTS:  # a second review moves the frame to its new verdict (or finds it already there)
+            for earlier in sorted((self.folder / camera / other).glob(f"{inspection_id}.*")):
+                target = folder / earlier.name
+                if earlier != target:
+                    earlier.replace(target)
                 return target
-        if target.is_file():
-            return target
         source = frame_path(inspection["overlay"]) if inspection["overlay"] else None
         if source is not None and source.is_file():
+            target = folder / f"{inspection_id}.jpg"
             shutil.copyfile(source, target)
             return target
         latest = self.live.latest_frame(camera)
         if latest is not None and latest[0] == inspection_id:
+            target = folder / f"{inspection_id}.png"
             write_image(target, latest[1])
             return target
         log.warning("inspection %s reviewed without a frame: its evidence was not kept (evidence.save: all keeps "

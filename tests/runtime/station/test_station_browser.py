@@ -96,7 +96,7 @@ def test_the_page_shows_results_live_and_takes_a_review(station, tmp_path):
     review = probe.wait_for("/cam/review", lambda d: d["inspection"] == inspection)[0].data
     assert review["verdict"] == "normal" and review["reviewer"] == "Ines (token)"
     state = daemon.folder
-    assert (state / "reviewed" / "cam" / "normal" / f"{inspection}.png").is_file()
+    assert (state / "reviewed" / "cam" / "normal" / f"{inspection}.jpg").is_file()
     with closing(sqlite3.connect(state / "history.sqlite")) as db:
         assert db.execute("SELECT verdict, reviewer FROM reviews WHERE inspection = ?", (inspection,)).fetchall() == [
             ("normal", "Ines (token)")]
