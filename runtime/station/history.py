@@ -4,7 +4,9 @@ The outbox forgets a message once the broker has it; the page needs the last hou
 score chart, list and filter results, and find an inspection's evidence for a review. Kept
 bounded by count and age (checked every ``PRUNE_EVERY`` inspections); reviewed inspections are
 kept, since a person's verdict is what retraining needs and there are few of them. A write that
-fails (disk full) is logged and skipped: the page loses a row, the line never stops for it.
+fails (disk full) is logged and skipped: the page loses a row, the line never stops for it. The page reads
+through a second connection (WAL lets it read while a camera writes), so a long query, such as a day's
+score chart, never holds up a camera thread.
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ class History:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._db.row_factory = sqlite3.Row
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._reader.row_factory = sqlite3.Row
         self.prune()
 
     # -- writing ---------------------------------------------------------------------------------
@@ -133,11 +138,11 @@ class History:
     # -- reading -----------------------------------------------------------------------------------
 
     def get(self, inspection_id: str) -> dict | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM inspections WHERE id = ?",
-                                   (inspection_id,)).fetchone()
-            reviews = self._db.execute("SELECT verdict, reviewer, time, note, copy FROM reviews WHERE inspection = ? "
-                                       "ORDER BY row", (inspection_id,)).fetchall()
+        with self._read_lock:
+            row = self._reader.execute(f"SELECT {', '.join(_COLUMNS)} FROM inspections WHERE id = ?",
+                                       (inspection_id,)).fetchone()
+            reviews = self._reader.execute("SELECT verdict, reviewer, time, note, copy FROM reviews "
+                                           "WHERE inspection = ? ORDER BY row", (inspection_id,)).fetchall()
         if row is None:
             return None
         return _as_dict(row) | {"reviews": [dict(review) for review in reviews]}
@@ -158,8 +163,8 @@ class History:
         if reviewed is not None:
             clauses.append("review IS NOT NULL" if reviewed else "review IS NULL")
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:
-            rows = self._db.execute(f"SELECT row, {', '.join(_COLUMNS)} FROM inspections {where} "
+        with self._read_lock:
+            rows = self._reader.execute(f"SELECT row, {', '.join(_COLUMNS)} FROM inspections {where} "
                                     "ORDER BY row DESC LIMIT ?", (*values, limit)).fetchall()
         return [_as_dict(row) for row in rows]
 
@@ -167,8 +172,8 @@ class History:
         """The normalised score over time in at most ``buckets`` slices: max, mean, count and anomalies per slice
         (the max keeps a single bad part visible however long the window)."""
         width = max((time.time() - since) / buckets, 1e-3)
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT CAST((time - ?) / ? AS INTEGER) AS slice, MIN(time), MAX(normalized_score), "
                 "AVG(normalized_score), COUNT(*), SUM(label = 'anomalous') FROM inspections "
                 "WHERE camera = ? AND time >= ? GROUP BY slice ORDER BY slice", (since, width, camera, since)
@@ -177,11 +182,12 @@ class History:
                  "anomalies": row[5]} for row in rows]
 
     def count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM inspections").fetchone()[0]
+        with self._read_lock:
+            return self._reader.execute("SELECT COUNT(*) FROM inspections").fetchone()[0]
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            self._reader.close()
             self._db.close()
 
 
