@@ -48,6 +48,10 @@ THUMB_PX = 160
 MAX_LIST = 500
 CHART_BUCKETS = 360
 VERDICT_LABELS = {"normal": "normal", "anomalous": "anomalous"}
+# The page runs only its own script and is never framed (no other site can lay it under a click).
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; frame-ancestors 'none'; "
+                                           "base-uri 'none'; form-action 'self'",
+                "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
 
 
 class _Thumbnails:
@@ -156,7 +160,7 @@ class StationPage:
         return Starlette(routes=routes)
 
     def index(self, request: Request) -> Response:
-        return FileResponse(PAGE / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(PAGE / "index.html", headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
 
     def healthz(self, request: Request) -> JSONResponse:
         healthy, details = self.station.health()

@@ -60,7 +60,7 @@ function cameraCard(name) {
       el("span", {class: "word"}, "—"), el("span", {class: "detail"}, "waiting for the first inspection")),
     el("img", {class: "live", alt: `latest frame of ${name}`}),
     el("dl", {class: "counters"}),
-    el("canvas", {class: "chart", width: "800", height: "170"}),
+    el("canvas", {class: "chart"}),
     el("p", {class: "bundle"}));
   $("#cameras").append(card);
   $(".live", card).addEventListener("click", () => {
@@ -187,7 +187,11 @@ function addChartPoint(name, at, score, anomalous) {
 
 function drawChart(name) {
   const canvas = $(".chart", cameras[name].card), context = canvas.getContext("2d");
-  const w = canvas.width, h = canvas.height, left = 34, bottom = 18, top = 8;
+  const ratio = window.devicePixelRatio || 1, w = canvas.clientWidth, h = canvas.clientHeight;
+  if (!w || !h) return;
+  if (canvas.width !== Math.round(w * ratio)) { canvas.width = Math.round(w * ratio); canvas.height = Math.round(h * ratio); }
+  context.setTransform(ratio, 0, 0, ratio, 0, 0);  // draw in CSS pixels: labels stay 12 px whatever the card's width
+  const left = 28, bottom = 18, top = 8;
   const now = Date.now() / 1000, start = now - chartHours * 3600;
   const x = (t) => left + (t - start) / (now - start) * (w - left - 4);
   const y = (s) => top + (1 - Math.min(Math.max(s, 0), 1)) * (h - top - bottom);
@@ -202,7 +206,7 @@ function drawChart(name) {
   }
   context.strokeStyle = "#d62d2d"; context.setLineDash([6, 4]); context.lineWidth = 1.5;
   context.beginPath(); context.moveTo(left, y(0.5)); context.lineTo(w - 4, y(0.5)); context.stroke();
-  context.setLineDash([]); context.fillStyle = "#ff8080"; context.fillText("threshold", w - 64, y(0.5) - 4);
+  context.setLineDash([]); context.fillStyle = "#ff8080"; context.fillText("threshold", left + 4, y(0.5) - 4);
   const points = cameras[name].points.filter((p) => p.time >= start);
   context.fillStyle = "rgba(120, 170, 255, 0.35)";
   for (const p of points) context.fillRect(x(p.time) - 1, y(p.max), 2, y(p.mean) - y(p.max) + 1);
@@ -407,6 +411,7 @@ async function start() {
   setInterval(() => Object.keys(cameras).forEach(showAge), 1000);
   setInterval(() => Object.keys(cameras).forEach(loadChart), 60000);
   document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshStatus(); });
+  window.addEventListener("resize", () => Object.keys(cameras).forEach(drawChart));
 }
 
 start();

@@ -55,38 +55,39 @@ def test_the_page_shows_results_live_and_takes_a_review(station, tmp_path):
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda message: message.type == "error"  # a CSP violation or a failed load too
+                    and errors.append(f"{message.text} {message.location}"))
             page.goto(url)
             banner = page.locator(".camera[data-camera=cam] .verdict")
-            page.wait_for_function("document.querySelector('.camera .verdict').dataset.inspection !== ''",
+            page.wait_for_function("() => document.querySelector('.camera .verdict').dataset.inspection !== ''",
                                    timeout=10000)
             first = banner.get_attribute("data-inspection")
             # a result the station makes after the page has loaded shows up without a reload
-            page.wait_for_function(
-                f"document.querySelector('.camera .verdict').dataset.inspection !== '{first}'", timeout=5000)
+            page.wait_for_function("(first) => document.querySelector('.camera .verdict').dataset.inspection !== first",
+                                   arg=first, timeout=5000)
             shown = banner.get_attribute("data-inspection")
             result = probe.wait_for("/cam/result", lambda d: d["inspection"] == shown, timeout=5)[0].data
             word = banner.locator(".word").inner_text()
             assert word == ("OK" if result["label"] == "normal" else {"lighting": "LIGHTING", "blur": "BLUR"}.get(
                 result["kind"], "DEFECT"))
-            page.wait_for_function("document.querySelector('.camera img.live').naturalWidth > 0", timeout=5000)
+            page.wait_for_function("() => document.querySelector('.camera img.live').naturalWidth > 0", timeout=5000)
             assert page.locator("#health").inner_text() == "RUNNING"
             assert page.locator("#broker").inner_text() == "broker connected"
 
             page.select_option("#filters select[name=verdict]", "anomalous")
-            row = page.locator("#list tbody tr").first
-            row.wait_for(timeout=5000)
-            inspection = row.get_attribute("data-id")
+            page.locator("#list tbody tr").first.wait_for(timeout=5000)
+            inspection = page.locator("#list tbody tr").first.get_attribute("data-id")  # rows keep arriving live
             page.screenshot(path=str(tmp_path / "station-page.png"), full_page=True)
-            row.click()
+            page.click(f"#list tbody tr[data-id='{inspection}']")
             page.locator("#detail").wait_for(state="visible")
-            page.wait_for_function("document.querySelector('#d-frame').naturalWidth > 0", timeout=5000)
+            page.wait_for_function("() => document.querySelector('#d-frame').naturalWidth > 0", timeout=5000)
             page.click("#d-normal")  # not signed in yet: the login opens
             page.locator("#login").wait_for(state="visible")
             page.fill("#login input[name=name]", "Ines")
             page.fill("#login input[name=token]", TOKEN)
             page.click("#login-ok")
             page.click("#d-normal")
-            page.wait_for_function("document.querySelector('#d-message').textContent.startsWith('Saved')",
+            page.wait_for_function("() => document.querySelector('#d-message').textContent.startsWith('Saved')",
                                    timeout=5000)
             assert "frame filed for retraining" in page.locator("#d-message").inner_text()
             page.screenshot(path=str(tmp_path / "station-review.png"))

@@ -97,6 +97,7 @@ def page(board_bundle, boards, tmp_path_factory):
 def test_the_page_status_health_and_metrics_answer_without_login_over_https(page):
     status, headers, body = page.get("/")
     assert status == 200 and headers["content-type"].startswith("text/html") and b"/static/app.js" in body
+    assert "frame-ancestors 'none'" in headers["content-security-policy"] and headers["x-frame-options"] == "DENY"
     for asset in ("/static/app.js", "/static/app.css"):
         assert page.get(asset)[0] == 200
     data = page.json("/api/status")
