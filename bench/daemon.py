@@ -51,8 +51,9 @@ from station_harness import Broker, DaemonProcess, Probe, fetch, page_port, stat
 from runtime.detector import Detector  # noqa: E402
 from runtime.image_io import list_images, read_image  # noqa: E402
 
-# Heartbeats and the SIGTERM drain as a deployed station has them, not the tests' short ones.
-STATION_SETTINGS = {"heartbeat_s": 5, "drain_timeout_s": 10, "evidence": {"max_mb": 50}}
+# Heartbeats, the SIGTERM drain and the web port (the page closed) as a deployed station has them, not the tests'.
+STATION_SETTINGS = {"heartbeat_s": 5, "drain_timeout_s": 10, "evidence": {"max_mb": 50},
+                    "http": {"enabled": True, "port": 0}}
 
 
 def build_bundle(work: Path) -> Path:
@@ -235,14 +236,13 @@ class PageClient:
                 fetch(self.url + "/api/cameras/cam/live.jpg")
 
 
-def page_overhead(work: Path, port: int, bundle: Path, images: Path, parts: int, rounds: int = 4) -> dict:
+def page_overhead(work: Path, port: int, bundle: Path, images: Path, parts: int, rounds: int = 8) -> dict:
     """Trigger latency and RSS with the page closed and open, alternating ``rounds`` times on one station."""
     camera = {"name": "cam", "bundle": str(bundle), "mode": "trigger",
               "source": {"kind": "images", "path": str(images)}}
     folder = work / "page-station"
     shutil.rmtree(folder, ignore_errors=True)
-    daemon = DaemonProcess(folder, station_config(port, [camera], **STATION_SETTINGS,
-                                                  http={"enabled": True, "port": 0})).start()
+    daemon = DaemonProcess(folder, station_config(port, [camera], **STATION_SETTINGS)).start()
     probe = Probe(port)
     figures: dict = {"closed": {"latency": [], "inference": [], "rss": []},
                      "open": {"latency": [], "inference": [], "rss": []}}
@@ -324,6 +324,14 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+def cpu_model() -> str:
+    """The CPU the figures come from (other jobs on it show in the load average printed beside)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
 def print_page(figures: dict) -> None:
     closed, opened = figures["closed"], figures["open"]
     print("| station with its page | closed | open | change |\n| --- | --- | --- | --- |")
@@ -340,6 +348,7 @@ def print_page(figures: dict) -> None:
                        ("result queued -> its verdict banner (with its frame)", "to_banner_ms")):
         values = browser[key]
         print(f"| {label} | {np.median(values):.0f} | {max(values):.0f} |" if values else f"| {label} | - | - |")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
 def main() -> None:
@@ -365,7 +374,8 @@ def main() -> None:
     images = list_images(replay)
     engine = Detector.load(bundle).bundle.engine
     print(f"bundle {bundle} ({engine.format} {engine.precision}), {len(images)} replayed images "
-          f"{read_image(images[0]).shape[1]}x{read_image(images[0]).shape[0]}, {os.cpu_count()} CPU cores\n")
+          f"{read_image(images[0]).shape[1]}x{read_image(images[0]).shape[0]}, {os.cpu_count()} CPU cores "
+          f"({cpu_model()}), load average {os.getloadavg()[0]:.2f}\n")
 
     broker = Broker(work / "broker")
     broker.start()
@@ -376,22 +386,21 @@ def main() -> None:
             figures["page"] = page_overhead(work, port, bundle, replay, args.page_parts)
             print_page(figures["page"])
             print()
-        if args.skip_latency:
-            return
-        bare = bare_latency(bundle, images, args.triggers)
-        triggered = trigger_latency(work, port, bundle, replay, args.triggers)
-        rows = [("bare Detector.predict (this process, daemon stopped)", bare),
-                ("daemon: inference reported in the result", triggered["inference"]),
-                ("daemon: trigger received -> result queued in the outbox", triggered["in_daemon"]),
-                ("daemon: trigger published -> result received", triggered["end_to_end"]),
-                ("daemon overhead (per message: end to end - inference)", triggered["overhead"])]
-        print(f"| trigger latency, {args.triggers} parts one at a time | p50 ms | p95 ms |\n| --- | --- | --- |")
-        for label, values in rows:
-            print(f"| {label} | {percentiles(values)[0]:.1f} | {percentiles(values)[1]:.1f} |")
-        above = percentiles(triggered["end_to_end"])[1] - percentiles(bare)[1]
-        print(f"\np95 trigger->result above p95 bare inference: {above:.1f} ms (target < 50 ms)\n")
-        figures["latency"] = {label: dict(zip(("p50", "p95"), percentiles(values), strict=True))
-                              for label, values in rows} | {"p95_above_bare_ms": above}
+        if not args.skip_latency:
+            bare = bare_latency(bundle, images, args.triggers)
+            triggered = trigger_latency(work, port, bundle, replay, args.triggers)
+            rows = [("bare Detector.predict (this process, daemon stopped)", bare),
+                    ("daemon: inference reported in the result", triggered["inference"]),
+                    ("daemon: trigger received -> result queued in the outbox", triggered["in_daemon"]),
+                    ("daemon: trigger published -> result received", triggered["end_to_end"]),
+                    ("daemon overhead (per message: end to end - inference)", triggered["overhead"])]
+            print(f"| trigger latency, {args.triggers} parts one at a time | p50 ms | p95 ms |\n| --- | --- | --- |")
+            for label, values in rows:
+                print(f"| {label} | {percentiles(values)[0]:.1f} | {percentiles(values)[1]:.1f} |")
+            above = percentiles(triggered["end_to_end"])[1] - percentiles(bare)[1]
+            print(f"\np95 trigger->result above p95 bare inference: {above:.1f} ms (target < 50 ms)\n")
+            figures["latency"] = {label: dict(zip(("p50", "p95"), percentiles(values), strict=True))
+                                  for label, values in rows} | {"p95_above_bare_ms": above}
         if args.soak_minutes > 0:
             result = soak(work, port, bundle, replay, args.soak_minutes, args.fps)
             figures["soak"] = result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import socket
 import threading
@@ -47,6 +48,7 @@ KEEPALIVE_S = 15.0
 THUMB_PX = 160
 MAX_LIST = 500
 CHART_BUCKETS = 360
+WEB_NICE = 5  # the web server's threads run this much "nicer" than the camera threads
 VERDICT_LABELS = {"normal": "normal", "anomalous": "anomalous"}
 # The page runs only its own script and is never framed (no other site can lay it under a click).
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; frame-ancestors 'none'; "
@@ -369,12 +371,20 @@ class WebServer:
         self._config.load()  # a certificate that does not load fails here, at start-up
         self._server = uvicorn.Server(self._config)
         self.scheme = "https" if tls else "http"
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, name="http",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
 
     @property
     def port(self) -> int:
         return self._socket.getsockname()[1]
+
+    def _serve(self) -> None:
+        """Serve at a lower CPU priority than the cameras: on a busy box a page's requests wait, not the line.
+        Linux gives each thread its own nice value, and the server's worker threads inherit it from this one."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + WEB_NICE))
+        except (AttributeError, OSError):  # not Linux, or not allowed: same priority as the cameras
+            pass
+        self._server.run(sockets=[self._socket])
 
     def start(self) -> None:
         self._thread.start()
