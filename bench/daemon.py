@@ -13,6 +13,12 @@ Soak: a continuous camera replays the generated board test set (about 80% defect
 the daemon's resident memory is sampled every 5 s; at the end the daemon is stopped with SIGTERM
 and every result and alert is checked for loss (gaps in ``seq``) and duplication (repeated ``id``).
 
+Page (``--page-parts N``): the same trigger latency and the station's resident memory with the page closed and
+open, in alternating rounds on one station: "open" is a client holding ``/events`` and doing what the page
+does (``/api/status`` every 2 s, the live frame at most every 0.4 s). Then headless chromium (Debian's, through
+Playwright) loads the page: its first contentful paint, and the delay from each result being queued to its row
+in the list and its verdict banner (the banner waits for its frame) with one part a second.
+
 Without ``--bundle`` a PatchCore model is fitted on generated boards and exported as an OpenVINO
 INT8 bundle when the exporter offers it, else ONNX FP32 (the table says which). Needs the
 ``mosquitto`` binary. Broker, station process and probe client are the station tests' own
@@ -23,11 +29,15 @@ quiet box.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
+import threading
 import time
+import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +46,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "runtime" / "station"))  # the station tests' harness, shared
 
-from station_harness import Broker, DaemonProcess, Probe, station_config  # noqa: E402
+from station_harness import Broker, DaemonProcess, Probe, fetch, page_port, station_config  # noqa: E402
 
 from runtime.detector import Detector  # noqa: E402
 from runtime.image_io import list_images, read_image  # noqa: E402
 
-# Heartbeats and the SIGTERM drain as a deployed station has them, not the tests' short ones.
-STATION_SETTINGS = {"heartbeat_s": 5, "drain_timeout_s": 10, "evidence": {"max_mb": 50}}
+# Heartbeats, the SIGTERM drain and the web port (the page closed) as a deployed station has them, not the tests'.
+STATION_SETTINGS = {"heartbeat_s": 5, "drain_timeout_s": 10, "evidence": {"max_mb": 50},
+                    "http": {"enabled": True, "port": 0}}
 
 
 def build_bundle(work: Path) -> Path:
@@ -106,16 +117,10 @@ def trigger_latency(work: Path, port: int, bundle: Path, images: Path, count: in
     probe = Probe(port)
     try:
         wait_online(probe)
-        end_to_end, inference, in_daemon = [], [], []
-        for n in range(count + 5):  # the first 5 warm the engine up and are not counted
-            part_id = f"part-{n}"
-            sent = time.time()  # the probe stamps arrivals with time.time()
-            probe.publish("cmd/inspect", {"part_id": part_id})
-            received = probe.wait_for("/result", lambda d, p=part_id: d["part_id"] == p, timeout=30)[0]
-            if n >= 5:
-                end_to_end.append((received.at - sent) * 1000)
-                inference.append(received.data["latency_ms"]["inference"])
-                in_daemon.append(received.data["latency_ms"]["total"])
+        answers = triggers(probe, count + 5, "part")[5:]  # the first 5 warm the engine up and are not counted
+        end_to_end = [ms for ms, _ in answers]
+        inference = [data["latency_ms"]["inference"] for _, data in answers]
+        in_daemon = [data["latency_ms"]["total"] for _, data in answers]
         return {"end_to_end": end_to_end, "inference": inference, "in_daemon": in_daemon,
                 "overhead": [e - i for e, i in zip(end_to_end, inference, strict=True)]}
     finally:
@@ -189,6 +194,163 @@ def print_soak(soak: dict, fps: float) -> None:
         print(f"| {label} | {value} |")
 
 
+class PageClient:
+    """What an open page costs the station: the event stream, the status poll and the live frame."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.events = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._stream, daemon=True),
+                         threading.Thread(target=self._poll, daemon=True)]
+        self._new = threading.Event()
+
+    def __enter__(self) -> PageClient:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=20)
+
+    def _stream(self) -> None:
+        with urllib.request.urlopen(self.url + "/events", timeout=30) as stream:
+            while not self._stop.is_set():
+                line = stream.readline()
+                if not line:
+                    return
+                if line.startswith(b"event: inspection"):
+                    self.events += 1
+                    self._new.set()
+
+    def _poll(self) -> None:
+        next_status = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() >= next_status:
+                fetch(self.url + "/api/status")
+                next_status = time.monotonic() + 2.0
+            if self._new.wait(0.4):
+                self._new.clear()
+                fetch(self.url + "/api/cameras/cam/live.jpg")
+
+
+def page_overhead(work: Path, port: int, bundle: Path, images: Path, parts: int, rounds: int = 8) -> dict:
+    """Trigger latency and RSS with the page closed and open, alternating ``rounds`` times on one station."""
+    camera = {"name": "cam", "bundle": str(bundle), "mode": "trigger",
+              "source": {"kind": "images", "path": str(images)}}
+    folder = work / "page-station"
+    shutil.rmtree(folder, ignore_errors=True)
+    daemon = DaemonProcess(folder, station_config(port, [camera], **STATION_SETTINGS)).start()
+    probe = Probe(port)
+    figures: dict = {"closed": {"latency": [], "inference": [], "rss": []},
+                     "open": {"latency": [], "inference": [], "rss": []}}
+    try:
+        wait_online(probe)
+        url = f"http://127.0.0.1:{page_port(daemon)}"
+        triggers(probe, 20, "warm")
+        for round_ in range(rounds):
+            for state in ("closed", "open"):
+                client = PageClient(url) if state == "open" else contextlib.nullcontext()
+                with client:
+                    time.sleep(1.0)
+                    answers = triggers(probe, parts // rounds, f"{state}{round_}")
+                    figures[state]["rss"].append(rss_mb(daemon.process.pid))
+                figures[state]["latency"] += [ms for ms, _ in answers]
+                figures[state]["inference"] += [data["latency_ms"]["inference"] for _, data in answers]
+        figures["browser"] = browser_timings(url, probe)
+    finally:
+        daemon.stop()
+        probe.close()
+    return figures
+
+
+def triggers(probe: Probe, count: int, tag: str, gap_s: float = 0.0) -> list[tuple[float, dict]]:
+    """Trigger ``count`` parts one at a time, like a PLC: (trigger published -> result received in ms, result)."""
+    answers = []
+    for n in range(count):
+        part_id = f"{tag}-{n}"
+        sent = time.time()  # the probe stamps arrivals with time.time()
+        probe.publish("cmd/inspect", {"part_id": part_id})
+        received = probe.wait_for("/result", lambda d, p=part_id: d["part_id"] == p, timeout=30)[0]
+        answers.append(((received.at - sent) * 1000, received.data))
+        time.sleep(gap_s)
+    return answers
+
+
+def browser_timings(url: str, probe: Probe, parts: int = 20) -> dict:
+    """First paint of the page in chromium, and result queued -> row in the list / verdict banner, one part a second."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            loads = []
+            for _ in range(5):
+                page.goto(url)
+                page.wait_for_selector(".camera .counters dd")
+                loads.append(page.evaluate("""() => ({
+                    paint: performance.getEntriesByName('first-contentful-paint')[0].startTime,
+                    ready: performance.now()})"""))
+            page.evaluate("""() => {
+                window.seen = {rows: {}, banner: {}};
+                const now = () => performance.timeOrigin + performance.now();
+                new MutationObserver((changes) => changes.forEach((change) => change.addedNodes.forEach((node) => {
+                    const id = node.dataset && node.dataset.id;
+                    if (id && !(id in seen.rows)) seen.rows[id] = now();
+                }))).observe(document.querySelector('#list tbody'), {childList: true});
+                const banner = document.querySelector('.camera .verdict');
+                new MutationObserver(() => { seen.banner[banner.dataset.inspection] = now(); })
+                    .observe(banner, {attributes: true, attributeFilter: ['data-inspection']});
+            }""")
+            time.sleep(1.0)
+            probe.messages.clear()
+            triggers(probe, parts, "browser", gap_s=1.0)
+            time.sleep(2.0)
+            seen = page.evaluate("window.seen")
+        finally:
+            browser.close()
+    queued = {m.data["inspection"]: _epoch(m.data["timestamp"]) + m.data["latency_ms"]["total"] / 1000
+              for m in probe.on("/result")}
+    return {"first_paint_ms": [load["paint"] for load in loads], "ready_ms": [load["ready"] for load in loads],
+            "to_row_ms": [seen["rows"][i] - queued[i] * 1000 for i in queued if i in seen["rows"]],
+            "to_banner_ms": [seen["banner"][i] - queued[i] * 1000 for i in queued if i in seen["banner"]],
+            "parts": len(queued)}
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def cpu_model() -> str:
+    """The CPU the figures come from (other jobs on it show in the load average printed beside)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def print_page(figures: dict) -> None:
+    closed, opened = figures["closed"], figures["open"]
+    print("| station with its page | closed | open | change |\n| --- | --- | --- | --- |")
+    for label, key, index in (("trigger -> result p50 ms", "latency", 0), ("trigger -> result p95 ms", "latency", 1),
+                              ("inference p50 ms", "inference", 0)):
+        a, b = percentiles(closed[key])[index], percentiles(opened[key])[index]
+        print(f"| {label} | {a:.1f} | {b:.1f} | {100 * (b - a) / a:+.1f}% |")
+    a, b = float(np.median(closed["rss"])), float(np.median(opened["rss"]))
+    print(f"| resident memory MB (median of rounds) | {a:.1f} | {b:.1f} | {100 * (b - a) / a:+.1f}% |")
+    browser = figures["browser"]
+    print(f"\n| page in chromium ({browser['parts']} parts, one a second) | p50 ms | max ms |\n| --- | --- | --- |")
+    for label, key in (("first contentful paint", "first_paint_ms"), ("cameras and counters shown", "ready_ms"),
+                       ("result queued -> its row in the list", "to_row_ms"),
+                       ("result queued -> its verdict banner (with its frame)", "to_banner_ms")):
+        values = browser[key]
+        print(f"| {label} | {np.median(values):.0f} | {max(values):.0f} |" if values else f"| {label} | - | - |")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", help="bundle folder or .tar (default: fit and export one on generated boards)")
@@ -196,6 +358,9 @@ def main() -> None:
     parser.add_argument("--triggers", type=int, default=200)
     parser.add_argument("--soak-minutes", type=float, default=2.0, help="0 skips the soak (target: 30)")
     parser.add_argument("--fps", type=float, default=20.0, help="soak frame rate (target: 20)")
+    parser.add_argument("--page-parts", type=int, default=0,
+                        help="parts per state for the page closed/open comparison and chromium timings (0: skip)")
+    parser.add_argument("--skip-latency", action="store_true", help="skip the trigger latency table")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     work = Path(args.work)
@@ -209,27 +374,33 @@ def main() -> None:
     images = list_images(replay)
     engine = Detector.load(bundle).bundle.engine
     print(f"bundle {bundle} ({engine.format} {engine.precision}), {len(images)} replayed images "
-          f"{read_image(images[0]).shape[1]}x{read_image(images[0]).shape[0]}, {os.cpu_count()} CPU cores\n")
+          f"{read_image(images[0]).shape[1]}x{read_image(images[0]).shape[0]}, {os.cpu_count()} CPU cores "
+          f"({cpu_model()}), load average {os.getloadavg()[0]:.2f}\n")
 
     broker = Broker(work / "broker")
     broker.start()
     port = broker.port
     figures: dict = {"bundle": str(bundle), "engine": f"{engine.format} {engine.precision}"}
     try:
-        bare = bare_latency(bundle, images, args.triggers)
-        triggered = trigger_latency(work, port, bundle, replay, args.triggers)
-        rows = [("bare Detector.predict (this process, daemon stopped)", bare),
-                ("daemon: inference reported in the result", triggered["inference"]),
-                ("daemon: trigger received -> result queued in the outbox", triggered["in_daemon"]),
-                ("daemon: trigger published -> result received", triggered["end_to_end"]),
-                ("daemon overhead (per message: end to end - inference)", triggered["overhead"])]
-        print(f"| trigger latency, {args.triggers} parts one at a time | p50 ms | p95 ms |\n| --- | --- | --- |")
-        for label, values in rows:
-            print(f"| {label} | {percentiles(values)[0]:.1f} | {percentiles(values)[1]:.1f} |")
-        above = percentiles(triggered["end_to_end"])[1] - percentiles(bare)[1]
-        print(f"\np95 trigger->result above p95 bare inference: {above:.1f} ms (target < 50 ms)\n")
-        figures["latency"] = {label: dict(zip(("p50", "p95"), percentiles(values), strict=True))
-                              for label, values in rows} | {"p95_above_bare_ms": above}
+        if args.page_parts:
+            figures["page"] = page_overhead(work, port, bundle, replay, args.page_parts)
+            print_page(figures["page"])
+            print()
+        if not args.skip_latency:
+            bare = bare_latency(bundle, images, args.triggers)
+            triggered = trigger_latency(work, port, bundle, replay, args.triggers)
+            rows = [("bare Detector.predict (this process, daemon stopped)", bare),
+                    ("daemon: inference reported in the result", triggered["inference"]),
+                    ("daemon: trigger received -> result queued in the outbox", triggered["in_daemon"]),
+                    ("daemon: trigger published -> result received", triggered["end_to_end"]),
+                    ("daemon overhead (per message: end to end - inference)", triggered["overhead"])]
+            print(f"| trigger latency, {args.triggers} parts one at a time | p50 ms | p95 ms |\n| --- | --- | --- |")
+            for label, values in rows:
+                print(f"| {label} | {percentiles(values)[0]:.1f} | {percentiles(values)[1]:.1f} |")
+            above = percentiles(triggered["end_to_end"])[1] - percentiles(bare)[1]
+            print(f"\np95 trigger->result above p95 bare inference: {above:.1f} ms (target < 50 ms)\n")
+            figures["latency"] = {label: dict(zip(("p50", "p95"), percentiles(values), strict=True))
+                                  for label, values in rows} | {"p95_above_bare_ms": above}
         if args.soak_minutes > 0:
             result = soak(work, port, bundle, replay, args.soak_minutes, args.fps)
             figures["soak"] = result

@@ -29,7 +29,7 @@ from runtime.sources import Backoff, redact
 
 DEFAULT_STATE_DIR = Path("/var/lib/edge-anomaly")  # the unit's StateDirectory: writable, unlike /etc
 TOPIC_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
-SECRET_FIELDS = {"password", "key_password", "hmac_key"}
+SECRET_FIELDS = {"password", "key_password", "hmac_key", "token", "users"}
 
 
 class ConfigError(ValueError):
@@ -141,10 +141,42 @@ class EvidenceConfig(_Section):
     jpeg_quality: int = Field(85, ge=10, le=100)
 
 
+class ServerTlsConfig(_Section):
+    """The page's own certificate: HTTPS instead of HTTP when set."""
+
+    cert: ConfigPath = Field(description="server certificate chain (PEM)")
+    key: ConfigPath = Field(description="server private key (PEM)")
+    key_password: Secret | None = None
+
+    def check_files(self) -> None:
+        for name in ("cert", "key"):
+            if not getattr(self, name).is_file():
+                raise ConfigError(f"http.tls.{name}: {getattr(self, name)} is not a file")
+
+
+class HistoryConfig(_Section):
+    """The page's record of inspections and reviews (``<state_dir>/history.sqlite``), bounded both ways."""
+
+    max_inspections: int = Field(200_000, ge=100, description="oldest unreviewed inspections go beyond this")
+    max_days: float = Field(30.0, gt=0, description="unreviewed inspections older than this go")
+
+
 class HttpConfig(_Section):
+    """The operations port: /metrics, /healthz and the station's page (read-only without a login)."""
+
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
+    tls: ServerTlsConfig | None = None
+    token: Secret | None = Field(None, description="Bearer token that may review (and act) on the page")
+    users: dict[str, Secret] = Field(default_factory=dict, description="user -> password (HTTP Basic) who may review")
+    max_body_bytes: int = Field(4096, ge=256, le=1_048_576, description="larger request bodies are refused")
+    live_fps: float = Field(2.0, gt=0, le=30, description="the page's live frame is encoded at most this often")
+    history: HistoryConfig = Field(default_factory=dict)
+
+    @property
+    def secrets(self) -> list[SecretRef]:
+        return [s for s in (self.token, self.tls.key_password if self.tls else None, *self.users.values()) if s]
 
 
 class CommandsConfig(_Section):
@@ -316,7 +348,7 @@ def parse_config(data: object, source: str, base: Path | None = None) -> Station
     config = validate(StationConfig, data, source, "station config", ConfigError, context={"base": base},
                       secret_fields=SECRET_FIELDS)
     for secret in (config.mqtt.password, config.mqtt.tls.key_password if config.mqtt.tls else None,
-                   config.commands.hmac_key):
+                   config.commands.hmac_key, *config.http.secrets):
         if secret is not None:
             secret.value()  # fail at start-up, not at the first reconnect
     return config

@@ -63,7 +63,7 @@ def load_bundle(path: Path, camera: CameraConfig, trust: TrustList | None = None
 class Inspector:
     def __init__(self, station: str, camera: CameraConfig, loaded: LoadedBundle, topics: Topics, outbox: Outbox,
                  notify: Callable[[], None], stats: StationStats, evidence: EvidenceStore | None,
-                 save: str) -> None:
+                 save: str, observe: Callable[[Inspection, np.ndarray], None] | None = None) -> None:
         self.station = station
         self.camera = camera
         self.loaded = loaded
@@ -74,6 +74,7 @@ class Inspector:
         self.evidence = evidence
         self.save = save
         self.drift = self._drift_monitor(loaded)
+        self.observe = observe  # the station's page: history and live view
 
     def swap(self, loaded: LoadedBundle) -> None:
         self.drift = self._drift_monitor(loaded)  # a new bundle brings its own reference
@@ -112,6 +113,8 @@ class Inspector:
         self.notify()
         self.stats.record(self.camera.name, result, inspection.total_ms)
         self._watch_drift(result, started, loaded.info)
+        if self.observe is not None:
+            self.observe(inspection, frame)
         return inspection
 
     def _watch_drift(self, result, moment: float, bundle: BundleInfo) -> None:
@@ -130,7 +133,8 @@ class Inspector:
         if self.evidence is None or self.save == "none" or (self.save == "anomalous" and not result.is_anomalous):
             return None
         try:
-            return str(self.evidence.save(self.camera.name, inspection_id, annotate(frame, result), moment))
+            return str(self.evidence.save(self.camera.name, inspection_id, annotate(frame, result), moment,
+                                          frame_rgb=frame))
         except OSError as exc:
             log.error("cannot save evidence: %s", exc, extra={"camera": self.camera.name})
             self.stats.error(self.camera.name, "evidence")

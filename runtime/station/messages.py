@@ -71,6 +71,9 @@ class Topics:
     def drift(self, camera: str) -> str:
         return f"{self.base}/{camera}/drift"
 
+    def review(self, camera: str) -> str:
+        return f"{self.base}/{camera}/review"
+
 
 @dataclass(frozen=True)
 class BundleInfo:
@@ -154,6 +157,19 @@ def drift_message(station: str, camera: str, state: dict, bundle: BundleInfo) ->
     (``state`` is runtime.station.drift.DriftState.to_dict())."""
     return {"id": new_id(), "station": station, "camera": camera, "timestamp": iso_time(), **state,
             "bundle": {"name": bundle.name, "hash": bundle.hash}}
+
+
+def review_message(station: str, inspection: dict, review: dict) -> dict:
+    """``<prefix>/<station>/<camera>/review``: a person's verdict on an inspection (from the page), with what the
+    station had said and where the frame lies for retraining (``frame``: None when no frame was kept)."""
+    return {"id": new_id(), "inspection": inspection["id"], "station": station, "camera": inspection["camera"],
+            "part_id": inspection["part_id"], "timestamp": iso_time(review["time"]), "verdict": review["verdict"],
+            "reviewer": review["reviewer"], "note": review["note"],
+            "station_verdict": {"label": inspection["label"], "kind": inspection["kind"],
+                                "score": inspection["score"], "normalized_score": inspection["normalized_score"],
+                                "inspected_at": iso_time(inspection["time"])},
+            "bundle": {"name": inspection["bundle_name"], "hash": inspection["bundle_hash"]},
+            "heatmap_path": inspection["overlay"], "frame": review["copy"]}
 
 
 def status_message(station: str, cameras: dict[str, dict], started: float) -> dict:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 RESULT = "result"
 ALERT = "alert"
 ERROR = "error"
+REVIEW = "review"  # a person's verdict from the page: never dropped, like alerts
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (

@@ -26,13 +26,13 @@ from pathlib import Path
 from runtime.signing import TrustList
 from runtime.station.config import CameraConfig, ConfigError, StationConfig, load_config
 from runtime.station.evidence import EvidenceStore
-from runtime.station.health import HealthServer
 from runtime.station.inspection import Inspector, LoadedBundle, load_bundle
 from runtime.station.logs import setup_logging
 from runtime.station.messages import Topics, error_message, iso_time, status_message
 from runtime.station.mqtt import MqttLink
 from runtime.station.outbox import ERROR, Outbox
 from runtime.station.stats import StationStats
+from runtime.station.web import StationPage
 from runtime.station.workers import OK, SHUTTING_DOWN, CameraWorker, Trigger
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class Station:
         self._reload_requested = False
         self._reload_lock = threading.Lock()
         self.trust = TrustList.load(config.trust) if config.trust else None
+        self.page = StationPage(self) if config.http.enabled else None  # binds its port: a taken one fails here
         shared: dict[tuple, LoadedBundle] = {}
         self.workers: dict[str, CameraWorker] = {}
         for camera in config.cameras:
@@ -152,12 +153,11 @@ class Station:
                          lambda: self.outbox.write_failures)
         self.stats.gauge("edge_anomaly_outbox_held", "Messages held in memory until the outbox can be written",
                          lambda: self.outbox.held)
-        self.http = HealthServer(config.http.host, config.http.port, self.stats.registry, self.health) \
-            if config.http.enabled else None
 
     def _make_worker(self, camera: CameraConfig, loaded: LoadedBundle) -> CameraWorker:
         inspector = Inspector(self.config.station, camera, loaded, self.topics, self.outbox, self.link_notify,
-                              self.stats, self.evidence, self.config.evidence.save)
+                              self.stats, self.evidence, self.config.evidence.save,
+                              self.page.observe if self.page is not None else None)
         return CameraWorker(camera, inspector, self.stats, self.on_camera_state, self.answer_trigger_error)
 
     def link_notify(self) -> None:
@@ -416,8 +416,8 @@ class Station:
         self.commands.start()
         self.reloads.start()
         self.link.start()
-        if self.http is not None:
-            self.http.start()
+        if self.page is not None:
+            self.page.start()
         for worker in self.workers.values():
             worker.start()
         log.info("station %s serving %d camera(s)", self.config.station, len(self.workers),
@@ -455,8 +455,8 @@ class Station:
             self.link.drain(self.config.drain_timeout_s)
         self.link.publish_now(self.topics.heartbeat, self.heartbeat())
         self.link.stop()
-        if self.http is not None:
-            self.http.stop()
+        if self.page is not None:
+            self.page.stop()
         left = self.outbox.pending()
         self.outbox.close()
         for worker in self.workers.values():  # engines go while this thread, the only one left, holds the GIL
@@ -559,6 +559,8 @@ def check(config: StationConfig) -> list[str]:
 
     if config.mqtt.tls is not None:
         attempt(config.mqtt.tls.check_files)
+    if config.http.tls is not None:
+        attempt(config.http.tls.check_files)
     trust = attempt(lambda: TrustList.load(config.trust)) if config.trust else None
     if config.trust and trust is None:
         problems.append("trust: keys unreadable, so no bundle can be checked against them")

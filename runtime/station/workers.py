@@ -189,13 +189,14 @@ class CameraWorker:
             source.close()
 
     def _continuous_step(self, source: CaptureSource | FolderReplay) -> None:
-        started, started_perf = time.time(), time.perf_counter()
         try:
             frame = source.read()
         except ImageReadError as exc:
             log.warning("camera %s: %s", self.name, exc, extra={"camera": self.name})
             self.stats.error(self.name, "frame")
             return
+        # dated once the frame is in hand: waiting for the next frame (rate_hz, the camera's own pace) is no latency
+        started, started_perf = time.time(), time.perf_counter()
         self._inspect(frame.image, _label(frame), None, started, started_perf)
 
     def _serve_trigger(self, source: CaptureSource | FolderReplay) -> None:

@@ -278,3 +278,26 @@ def copy_images(sources: list[Path], folder: Path) -> list[Path]:
         shutil.copyfile(source, target)
         copies.append(target)
     return copies
+
+
+def page_port(daemon: DaemonProcess, timeout: float = 30) -> int:
+    """The port the station's web server bound (``http.port: 0`` lets the system choose), from its log."""
+    return wait_until(lambda: next((e["port"] for e in daemon.log_entries() if "port" in e), None), timeout,
+                      "the station's web port in its log")
+
+
+def fetch(url: str, method: str = "GET", headers: dict | None = None, body: bytes | dict | None = None,
+          context=None, timeout: float = 10) -> tuple[int, object, bytes]:
+    """(status, headers, body) of one HTTP(S) request; error statuses are returned, not raised."""
+    import urllib.error
+    import urllib.request
+
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
