@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -54,12 +55,21 @@ class OpenVinoBackend:
             raise BundleError(f"{path}: OpenVINO could not compile the model for {self.device}: {exc}") from None
         self._heatmap = self.compiled.output("heatmap")
         self._score = self.compiled.output("score")
-        self.request = self.compiled.create_infer_request()
+        self._requests = threading.local()
 
     @property
     def optimal_requests(self) -> int:
         """How many requests the device wants in flight (1 under the latency hint on most CPUs)."""
         return int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+
+    @property
+    def request(self):
+        """This thread's infer request: a request runs one inference at a time, and cameras that share a
+        bundle call ``infer`` from their own threads (one shared request answered "Infer Request is busy")."""
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        return request
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outputs = self.request.infer({0: inputs})

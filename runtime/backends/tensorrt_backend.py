@@ -8,6 +8,8 @@ copies both outputs back.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from runtime.backends import EngineFiles
@@ -65,8 +67,14 @@ class TensorRtBackend:
         for name, pointer in self.buffers.items():
             self.context.set_tensor_address(name, int(pointer))
         self.stream = _check(cudart.cudaStreamCreate())
+        # One context, one set of device buffers: cameras sharing the bundle take turns.
+        self._lock = threading.Lock()
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return self._infer(inputs)
+
+    def _infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cudart = self.cudart
         inputs = np.ascontiguousarray(inputs, dtype=self.dtypes[INPUT])
         if not self.context.set_input_shape(INPUT, inputs.shape):

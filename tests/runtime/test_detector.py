@@ -34,6 +34,22 @@ def test_detector_agrees_with_pytorch_on_boards(board_exports, board_model, boar
     assert all(r.latency_ms > 0 for r in results)
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_one_detector_serves_cameras_on_several_threads(board_exports, board_frames, fmt):
+    """Cameras with the same bundle settings share one Detector (the station loads it once): calls from
+    several threads at once must each get their own frame's answer, never an error (OpenVINO's single
+    infer request answered "Infer Request is busy")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    detector = Detector.load(board_exports(fmt))
+    expected = [r.score for r in detector.predict(board_frames)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = list(pool.map(lambda index: (index, detector.predict([board_frames[index]])[0].score),
+                                [i % len(board_frames) for i in range(24)]))
+    for index, score in answers:
+        assert score == pytest.approx(expected[index], rel=1e-4), index
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 def test_detector_agrees_with_pytorch_on_real_bottle(bottle, fmt):
