@@ -14,6 +14,8 @@ import logging
 import os
 import shutil
 import socket
+import tarfile
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +28,7 @@ import numpy as np
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -47,6 +50,8 @@ PAGE = Path(__file__).with_name("page")
 KEEPALIVE_S = 15.0
 THUMB_PX = 160
 MAX_LIST = 500
+MAX_REVIEWED_TAR = 5000  # the newest reviewed frames one download carries
+VERDICT_FOLDERS = ("normal", "defect")
 CHART_BUCKETS = 360
 WEB_NICE = 5  # the web server's threads run this much "nicer" than the camera threads
 VERDICT_LABELS = {"normal": "normal", "anomalous": "anomalous"}
@@ -84,6 +89,24 @@ class _Thumbnails:
             if len(self._cache) > self._size:
                 self._cache.popitem(last=False)
         return self._cache.get(key)
+
+
+def _count_files(folder: Path) -> int:
+    try:
+        with os.scandir(folder) as entries:
+            return sum(1 for entry in entries if entry.is_file() and not entry.name.startswith("."))
+    except OSError:  # nothing reviewed yet
+        return 0
+
+
+def _tar_of(frames: list[Path], top: str, beside: Path) -> Path:
+    """An uncompressed tar (JPEGs do not compress) of ``frames`` under ``top/``, written next to the reviewed
+    folder rather than in memory; the caller deletes it once sent."""
+    handle, name = tempfile.mkstemp(prefix=".download-", suffix=".tar", dir=beside)
+    with os.fdopen(handle, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as archive:
+        for frame in frames:
+            archive.add(frame, arcname=f"{top}/{frame.name}", recursive=False)
+    return Path(name)
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -154,6 +177,7 @@ class StationPage:
             Route("/api/inspections/{id}", self.api_inspection),
             Route("/api/inspections/{id}/thumb.jpg", self.api_thumbnail),
             Route("/api/inspections/{id}/review", self.api_review, methods=["POST"]),
+            Route("/api/reviewed/{camera}/{verdict}.tar", self.api_reviewed_frames),
             Route("/api/scores", self.api_scores),
             Route("/api/cameras/{camera}/live.jpg", self.api_live_frame),
             Route("/evidence/{path:path}", self.evidence),
@@ -182,6 +206,8 @@ class StationPage:
             signature = loaded.detector.bundle.manifest.signature if loaded is not None else None
             cameras[name] = {**beat["cameras"].get(name, {}), **described,
                              "threshold": loaded.info.threshold if loaded else None,
+                             "reviewed": {verdict: _count_files(self.reviews.folder / name / verdict)
+                                          for verdict in VERDICT_FOLDERS},
                              "signature": {"signed": signature is not None,
                                            "key_id": signature.key_id if signature else None,
                                            "verified": signature is not None and station.trust is not None}}
@@ -304,19 +330,47 @@ class StationPage:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    async def api_review(self, request: Request) -> JSONResponse:
+    def _signed_in(self, request: Request) -> tuple[str | None, Response | None]:
+        """(who, None) for a same-site request with the station's token or a user; else (None, the refusal)."""
         if not self.access.enabled:
-            return _error(403, "reviews are off: the station config names no http.token or http.users")
+            return None, _error(403, "reviews are off: the station config names no http.token or http.users")
         refused = cross_site(request.headers, request.headers.get("host"))
         if refused:
-            return _error(403, f"cross-site request refused: {refused}")
+            return None, _error(403, f"cross-site request refused: {refused}")
         client = request.client.host if request.client else "?"
         if self.access.locked_out(client):
-            return _error(429, "too many failed logins from this address: wait a minute")
+            return None, _error(429, "too many failed logins from this address: wait a minute")
         who = self.access.identify(request.headers.get("authorization"), client)
         if who is None:
-            return _error(401, "a review needs the station's token (Bearer) or a user and password (Basic)",
-                          **{"WWW-Authenticate": 'Bearer realm="edge-anomaly station"'})
+            return None, _error(401, "this needs the station's token (Bearer) or a user and password (Basic)",
+                                **{"WWW-Authenticate": 'Bearer realm="edge-anomaly station"'})
+        return who, None
+
+    async def api_reviewed_frames(self, request: Request) -> Response:
+        """The frames reviewed as ``verdict`` on one camera as a tar: what ``edge-anomaly update MODEL --add``
+        takes on the workstation (the station has no torch to retrain). Signed-in only: it is a bulk export."""
+        who, refusal = self._signed_in(request)
+        if refusal:
+            return refusal
+        camera, verdict = request.path_params["camera"], request.path_params["verdict"]
+        if camera not in self.station.workers or verdict not in VERDICT_FOLDERS:
+            return _error(404, f"no camera {camera[:64]!r} or verdict {verdict[:16]!r} (normal or defect)")
+        folder = self.reviews.folder / camera / verdict
+        frames = sorted(folder.glob("*.jpg")) + sorted(folder.glob("*.png")) if folder.is_dir() else []
+        if not frames:
+            return _error(404, f"no frames reviewed as {verdict} on camera {camera} yet")
+        if len(frames) > MAX_REVIEWED_TAR:
+            frames = frames[-MAX_REVIEWED_TAR:]
+        archive = await asyncio.to_thread(_tar_of, frames, f"{camera}-{verdict}", self.reviews.folder)
+        log.info("%d reviewed %s frames of camera %s downloaded by %s", len(frames), verdict, camera, who,
+                 extra={"camera": camera})
+        return FileResponse(archive, media_type="application/x-tar", filename=f"{camera}-reviewed-{verdict}.tar",
+                            background=BackgroundTask(archive.unlink, missing_ok=True))
+
+    async def api_review(self, request: Request) -> JSONResponse:
+        who, refusal = self._signed_in(request)
+        if refusal:
+            return refusal
         body, problem = await self._json_body(request)
         if problem:
             return problem

@@ -55,7 +55,8 @@ const fixed = (value, digits = 2) => value == null ? "–" : Number(value).toFix
 
 function cameraCard(name) {
   const card = el("article", {class: "camera", "data-camera": name},
-    el("header", {}, el("h2", {}, name), el("span", {class: "state"}), el("span", {class: "drift"})),
+    el("header", {}, el("h2", {}, name), el("span", {class: "state"}), el("span", {class: "drift"}),
+      el("span", {class: "retrain"})),
     el("div", {class: "verdict none", "data-inspection": ""},
       el("span", {class: "word"}, "—"), el("span", {class: "detail"}, "waiting for the first inspection")),
     el("img", {class: "live", alt: `latest frame of ${name}`}),
@@ -163,6 +164,11 @@ function showCameraStatus(name, info, threshold) {
   const tested = selfTest ? (selfTest.passed === false ? "self-test FAILED" : "self-test passed") : "no self-test";
   $(".bundle", camera.card).replaceChildren("bundle ", el("b", {}, bundle.name || "?"),
     ` · ${(bundle.hash || "").slice(0, 12)} · ${signed} · ${tested} · threshold ${fixed(threshold, 3)}`);
+  const normals = (info.reviewed || {}).normal || 0;
+  const download = el("button", {type: "button", class: "download"},
+                      `Download ${normals} reviewed normal${normals === 1 ? "" : "s"} for retraining`);
+  download.addEventListener("click", () => downloadReviewed(name, "normal"));
+  $(".retrain", camera.card).replaceChildren(...(normals ? [download] : []));
 }
 
 // -- score chart ---------------------------------------------------------------------------------------------
@@ -350,6 +356,20 @@ async function review(verdict) {
   await openDetail(current.id);
   $("#d-message").textContent = `Saved: ${verdict === "normal" ? "this was normal" : "confirmed defect"}` +
     (answer.copy ? " · frame filed for retraining" : "");
+}
+
+async function downloadReviewed(camera, verdict) {
+  // A tar for `edge-anomaly update MODEL --add DIR` on the workstation: the station itself has no torch to retrain.
+  if (!credentials()) { openLogin(); return; }
+  const response = await fetch(`/api/reviewed/${encodeURIComponent(camera)}/${verdict}.tar`,
+                               {headers: {"Authorization": credentials()}});
+  if (response.status === 401) { sessionStorage.removeItem("authorization"); showWho(); openLogin(); return; }
+  if (!response.ok) { alert((await response.json().catch(() => ({}))).error || `refused (${response.status})`); return; }
+  const link = el("a", {href: URL.createObjectURL(await response.blob()), download: `${camera}-reviewed-${verdict}.tar`});
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
 }
 
 function openLogin() {

@@ -59,8 +59,9 @@ def test_the_page_shows_results_live_and_takes_a_review(station, tmp_path):
                     and errors.append(f"{message.text} {message.location}"))
             page.goto(url)
             banner = page.locator(".camera[data-camera=cam] .verdict")
-            page.wait_for_function("() => document.querySelector('.camera .verdict').dataset.inspection !== ''",
-                                   timeout=10000)
+            # the card appears once the page has read /api/status: until then there is nothing to read
+            page.wait_for_function("() => (document.querySelector('.camera .verdict')?.dataset.inspection ?? '') "
+                                   "!== ''", timeout=10000)
             first = banner.get_attribute("data-inspection")
             # a result the station makes after the page has loaded shows up without a reload
             page.wait_for_function("(first) => document.querySelector('.camera .verdict').dataset.inspection !== first",

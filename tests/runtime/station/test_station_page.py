@@ -8,10 +8,12 @@ frames and the access checks are also tested on their own.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import signal
 import sqlite3
 import ssl
+import tarfile
 import threading
 import time
 import urllib.request
@@ -206,6 +208,26 @@ def test_a_review_needs_a_login_is_published_stored_and_files_the_frame(page):
     detail = page.json(f"/api/inspections/{inspection}")
     assert [r["verdict"] for r in detail["reviews"]] == ["normal", "defect"]
     assert page.json("/api/inspections?reviewed=yes")["inspections"][0]["id"] == inspection
+
+
+def test_reviewed_normals_download_as_a_tar_for_the_update_command(page):
+    """The station has no torch: its reviewed normals go to the workstation as one tar, signed-in only."""
+    item = page.json("/api/inspections?verdict=anomalous&limit=5")["inspections"][-1]
+    token = {"Authorization": f"Bearer {TOKEN}"}
+    assert page.review(item["id"], {"verdict": "normal"}, token)[0] == 200
+    assert page.get("/api/reviewed/cam/normal.tar")[0] == 401
+    assert page.get("/api/reviewed/cam/normal.tar", headers={**token, "Sec-Fetch-Site": "cross-site"})[0] == 403
+    assert page.get("/api/reviewed/other/normal.tar", headers=token)[0] == 404
+    assert page.get("/api/reviewed/cam/maybe.tar", headers=token)[0] == 404
+    status, headers, body = page.get("/api/reviewed/cam/normal.tar", headers=token)
+    assert status == 200 and headers["content-type"] == "application/x-tar"
+    filed = sorted((page.state / "reviewed" / "cam" / "normal").glob("*.jpg"))
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        members = {member.name: archive.extractfile(member).read() for member in archive.getmembers()}
+    assert members == {f"cam-normal/{frame.name}": frame.read_bytes() for frame in filed}
+    assert f"cam-normal/{item['id']}.jpg" in members
+    assert page.json("/api/status")["cameras"]["cam"]["reviewed"]["normal"] == len(filed)
+    assert not list((page.state / "reviewed").glob(".download-*"))  # the temporary tar is gone once sent
 
 
 def _open_events(page: PageStation):
