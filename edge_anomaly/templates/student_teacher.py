@@ -43,7 +43,7 @@ from edge_anomaly.templates.base import Scorer, TemplateParams, aligned_concat
 
 class StudentTeacherParams(TemplateParams):
     layers: list[str] = Field(["stage3", "stage5"], description="teacher stages; the first must sit at stride 8")
-    iterations: int = Field(500, ge=1, description="training steps (each one batch_size images)")
+    iterations: int = Field(2000, ge=1, description="training steps (each one batch_size images)")
     lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate (cosine decay to 5% over the run)")
     student_width: int = Field(64, ge=8, le=512, description="channels of the student's layers")
     latent_dim: int = Field(64, ge=4, le=1024, description="autoencoder bottleneck: one vector per image")
@@ -53,7 +53,7 @@ class StudentTeacherParams(TemplateParams):
     validation_fraction: float = Field(0.1, gt=0.0, le=0.5,
                                        description="share of fitting images held out to stop early and normalise maps")
     eval_every: int = Field(50, ge=1, description="iterations between validation losses")
-    patience: int = Field(4, ge=1, description="stop after this many validations without improvement")
+    patience: int = Field(8, ge=1, description="stop after this many validations without improvement")
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> StudentTeacherParams:
