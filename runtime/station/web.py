@@ -356,11 +356,11 @@ class StationPage:
         if camera not in self.station.workers or verdict not in VERDICT_FOLDERS:
             return _error(404, f"no camera {camera[:64]!r} or verdict {verdict[:16]!r} (normal or defect)")
         folder = self.reviews.folder / camera / verdict
-        frames = sorted(folder.glob("*.jpg")) + sorted(folder.glob("*.png")) if folder.is_dir() else []
+        # files are named by inspection id (random), so "newest" is by the time they were filed
+        frames = sorted((*folder.glob("*.jpg"), *folder.glob("*.png")), key=lambda path: path.stat().st_mtime_ns)
         if not frames:
             return _error(404, f"no frames reviewed as {verdict} on camera {camera} yet")
-        if len(frames) > MAX_REVIEWED_TAR:
-            frames = frames[-MAX_REVIEWED_TAR:]
+        frames = frames[-MAX_REVIEWED_TAR:]
         archive = await asyncio.to_thread(_tar_of, frames, f"{camera}-{verdict}", self.reviews.folder)
         log.info("%d reviewed %s frames of camera %s downloaded by %s", len(frames), verdict, camera, who,
                  extra={"camera": camera})
