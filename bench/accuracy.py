@@ -143,6 +143,8 @@ def main() -> None:
     parser.add_argument("--logical", action="store_true",
                         help="boards with the logical defect kinds too, and a table comparing templates on them")
     parser.add_argument("--logical-templates", nargs="+", default=["patchcore", "padim", "student_teacher"])
+    parser.add_argument("--boards-test", nargs=2, type=int, default=[20, 10], metavar=("GOOD", "PER_DEFECT"),
+                        help="generated boards' test images: good ones, and per defect kind (more narrow the AUROC)")
     parser.add_argument("--json", help="also write all rows to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -150,13 +152,16 @@ def main() -> None:
     rows, videos, logical, skipped = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for category in args.categories:
-            data = CATEGORIES[category] or generate_boards(Path(tmp) / "boards", logical=args.logical)
+            data = CATEGORIES[category] or generate_boards(Path(tmp) / "boards", logical=args.logical,
+                                                        n_test_good=args.boards_test[0],
+                                                        n_per_defect=args.boards_test[1])
             if not (data / "train" / "good").is_dir():
                 skipped.append(f"{category}: data not found at {data}")
                 continue
             rows.append(run(category, data, args.template, args.set))
-            if args.logical and CATEGORIES[category] is None:
-                logical += [run(category, data, template, args.set) for template in args.logical_templates]
+            if args.logical and CATEGORIES[category] is None:  # the row just fitted serves its own template
+                logical += [rows[-1] if template == args.template else run(category, data, template, args.set)
+                            for template in args.logical_templates]
             if category in args.video and CATEGORIES[category] is not None:
                 videos.append(video_row(data, args.template, args.set, Path(tmp)))
 

@@ -62,9 +62,15 @@ def run_graph(graph: AnomalyGraph, inputs: np.ndarray, batch_size: int) -> tuple
 RETIRED_PARAMS = ("threshold_quantile", "threshold_margin")
 
 
-def _current_params(params: dict) -> dict:
-    """Saved hyperparameters with retired ones dropped, so older model folders still load."""
-    return {key: value for key, value in params.items() if key not in RETIRED_PARAMS}
+# Hyperparameters added later, per template, with the value that models saved before them were built with.
+ADDED_PARAMS = {"student_teacher": {"student_depth": 2}}
+
+
+def _current_params(template: str, params: dict) -> dict:
+    """Saved hyperparameters with retired ones dropped and added ones at their old value, so older model
+    folders still load as they were trained."""
+    kept = {key: value for key, value in params.items() if key not in RETIRED_PARAMS}
+    return {**ADDED_PARAMS.get(template, {}), **kept}
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,7 @@ class TrainedModel:
             if actual != expected:
                 raise ValueError(f"{folder / name}: SHA-256 mismatch (expected {expected[:12]}…, got {actual[:12]}…)")
         template = get_template(metadata["template"])
-        params = template.params.model_validate(_current_params(metadata["params"]))
+        params = template.params.model_validate(_current_params(metadata["template"], metadata["params"]))
         graph = build_graph(metadata["template"], params)
         state = load_file(folder / WEIGHTS_FILE)
         graph.scorer.load_fitted({k.removeprefix("scorer."): v for k, v in state.items() if k.startswith("scorer.")})

@@ -4,11 +4,14 @@ The teacher is the frozen pretrained backbone: its stride-8 features (deeper sta
 onto the stride-8 grid), each channel normalised by its mean and spread on the training set.
 Three small networks are trained from scratch on normal images only:
 
-* the student, a shallow fully convolutional net (receptive field 44 px), predicts the
+* the student, a shallow fully convolutional net (receptive field 76 px), predicts the
   teacher's features with the hard-feature loss: only the worst-predicted share of feature
   elements counts, so it learns where it is still wrong rather than the easy background.
   A penalty keeps its output near zero on images unlike the training set, so it cannot learn
-  to imitate the teacher in general and fails on anything new (local anomalies);
+  to imitate the teacher in general and fails on anything new (local anomalies). Its
+  receptive field reaches past the part it predicts to the pads, markings and neighbours
+  around it, so it also learns which part belongs where: a part that is perfect but not the
+  one its surroundings call for is predicted wrong (swapped, wrong type, mirrored);
 * an autoencoder squeezes the whole image through a ``latent_dim`` vector and decodes the
   teacher's features: it knows what the board looks like as a whole, but not the fine detail;
 * a second student head predicts the autoencoder's output. Where a part is locally fine but
@@ -46,6 +49,8 @@ class StudentTeacherParams(TemplateParams):
     iterations: int = Field(2000, ge=1, description="training steps (each one batch_size images)")
     lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate (cosine decay to 5% over the run)")
     student_width: int = Field(64, ge=8, le=512, description="channels of the student's layers")
+    student_depth: int = Field(4, ge=1, le=12, description="3x3 convolutions after the student's stem: its receptive "
+                               "field is 12 + 16 * depth px; more context tells it which part belongs where")
     latent_dim: int = Field(64, ge=4, le=1024, description="autoencoder bottleneck: one vector per image")
     hard_quantile: float = Field(0.99, ge=0.0, lt=1.0,
                                  description="hard-feature loss: only elements above this quantile count")
@@ -79,17 +84,16 @@ def _patchify(width: int) -> list[nn.Module]:
 class Student(nn.Module):
     """Pixels (scaled to [-1, 1]) -> [N, 2C, H/8, W/8]: teacher prediction, then autoencoder prediction.
 
-    Receptive field 44 px: the stem, two 3x3 convolutions at stride 8 and a 1x1 head.
+    The stem, ``depth`` 3x3 convolutions at stride 8 and a 1x1 head: a receptive field of
+    12 + 16 * depth px (76 px at the default depth 4).
     """
 
-    def __init__(self, width: int, out_channels: int) -> None:
+    def __init__(self, width: int, depth: int, out_channels: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            *_patchify(width),
-            _conv(width, width, 3), nn.ReLU(inplace=True),
-            _conv(width, width, 3), nn.ReLU(inplace=True),
-            nn.Conv2d(width, out_channels, 1),
-        )
+        body: list[nn.Module] = []
+        for _ in range(depth):
+            body += [_conv(width, width, 3), nn.ReLU(inplace=True)]
+        self.net = nn.Sequential(*_patchify(width), *body, nn.Conv2d(width, out_channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -191,7 +195,7 @@ class StudentTeacherScorer(Scorer):
             raise ValueError(f"layers {params.layers}: the first teacher stage must be at stride 8 "
                              f"(grid {expected}), got grid {self.grid}; use stage3 first")
         self.channels = sum(shape[0] for shape in feature_shapes)
-        self.student = Student(params.student_width, 2 * self.channels)
+        self.student = Student(params.student_width, params.student_depth, 2 * self.channels)
         self.autoencoder = AutoEncoder(params.input_size, params.latent_dim, self.channels)
         self.register_buffer("teacher_mean", torch.zeros(1, self.channels, 1, 1))
         self.register_buffer("teacher_std", torch.ones(1, self.channels, 1, 1))

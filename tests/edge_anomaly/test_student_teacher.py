@@ -100,6 +100,23 @@ def test_short_training_learns_and_round_trips(short_run, boards):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
+def test_a_model_saved_before_student_depth_existed_loads_as_trained(boards, tmp_path):
+    from edge_anomaly.config import load_params
+    from edge_anomaly.model import TrainedModel
+    from edge_anomaly.training import fit_model
+
+    overrides = ["iterations=2", "eval_every=1", "input_size=[64, 96]", "batch_size=4", "student_depth=2"]
+    model = fit_model(boards, *load_params("student_teacher", overrides=overrides))
+    folder = model.save(tmp_path / "older")
+    metadata = json.loads((folder / "model.json").read_text())
+    del metadata["params"]["student_depth"]  # as written before the parameter existed (depth 2 then)
+    (folder / "model.json").write_text(json.dumps(metadata))
+    reloaded = TrainedModel.load(folder)
+    assert reloaded.params.student_depth == 2
+    inputs = np.random.default_rng(0).integers(0, 256, (1, 64, 96, 3), dtype=np.uint8)
+    np.testing.assert_allclose(reloaded.infer(inputs)[1], model.infer(inputs)[1], rtol=1e-5)
+
+
 def test_onnx_export_passes_parity_and_runs_in_the_detector(short_run, boards, tmp_path):
     pytest.importorskip("onnxruntime")
     from exporters.export import export_bundle
