@@ -79,6 +79,21 @@ def test_updated_model_exports_and_runs_in_the_runtime(relit, updated, tmp_path)
     assert not any(r.is_anomalous for r in detector.predict(frames))
 
 
+def test_fit_add_fits_then_takes_in_the_reviewed_normals(boards, relit, tmp_path):
+    from edge_anomaly.cli import main
+
+    out = tmp_path / "model"
+    assert main(["fit", "--data", str(boards), "--template", "patchcore", "--set", "coreset_ratio=0.05",
+                 "--set", "input_size=[256, 256]", "--set", "false_alarm_rate=0.05",
+                 "--add", str(relit[0]), "--out", str(out)]) == 0
+    meta = json.loads((out / "model.json").read_text())
+    assert [record["n_images"] for record in meta["info"]["updates"]] == [8]
+    model = TrainedModel.load(out)
+    assert len(model.calibration_data.normal_scores) == meta["info"]["calibration"]["n_scores"]
+    _, held_out = relit
+    assert sum(r.is_anomalous for r in model.predict(held_out)) <= 1  # the new lamp reads as normal
+
+
 def test_update_refuses_what_it_cannot_do(boards, board_model, relit, tmp_path):
     from edge_anomaly.config import load_params
     from edge_anomaly.training import fit_model
