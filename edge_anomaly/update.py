@@ -29,46 +29,12 @@ import torch
 from edge_anomaly.calibration import false_alarm_threshold
 from edge_anomaly.data.training_set import TrainingSet
 from edge_anomaly.model import CalibrationData, TrainedModel
-from edge_anomaly.templates.base import batched_image_scores
-from edge_anomaly.templates.coreset import greedy_coreset
 from edge_anomaly.templates.patchcore import PatchCoreScorer
 from edge_anomaly.training import contiguous_folds, embed_images, global_checks_scoring, with_augmentations
 from runtime.global_stats import image_statistics
 from runtime.scoring import Scoring
 
 UPDATABLE_TEMPLATES = ("patchcore",)
-
-
-def _bank_with(scorer: PatchCoreScorer, bank: torch.Tensor) -> PatchCoreScorer:
-    """A scorer like ``scorer`` searching ``bank`` instead (norms and neighbour table recomputed)."""
-    other = PatchCoreScorer(scorer.params, scorer.feature_shapes)
-    other.memory_bank = bank.contiguous()
-    other.bank_sq_norms = (other.memory_bank * other.memory_bank).sum(dim=1)
-    other.bank_neighbors = other._bank_self_neighbors(other.memory_bank, min(scorer.params.num_neighbors, len(bank)))
-    return other
-
-
-def new_bank_entries(scorer: PatchCoreScorer, embeddings: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-    """(coreset of the new images' patches at the model's coreset ratio, source image of each entry)."""
-    patches = embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
-    size = min(patches.shape[0], max(1, round(patches.shape[0] * scorer.params.coreset_ratio)))
-    index = greedy_coreset(patches, size, projection_dim=scorer.params.projection_dim, seed=scorer.params.seed) \
-        if size < patches.shape[0] else torch.arange(patches.shape[0])
-    return patches[index].contiguous(), (index // (embeddings.shape[2] * embeddings.shape[3])).numpy()
-
-
-@torch.no_grad()
-def held_out_new_scores(scorer: PatchCoreScorer, old_bank: torch.Tensor, added: torch.Tensor, source: np.ndarray,
-                        embeddings: torch.Tensor, folds: np.ndarray, batch_size: int) -> np.ndarray:
-    """Each new image's score against the old bank plus the new entries of the other folds."""
-    scores = np.empty(len(embeddings), np.float64)
-    entry_fold = folds[source]
-    for fold in np.unique(folds):
-        keep = torch.from_numpy(entry_fold != fold)
-        held = np.flatnonzero(folds == fold)
-        masked = _bank_with(scorer, torch.cat([old_bank, added[keep]]))
-        scores[held] = batched_image_scores(masked, embeddings[held], batch_size)
-    return scores
 
 
 def update_model(model: TrainedModel, folder: str | Path) -> TrainedModel:
@@ -90,12 +56,12 @@ def update_model(model: TrainedModel, folder: str | Path) -> TrainedModel:
     graph = copy.deepcopy(model.graph)  # the given model stays as it was
     scorer: PatchCoreScorer = graph.scorer
     embeddings = embed_images(graph, augmented, params.batch_size)
-    added, source = new_bank_entries(scorer, embeddings)
-    old_bank = scorer.memory_bank
-    new_scores = held_out_new_scores(scorer, old_bank, added, source, embeddings, aug_folds, params.batch_size)
-    updated = _bank_with(scorer, torch.cat([old_bank, added]))
-    scorer.memory_bank, scorer.bank_sq_norms, scorer.bank_neighbors = (
-        updated.memory_bank, updated.bank_sq_norms, updated.bank_neighbors)
+    added, source = scorer.coreset(embeddings, min_size=1)
+    old_size = scorer.memory_bank.shape[0]
+    scorer.set_bank(torch.cat([scorer.memory_bank, added]))
+    # each new image is scored without its own fold's new entries; the old entries are never masked
+    entry_fold = np.concatenate([np.full(old_size, -1), aug_folds[source]])
+    new_scores = scorer.masked_fold_scores(embeddings, aug_folds, entry_fold, params.batch_size)
 
     old = model.calibration_data
     normal_scores = np.concatenate([old.normal_scores, new_scores])
@@ -113,7 +79,7 @@ def update_model(model: TrainedModel, folder: str | Path) -> TrainedModel:
         "folder": str(Path(folder).resolve()),
         "n_images": len(images),
         "n_augmented": len(augmented) - len(images),
-        "bank_entries": [int(old_bank.shape[0]), int(scorer.memory_bank.shape[0])],
+        "bank_entries": [int(old_size), int(scorer.memory_bank.shape[0])],
         "threshold": [model.scoring.local.threshold, local.threshold],
         "new_scores": {"min": float(new_scores.min()), "median": float(np.median(new_scores)),
                        "max": float(new_scores.max())},

@@ -11,6 +11,8 @@ tensor larger than a fixed budget, whatever the bank size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from pydantic import Field
@@ -61,22 +63,30 @@ class PatchCoreScorer(Scorer):
         return aligned_concat([self.pool(f) for f in features], self.grid)
 
     def fit(self, embeddings: torch.Tensor) -> None:
+        bank, self.bank_source = self.coreset(embeddings, self.params.num_neighbors + 1, self.progress)
+        if self.progress is not None:
+            self.progress(len(bank), len(bank))
+        self.set_bank(bank)
+
+    def coreset(self, embeddings: torch.Tensor, min_size: int,
+                progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, np.ndarray]:
+        """(the greedy coreset of the embeddings' patches at ``coreset_ratio``, at least ``min_size`` entries;
+        the image each entry came from). Fit builds the bank with it, an update the entries it appends."""
         patches = embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
-        size = max(self.params.num_neighbors + 1, round(patches.shape[0] * self.params.coreset_ratio))
-        size = min(size, patches.shape[0])
+        size = min(patches.shape[0], max(min_size, round(patches.shape[0] * self.params.coreset_ratio)))
         if size < patches.shape[0]:
             index = greedy_coreset(patches, size, projection_dim=self.params.projection_dim,
-                                   seed=self.params.seed, progress=self.progress)
-            bank = patches[index].contiguous()
+                                   seed=self.params.seed, progress=progress)
         else:
             index = torch.arange(patches.shape[0])
-            bank = patches.contiguous()
-        self.bank_source = (index // (embeddings.shape[2] * embeddings.shape[3])).numpy()
-        if self.progress is not None:
-            self.progress(size, size)
-        self.memory_bank = bank
-        self.bank_sq_norms = (bank * bank).sum(dim=1)
-        self.bank_neighbors = self._bank_self_neighbors(bank, self.params.num_neighbors)
+        return patches[index].contiguous(), (index // (embeddings.shape[2] * embeddings.shape[3])).numpy()
+
+    def set_bank(self, bank: torch.Tensor) -> None:
+        """Search ``bank``: its squared norms and each entry's neighbour table follow it."""
+        self.memory_bank = bank.contiguous()
+        self.bank_sq_norms = (self.memory_bank * self.memory_bank).sum(dim=1)
+        self.bank_neighbors = self._bank_self_neighbors(self.memory_bank,
+                                                        min(self.params.num_neighbors, len(self.memory_bank)))
 
     @torch.no_grad()
     def fold_scores(self, embeddings: torch.Tensor, folds: np.ndarray, batch_size: int = 8) -> np.ndarray:
@@ -87,15 +97,18 @@ class PatchCoreScorer(Scorer):
         """
         if len(self.bank_source) != self.memory_bank.shape[0]:
             return super().fold_scores(embeddings, folds, batch_size)
-        entry_fold = folds[self.bank_source]
+        return self.masked_fold_scores(embeddings, folds, folds[self.bank_source], batch_size)
+
+    @torch.no_grad()
+    def masked_fold_scores(self, embeddings: torch.Tensor, folds: np.ndarray, entry_fold: np.ndarray,
+                           batch_size: int = 8) -> np.ndarray:
+        """Each image's score against the bank without the entries of its own fold (``entry_fold``: each bank
+        entry's fold; an entry whose fold no image has, such as -1, is never masked)."""
         scores = np.empty(len(embeddings), np.float64)
         for fold in np.unique(folds):
-            keep = torch.from_numpy(entry_fold != fold)
             held = np.flatnonzero(folds == fold)
             masked = PatchCoreScorer(self.params, self.feature_shapes)
-            bank = self.memory_bank[keep].contiguous()
-            masked.memory_bank, masked.bank_sq_norms = bank, self.bank_sq_norms[keep]
-            masked.bank_neighbors = self._bank_self_neighbors(bank, min(self.params.num_neighbors, len(bank)))
+            masked.set_bank(self.memory_bank[torch.from_numpy(entry_fold != fold)])
             scores[held] = batched_image_scores(masked, embeddings[held], batch_size)
         return scores
 

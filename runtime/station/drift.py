@@ -76,7 +76,7 @@ class Reference:
     @classmethod
     def learned(cls, scores: np.ndarray, stats: list[np.ndarray]) -> Reference:
         """From the first window the station saw: what the line looks like now stands for normal."""
-        near = float(np.mean((scores >= NEAR_LOW) & (scores < 0.5)))
+        near = near_threshold_share(scores)
         reference = GlobalStatsReference.fit(np.stack(stats)) if len(stats) >= len(scores) // 2 else None
         return cls(np.quantile(scores, DECILES), near, reference, "learned")
 
@@ -97,6 +97,11 @@ class DriftState:
                 "value": None if self.value is None else round(self.value, 4),
                 "since": None if self.since is None else iso_time(self.since),
                 "moved": {name: round(value, 4) for name, value in self.moved}}
+
+
+def near_threshold_share(scores: np.ndarray) -> float:
+    """Share of normalised scores from NEAR_LOW up to the threshold (0.5): frames close to an alarm."""
+    return float(np.mean((scores >= NEAR_LOW) & (scores < 0.5)))
 
 
 def population_stability(scores: np.ndarray, edges: np.ndarray) -> float:
@@ -151,7 +156,7 @@ class DriftMonitor:
         scores = np.fromiter(self._scores, float)
         psi = population_stability(scores, self.reference.edges)
         upward = float(np.median(scores)) > float(self.reference.edges[len(self.reference.edges) // 2])
-        near = float(np.mean((scores >= NEAR_LOW) & (scores < 0.5)))
+        near = near_threshold_share(scores)
         out = {"score": (psi, psi / PSI_LEVELS[0] if upward else 0.0),
                "near_threshold": (near, (near - self.reference.near_share) / NEAR_LEVELS[0])}
         stats = self.reference.stats
