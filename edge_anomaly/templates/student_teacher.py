@@ -1,7 +1,10 @@
 """Student-teacher with a global autoencoder (after EfficientAD, Batzner et al., WACV 2024).
 
-The teacher is the frozen pretrained backbone: its stride-8 features (deeper stages resized
-onto the stride-8 grid), each channel normalised by its mean and spread on the training set.
+The teacher is the frozen pretrained backbone: its stride-8 features (stage3 by default;
+deeper stages, if chosen, are resized onto the stride-8 grid and given the same weight),
+each channel normalised by its mean and spread on the training set. The stride-8 stage alone
+resolves what tells parts apart (a body's colour, a pin-1 dot); adding the coarse stage5
+blurred those differences (README, Guide).
 Three small networks are trained from scratch on normal images only:
 
 * the student, a shallow fully convolutional net (receptive field 76 px), predicts the
@@ -45,7 +48,8 @@ from edge_anomaly.templates.base import Scorer, TemplateParams, aligned_concat
 
 
 class StudentTeacherParams(TemplateParams):
-    layers: list[str] = Field(["stage3", "stage5"], description="teacher stages; the first must sit at stride 8")
+    layers: list[str] = Field(["stage3"], description="teacher stages; the first must sit at stride 8 (stage3): "
+                              "its fine detail tells part types and orientations apart")
     iterations: int = Field(2000, ge=1, description="training steps (each one batch_size images)")
     lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate (cosine decay to 5% over the run)")
     student_width: int = Field(64, ge=8, le=512, description="channels of the student's layers")
@@ -194,7 +198,8 @@ class StudentTeacherScorer(Scorer):
         if self.grid != expected:
             raise ValueError(f"layers {params.layers}: the first teacher stage must be at stride 8 "
                              f"(grid {expected}), got grid {self.grid}; use stage3 first")
-        self.channels = sum(shape[0] for shape in feature_shapes)
+        self.stage_channels = [shape[0] for shape in feature_shapes]
+        self.channels = sum(self.stage_channels)
         self.student = Student(params.student_width, params.student_depth, 2 * self.channels)
         self.autoencoder = AutoEncoder(params.input_size, params.latent_dim, self.channels)
         self.register_buffer("teacher_mean", torch.zeros(1, self.channels, 1, 1))
@@ -265,9 +270,9 @@ class StudentTeacherScorer(Scorer):
         features = torch.cat(cached)
         del cached
         mean = features.double().mean(dim=(0, 2, 3))
-        std = features.double().std(dim=(0, 2, 3))
+        std = features.double().std(dim=(0, 2, 3)).clamp_min(1e-4) * self._stage_weights()
         self.teacher_mean = mean.float().view(1, -1, 1, 1)
-        self.teacher_std = std.float().view(1, -1, 1, 1).clamp_min(1e-4)
+        self.teacher_std = std.float().view(1, -1, 1, 1)
         features = ((features - self.teacher_mean) / self.teacher_std).half()
 
         penalty = penalty_images(train, max(4 * p.batch_size, 64), rng)
@@ -312,6 +317,17 @@ class StudentTeacherScorer(Scorer):
         modules.load_state_dict(best)
         modules.eval().requires_grad_(False)
         self.map_quantiles = self._normalization(val_pixels, val_teacher)
+
+    def _stage_weights(self) -> torch.Tensor:
+        """Per-channel divisor that gives every teacher stage the same share of the maps.
+
+        The maps average squared differences over channels, so a deep stage with many channels
+        (stage5: 112 of 152) would drown the stride-8 stage (40) that resolves small details: a
+        pin-1 mark, a chip's body colour. Folded into ``teacher_std``, so the graph is unchanged.
+        """
+        share = [(len(self.stage_channels) * c / self.channels) ** 0.5 for c in self.stage_channels]
+        return torch.cat([torch.full((c,), w, dtype=torch.float64) for c, w in zip(self.stage_channels, share,
+                                                                                     strict=True)])
 
     @torch.no_grad()
     def _validation_loss(self, pixels: list[torch.Tensor], teachers: list[torch.Tensor]) -> float:
