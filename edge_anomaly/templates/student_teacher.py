@@ -1,10 +1,11 @@
 """Student-teacher with a global autoencoder (after EfficientAD, Batzner et al., WACV 2024).
 
 The teacher is the frozen pretrained backbone: its stride-8 features (stage3 by default;
-deeper stages, if chosen, are resized onto the stride-8 grid and given the same weight),
-each channel normalised by its mean and spread on the training set. The stride-8 stage alone
-resolves what tells parts apart (a body's colour, a pin-1 dot); adding the coarse stage5
-blurred those differences (README, Guide).
+deeper stages, if chosen, are resized onto the stride-8 grid and each stage weighs the same
+in the maps), each channel normalised by its mean and spread on the training set. Stage3
+resolves what tells parts apart (a body's colour, a pin-1 dot); with stage5 added channel by
+channel, its 112 coarse channels drowned stage3's 40. Adding stage5 at equal weight gains
+pixel accuracy on natural objects (bottle) and loses part identity (README, Guide).
 Three small networks are trained from scratch on normal images only:
 
 * the student, a shallow fully convolutional net (receptive field 76 px), predicts the
@@ -22,9 +23,10 @@ Three small networks are trained from scratch on normal images only:
   disagree: logical anomalies.
 
 The anomaly map is the local map (teacher vs student) plus the global map (autoencoder vs
-student head), each normalised on held-out normal images so that its 90% quantile maps to 0
-and its 99.5% quantile to 0.1. The image score is the map's maximum. Everything at test time
-is convolutions and elementwise maths, one traceable graph.
+student head, averaged over 3 x 3 cells: the autoencoder resolves no finer, and single-cell
+spikes of it flagged good images), each normalised on held-out normal images so that its 90%
+quantile maps to 0 and its 99.5% quantile to 0.1. The image score is the map's maximum.
+Everything at test time is convolutions and elementwise maths, one traceable graph.
 
 Penalty images: EfficientAD uses ImageNet, which this project does not have. The penalty set
 is made on the machine (:func:`penalty_images`): procedural textures (blurred colour noise,
@@ -48,13 +50,15 @@ from edge_anomaly.templates.base import Scorer, TemplateParams, aligned_concat
 
 
 class StudentTeacherParams(TemplateParams):
-    layers: list[str] = Field(["stage3"], description="teacher stages; the first must sit at stride 8 (stage3): "
-                              "its fine detail tells part types and orientations apart")
+    layers: list[str] = Field(["stage3"], description="teacher stages, each weighing the same in the maps; the "
+                              "first must sit at stride 8 (stage3: its detail tells part types and orientations apart)")
     iterations: int = Field(2000, ge=1, description="training steps (each one batch_size images)")
     lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate (cosine decay to 5% over the run)")
     student_width: int = Field(64, ge=8, le=512, description="channels of the student's layers")
     student_depth: int = Field(4, ge=1, le=12, description="3x3 convolutions after the student's stem: its receptive "
                                "field is 12 + 16 * depth px; more context tells it which part belongs where")
+    global_smoothing: int = Field(3, ge=1, le=9, description="cells (odd) the global map is averaged over before "
+                                  "it joins the local one: the autoencoder resolves no finer, its spikes are noise")
     latent_dim: int = Field(64, ge=4, le=1024, description="autoencoder bottleneck: one vector per image")
     hard_quantile: float = Field(0.99, ge=0.0, lt=1.0,
                                  description="hard-feature loss: only elements above this quantile count")
@@ -66,6 +70,8 @@ class StudentTeacherParams(TemplateParams):
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> StudentTeacherParams:
+        if self.global_smoothing % 2 == 0:
+            raise ValueError(f"global_smoothing={self.global_smoothing} must be odd (the map keeps its size)")
         if self.eval_every > self.iterations:
             raise ValueError(f"eval_every={self.eval_every} exceeds iterations={self.iterations}")
         return self
@@ -213,12 +219,19 @@ class StudentTeacherScorer(Scorer):
         return (aligned_concat(features, self.grid) - self.teacher_mean) / self.teacher_std
 
     def maps(self, teacher: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw (local, global) maps [N, 1, h, w]: mean squared differences over channels."""
+        """Raw (local, global) maps [N, 1, h, w]: mean squared differences over channels, the global one
+        averaged over ``global_smoothing`` cells a side."""
         x = pixels * 2.0 - 1.0
         student = self.student(x)
         auto = self.autoencoder(x)
         local = (teacher - student[:, :self.channels]).pow(2).mean(dim=1, keepdim=True)
         global_ = (auto - student[:, self.channels:]).pow(2).mean(dim=1, keepdim=True)
+        # The autoencoder draws the layout from one small vector: its real differences span
+        # several cells, while single-cell spikes of the global map are the head's noise and
+        # were what pushed good images over the threshold. Local detail stays in the local map.
+        k = self.params.global_smoothing
+        if k > 1:
+            global_ = nn.functional.avg_pool2d(global_, k, stride=1, padding=k // 2, count_include_pad=False)
         return local, global_
 
     def forward(self, features: list[torch.Tensor], pixels: torch.Tensor | None = None

@@ -35,6 +35,8 @@ def test_hyperparameters_are_checked_where_declared():
         StudentTeacherParams(iterations=10, eval_every=20)
     with pytest.raises(ValueError, match="hard_quantile"):
         StudentTeacherParams(hard_quantile=1.0)
+    with pytest.raises(ValueError, match="global_smoothing=2 must be odd"):
+        StudentTeacherParams(global_smoothing=2)
     params = StudentTeacherParams(layers=["stage4"], input_size=(64, 96))
     with pytest.raises(ValueError, match="stride 8"):
         StudentTeacherScorer(params, [(80, 4, 6)])
@@ -46,6 +48,21 @@ def test_the_graph_follows_a_non_square_input():
     combined, score = scorer([torch.rand(2, 40, 8, 16), torch.rand(2, 112, 4, 8)], torch.rand(2, 3, 64, 128))
     assert combined.shape == (2, 1, 8, 16) and score.shape == (2,)
     assert torch.equal(score, combined.flatten(1).max(dim=1).values)
+
+
+def test_the_global_map_is_averaged_over_three_cells_and_the_local_map_is_not():
+    """Single-cell spikes of the global map are noise; the local map keeps single-cell detail."""
+    pixels, teacher = torch.rand(1, 3, 64, 64), torch.rand(1, 40, 8, 8)
+    maps = []
+    for smoothing in (1, 3):
+        torch.manual_seed(0)  # the same weights for both
+        params = StudentTeacherParams(input_size=(64, 64), global_smoothing=smoothing)
+        with torch.no_grad():
+            maps.append(StudentTeacherScorer(params, [(40, 8, 8)]).maps(teacher, pixels))
+    (local, raw_global), (local_3, global_3) = maps
+    assert torch.equal(local, local_3)
+    assert float(global_3[0, 0, 4, 4]) == pytest.approx(float(raw_global[0, 0, 3:6, 3:6].mean()), rel=1e-5)
+    assert float(global_3[0, 0, 0, 0]) == pytest.approx(float(raw_global[0, 0, :2, :2].mean()), rel=1e-5)
 
 
 def test_penalty_images_are_unlike_the_training_images():
@@ -100,19 +117,20 @@ def test_short_training_learns_and_round_trips(short_run, boards):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-def test_a_model_saved_before_student_depth_existed_loads_as_trained(boards, tmp_path):
+@pytest.mark.parametrize("added, old_value", [("student_depth", 2), ("global_smoothing", 1)])
+def test_a_model_saved_before_a_parameter_existed_loads_as_trained(boards, tmp_path, added, old_value):
     from edge_anomaly.config import load_params
     from edge_anomaly.model import TrainedModel
     from edge_anomaly.training import fit_model
 
-    overrides = ["iterations=2", "eval_every=1", "input_size=[64, 96]", "batch_size=4", "student_depth=2"]
+    overrides = ["iterations=2", "eval_every=1", "input_size=[64, 96]", "batch_size=4", f"{added}={old_value}"]
     model = fit_model(boards, *load_params("student_teacher", overrides=overrides))
     folder = model.save(tmp_path / "older")
     metadata = json.loads((folder / "model.json").read_text())
-    del metadata["params"]["student_depth"]  # as written before the parameter existed (depth 2 then)
+    del metadata["params"][added]  # as written before the parameter existed (old_value then)
     (folder / "model.json").write_text(json.dumps(metadata))
     reloaded = TrainedModel.load(folder)
-    assert reloaded.params.student_depth == 2
+    assert getattr(reloaded.params, added) == old_value
     inputs = np.random.default_rng(0).integers(0, 256, (1, 64, 96, 3), dtype=np.uint8)
     np.testing.assert_allclose(reloaded.infer(inputs)[1], model.infer(inputs)[1], rtol=1e-5)
 
