@@ -31,6 +31,7 @@ from edge_anomaly.data.folders import load_inputs  # noqa: E402
 from edge_anomaly.data.synthetic import LOGICAL_DEFECT_KINDS, generate_boards  # noqa: E402
 from edge_anomaly.data.training_set import input_size_for  # noqa: E402
 from edge_anomaly.templates.base import aligned_concat  # noqa: E402
+from edge_anomaly.templates.student_teacher import stage_weights  # noqa: E402
 from runtime.image_io import list_images  # noqa: E402
 
 
@@ -76,10 +77,9 @@ def main() -> None:
         train = features(extractor, data / "train" / "good", size)
         mean = train.mean(dim=(0, 2, 3), keepdim=True)
         std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-4)
-        if args.equal_stages:
+        if args.equal_stages:  # as the student-teacher weighs several stages
             channels = [shape[0] for shape in extractor.feature_shapes(size)]
-            share = [(len(channels) * c / sum(channels)) ** 0.5 for c in channels]
-            std = std * torch.cat([torch.full((c,), w) for c, w in zip(channels, share, strict=True)]).view(1, -1, 1, 1)
+            std = std * stage_weights(channels).float().view(1, -1, 1, 1)
         train = (train - mean) / std
         good = nearest_at_same_place((features(extractor, data / "test" / "good", size) - mean) / std, train)
         weighting = "each stage the same" if args.equal_stages else "each channel the same"

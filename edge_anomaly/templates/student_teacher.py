@@ -188,6 +188,18 @@ def penalty_images(images: np.ndarray, count: int, rng: np.random.Generator) -> 
     return out
 
 
+def stage_weights(stage_channels: list[int]) -> torch.Tensor:
+    """Per-channel divisor (float64) of the teacher's spread that gives every stage the same share of the maps.
+
+    The maps average squared differences over channels, so a deep stage with many channels
+    (stage5: 112 of 152) would drown the stride-8 stage (40) that resolves small details: a
+    pin-1 mark, a chip's body colour. Folded into ``teacher_std``, so the graph is unchanged.
+    """
+    total = sum(stage_channels)
+    return torch.cat([torch.full((c,), (len(stage_channels) * c / total) ** 0.5, dtype=torch.float64)
+                      for c in stage_channels])
+
+
 class StudentTeacherScorer(Scorer):
     """Teacher features and pixels in, combined local + global map and its maximum out."""
 
@@ -283,7 +295,7 @@ class StudentTeacherScorer(Scorer):
         features = torch.cat(cached)
         del cached
         mean = features.double().mean(dim=(0, 2, 3))
-        std = features.double().std(dim=(0, 2, 3)).clamp_min(1e-4) * self._stage_weights()
+        std = features.double().std(dim=(0, 2, 3)).clamp_min(1e-4) * stage_weights(self.stage_channels)
         self.teacher_mean = mean.float().view(1, -1, 1, 1)
         self.teacher_std = std.float().view(1, -1, 1, 1)
         features = ((features - self.teacher_mean) / self.teacher_std).half()
@@ -330,17 +342,6 @@ class StudentTeacherScorer(Scorer):
         modules.load_state_dict(best)
         modules.eval().requires_grad_(False)
         self.map_quantiles = self._normalization(val_pixels, val_teacher)
-
-    def _stage_weights(self) -> torch.Tensor:
-        """Per-channel divisor that gives every teacher stage the same share of the maps.
-
-        The maps average squared differences over channels, so a deep stage with many channels
-        (stage5: 112 of 152) would drown the stride-8 stage (40) that resolves small details: a
-        pin-1 mark, a chip's body colour. Folded into ``teacher_std``, so the graph is unchanged.
-        """
-        share = [(len(self.stage_channels) * c / self.channels) ** 0.5 for c in self.stage_channels]
-        return torch.cat([torch.full((c,), w, dtype=torch.float64) for c, w in zip(self.stage_channels, share,
-                                                                                     strict=True)])
 
     @torch.no_grad()
     def _validation_loss(self, pixels: list[torch.Tensor], teachers: list[torch.Tensor]) -> float:

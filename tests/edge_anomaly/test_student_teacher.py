@@ -19,6 +19,7 @@ from edge_anomaly.templates.student_teacher import (  # noqa: E402
     StudentTeacherScorer,
     hard_feature_loss,
     penalty_images,
+    stage_weights,
 )
 
 SHORT_RUN = ["iterations=80", "eval_every=20", "patience=10", "input_size=[64, 96]", "batch_size=4"]
@@ -63,6 +64,15 @@ def test_the_global_map_is_averaged_over_three_cells_and_the_local_map_is_not():
     assert torch.equal(local, local_3)
     assert float(global_3[0, 0, 4, 4]) == pytest.approx(float(raw_global[0, 0, 3:6, 3:6].mean()), rel=1e-5)
     assert float(global_3[0, 0, 0, 0]) == pytest.approx(float(raw_global[0, 0, :2, :2].mean()), rel=1e-5)
+
+
+def test_each_teacher_stage_has_the_same_share_of_the_maps():
+    """Unit squared differences on every channel, divided by the weights squared and averaged over
+    channels as the maps are: stage3's 40 channels count as much as stage5's 112."""
+    weights = stage_weights([40, 112])
+    share = 1.0 / weights.pow(2) / len(weights)
+    assert float(share[:40].sum()) == pytest.approx(0.5) and float(share[40:].sum()) == pytest.approx(0.5)
+    assert torch.equal(stage_weights([40]), torch.ones(40, dtype=torch.float64))
 
 
 def test_penalty_images_are_unlike_the_training_images():
