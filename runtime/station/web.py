@@ -91,12 +91,18 @@ class _Thumbnails:
         return self._cache.get(key)
 
 
-def _count_files(folder: Path) -> int:
+def _reviewed_frames(folder: Path) -> list[Path]:
+    """The frames filed in one reviewed folder (what review.py writes: .jpg, .png).
+
+    The page's count and the tar both use this, so the count says what a download carries; anything
+    else in the folder (a note, a temporary file) is neither counted nor sent.
+    """
     try:
         with os.scandir(folder) as entries:
-            return sum(1 for entry in entries if entry.is_file() and not entry.name.startswith("."))
+            return [Path(entry.path) for entry in entries if entry.is_file() and not entry.name.startswith(".")
+                    and entry.name.lower().endswith((".jpg", ".png"))]
     except OSError:  # nothing reviewed yet
-        return 0
+        return []
 
 
 def _tar_of(frames: list[Path], top: str, beside: Path) -> Path:
@@ -206,7 +212,7 @@ class StationPage:
             signature = loaded.detector.bundle.manifest.signature if loaded is not None else None
             cameras[name] = {**beat["cameras"].get(name, {}), **described,
                              "threshold": loaded.info.threshold if loaded else None,
-                             "reviewed": {verdict: _count_files(self.reviews.folder / name / verdict)
+                             "reviewed": {verdict: len(_reviewed_frames(self.reviews.folder / name / verdict))
                                           for verdict in VERDICT_FOLDERS},
                              "signature": {"signed": signature is not None,
                                            "key_id": signature.key_id if signature else None,
@@ -355,9 +361,8 @@ class StationPage:
         camera, verdict = request.path_params["camera"], request.path_params["verdict"]
         if camera not in self.station.workers or verdict not in VERDICT_FOLDERS:
             return _error(404, f"no camera {camera[:64]!r} or verdict {verdict[:16]!r} (normal or defect)")
-        folder = self.reviews.folder / camera / verdict
         # files are named by inspection id (random), so "newest" is by the time they were filed
-        frames = sorted((*folder.glob("*.jpg"), *folder.glob("*.png")), key=lambda path: path.stat().st_mtime_ns)
+        frames = sorted(_reviewed_frames(self.reviews.folder / camera / verdict), key=lambda p: p.stat().st_mtime_ns)
         if not frames:
             return _error(404, f"no frames reviewed as {verdict} on camera {camera} yet")
         frames = frames[-MAX_REVIEWED_TAR:]

@@ -219,6 +219,7 @@ def test_reviewed_normals_download_as_a_tar_for_the_update_command(page):
     assert page.get("/api/reviewed/cam/normal.tar", headers={**token, "Sec-Fetch-Site": "cross-site"})[0] == 403
     assert page.get("/api/reviewed/other/normal.tar", headers=token)[0] == 404
     assert page.get("/api/reviewed/cam/maybe.tar", headers=token)[0] == 404
+    (page.state / "reviewed" / "cam" / "normal" / "notes.txt").write_text("not a frame")  # neither sent nor counted
     status, headers, body = page.get("/api/reviewed/cam/normal.tar", headers=token)
     assert status == 200 and headers["content-type"] == "application/x-tar"
     filed = sorted((page.state / "reviewed" / "cam" / "normal").glob("*.jpg"))
