@@ -63,7 +63,8 @@ RETIRED_PARAMS = ("threshold_quantile", "threshold_margin")
 
 
 # Hyperparameters added later, per template, with the value that models saved before them were built with.
-ADDED_PARAMS = {"student_teacher": {"student_depth": 2, "global_smoothing": 1}}
+ADDED_PARAMS = {"student_teacher": {"student_depth": 2, "global_smoothing": 1, "shifted_copies": 0,
+                                    "global_weight": 1.0}}
 
 
 def _current_params(template: str, params: dict) -> dict:

@@ -22,10 +22,16 @@ Three small networks are trained from scratch on normal images only:
   misplaced, swapped or missing, the autoencoder (global view) and this head (local view)
   disagree: logical anomalies.
 
-The anomaly map is the local map (teacher vs student) plus the global map (autoencoder vs
-student head, averaged over 3 x 3 cells: the autoencoder resolves no finer, and single-cell
+The anomaly map is the local map (teacher vs student) plus half the global map (autoencoder
+vs student head, averaged over 3 x 3 cells: the autoencoder resolves no finer, and single-cell
 spikes of it flagged good images), each normalised on held-out normal images so that its 90%
-quantile maps to 0 and its 99.5% quantile to 0.1. The image score is the map's maximum.
+quantile maps to 0 and its 99.5% quantile to 0.1. The image score is the map's maximum. The
+global map at full weight (EfficientAD's) caught more surface defects on bottle but hid
+wrong-type parts on the boards under its noise; half weight kept most of both (README, Guide).
+
+The student also trains on copies of each image shifted by 1-7 px (:func:`shifted_copies`):
+the teacher's stride-8 features of a small part change with where it falls inside its cell,
+and a student that had not learnt that erred on good parts as much as on a wrong one.
 Everything at test time is convolutions and elementwise maths, one traceable graph.
 
 Penalty images: EfficientAD uses ImageNet, which this project does not have. The penalty set
@@ -59,12 +65,18 @@ class StudentTeacherParams(TemplateParams):
                                "field is 12 + 16 * depth px; more context tells it which part belongs where")
     global_smoothing: int = Field(3, ge=1, le=9, description="cells (odd) the global map is averaged over before "
                                   "it joins the local one: the autoencoder resolves no finer, its spikes are noise")
+    global_weight: float = Field(0.5, ge=0.0, le=4.0, description="weight of the normalised global map against "
+                                 "the local one (EfficientAD: 1); it helps surface defects and hurt part identity "
+                                 "on the boards at 1")
     latent_dim: int = Field(64, ge=4, le=1024, description="autoencoder bottleneck: one vector per image")
     hard_quantile: float = Field(0.99, ge=0.0, lt=1.0,
                                  description="hard-feature loss: only elements above this quantile count")
     penalty_weight: float = Field(1.0, ge=0.0, description="weight of the student-output penalty on penalty images")
     validation_fraction: float = Field(0.1, gt=0.0, le=0.5,
                                        description="share of fitting images held out to stop early and normalise maps")
+    shifted_copies: int = Field(3, ge=0, le=8, description="copies of each training image shifted by a few "
+                                "pixels (less than one feature cell): the teacher's stride-8 features change with "
+                                "sub-cell position, and the student learns that instead of erring on it")
     eval_every: int = Field(50, ge=1, description="iterations between validation losses")
     patience: int = Field(8, ge=1, description="stop after this many validations without improvement")
 
@@ -188,6 +200,24 @@ def penalty_images(images: np.ndarray, count: int, rng: np.random.Generator) -> 
     return out
 
 
+def shifted_copies(images: np.ndarray, copies: int, rng: np.random.Generator) -> np.ndarray:
+    """``images`` followed by ``copies`` of each translated by a random 1-7 px in x and y (borders reflected).
+
+    Less than the teacher's 8 px cell, so nothing moves to another part's place: the layout
+    stays, only where each part falls inside its cell changes, as it does between shots.
+    """
+    n, h, w, _ = images.shape
+    out = [images]
+    for _ in range(copies):
+        moved = np.empty_like(images)
+        for i, image in enumerate(images):
+            dx, dy = rng.integers(1, 8, 2) * rng.choice([-1, 1], 2)
+            shift = np.float32([[1, 0, dx], [0, 1, dy]])
+            moved[i] = cv2.warpAffine(image, shift, (w, h), borderMode=cv2.BORDER_REFLECT_101)
+        out.append(moved)
+    return np.concatenate(out)
+
+
 def stage_weights(stage_channels: list[int]) -> torch.Tensor:
     """Per-channel divisor (float64) of the teacher's spread that gives every stage the same share of the maps.
 
@@ -252,7 +282,9 @@ class StudentTeacherScorer(Scorer):
             raise ValueError("the student-teacher scorer needs the input pixels as well as the features")
         local, global_ = self.maps(self.embed(features), pixels)
         q = self.map_quantiles
-        combined = 0.1 * (local - q[0]) / (q[1] - q[0]) + 0.1 * (global_ - q[2]) / (q[3] - q[2])
+        # each map's 90% quantile on held-out normal images -> 0, its 99.5% quantile -> 0.1
+        local, global_ = (local - q[0]) / (q[1] - q[0]), (global_ - q[2]) / (q[3] - q[2])
+        combined = 0.1 * (local + self.params.global_weight * global_)
         return combined, combined.flatten(1).max(dim=1).values
 
     def load_fitted(self, state: dict[str, torch.Tensor]) -> None:
@@ -276,6 +308,8 @@ class StudentTeacherScorer(Scorer):
         order = rng.permutation(len(images))
         n_val = min(max(1, round(len(images) * p.validation_fraction)), len(images) - 1)
         train, val = images[np.sort(order[n_val:])], images[np.sort(order[:n_val])]
+        penalty = penalty_images(train, max(4 * p.batch_size, 64), rng)
+        train = shifted_copies(train, p.shifted_copies, rng)
         extractor.eval().requires_grad_(False)
 
         def pixels_of(batch: np.ndarray) -> torch.Tensor:
@@ -300,7 +334,6 @@ class StudentTeacherScorer(Scorer):
         self.teacher_std = std.float().view(1, -1, 1, 1)
         features = ((features - self.teacher_mean) / self.teacher_std).half()
 
-        penalty = penalty_images(train, max(4 * p.batch_size, 64), rng)
         modules = nn.ModuleList([self.student, self.autoencoder]).train().requires_grad_(True)
         optimizer = torch.optim.Adam(modules.parameters(), lr=p.lr, weight_decay=1e-5)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, p.iterations, eta_min=0.05 * p.lr)

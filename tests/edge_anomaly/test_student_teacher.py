@@ -19,6 +19,7 @@ from edge_anomaly.templates.student_teacher import (  # noqa: E402
     StudentTeacherScorer,
     hard_feature_loss,
     penalty_images,
+    shifted_copies,
     stage_weights,
 )
 
@@ -66,6 +67,21 @@ def test_the_global_map_is_averaged_over_three_cells_and_the_local_map_is_not():
     assert float(global_3[0, 0, 0, 0]) == pytest.approx(float(raw_global[0, 0, :2, :2].mean()), rel=1e-5)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+def test_the_global_map_counts_at_its_weight(weight):
+    """Each map normalised by its own held-out quantiles (90% -> 0, 99.5% -> 0.1), the global one weighted."""
+    pixels, teacher = torch.rand(1, 3, 64, 64), torch.rand(1, 40, 8, 8)
+    torch.manual_seed(0)
+    scorer = StudentTeacherScorer(StudentTeacherParams(input_size=(64, 64), global_weight=weight), [(40, 8, 8)])
+    scorer.map_quantiles = torch.tensor([0.1, 0.3, 0.2, 0.6])
+    with torch.no_grad():
+        local, global_ = scorer.maps(teacher, pixels)
+        combined, score = scorer([teacher], pixels)
+    expected = 0.1 * ((local - 0.1) / 0.2 + weight * (global_ - 0.2) / 0.4)
+    torch.testing.assert_close(combined, expected)
+    assert float(score[0]) == pytest.approx(float(expected.max()))
+
+
 def test_each_teacher_stage_has_the_same_share_of_the_maps():
     """Unit squared differences on every channel, divided by the weights squared and averaged over
     channels as the maps are: stage3's 40 channels count as much as stage5's 112."""
@@ -81,6 +97,23 @@ def test_penalty_images_are_unlike_the_training_images():
     penalty = penalty_images(images, 8, rng)
     assert penalty.shape == (8, 64, 96, 3) and penalty.dtype == np.uint8
     assert all(np.abs(p.astype(int) - images[0]).mean() > 20 for p in penalty)
+
+
+def test_shifted_copies_move_each_image_by_less_than_one_feature_cell():
+    """Each copy moves 1-7 px in x and in y: where a part falls inside its 8 px cell changes, its place does not."""
+    images = np.zeros((2, 64, 96, 3), np.uint8)
+    images[:, 30:34, 40:44] = 255
+    copies = shifted_copies(images, 3, np.random.default_rng(0))
+    assert copies.shape == (8, 64, 96, 3) and np.array_equal(copies[:2], images)
+    moves = set()
+    for copy in copies[2:]:
+        ys, xs = np.nonzero(copy[..., 0] > 127)
+        assert len(ys) == 16  # the square moved whole
+        dy, dx = int(ys.min()) - 30, int(xs.min()) - 40
+        assert 1 <= abs(dy) <= 7 and 1 <= abs(dx) <= 7
+        moves.add((dy, dx))
+    assert len(moves) > 1
+    assert shifted_copies(images, 0, np.random.default_rng(0)).shape == images.shape
 
 
 def _board_input(boards, size: tuple[int, int]) -> np.ndarray:
@@ -127,7 +160,8 @@ def test_short_training_learns_and_round_trips(short_run, boards):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("added, old_value", [("student_depth", 2), ("global_smoothing", 1)])
+@pytest.mark.parametrize("added, old_value", [("student_depth", 2), ("global_smoothing", 1), ("shifted_copies", 0),
+                                             ("global_weight", 1.0)])
 def test_a_model_saved_before_a_parameter_existed_loads_as_trained(boards, tmp_path, added, old_value):
     from edge_anomaly.config import load_params
     from edge_anomaly.model import TrainedModel
