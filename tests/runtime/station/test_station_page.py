@@ -228,7 +228,11 @@ def test_reviewed_normals_download_as_a_tar_for_the_update_command(page):
     assert members == {f"cam-normal/{frame.name}": frame.read_bytes() for frame in filed}
     assert f"cam-normal/{item['id']}.jpg" in members
     assert page.json("/api/status")["cameras"]["cam"]["reviewed"]["normal"] == len(filed)
-    assert not list((page.state / "reviewed").glob(".download-*"))  # the temporary tar is gone once sent
+    # the temporary tar is deleted once sent: by a task that runs after the response, so give it a moment
+    deadline = time.monotonic() + 10
+    while list((page.state / "reviewed").glob(".download-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list((page.state / "reviewed").glob(".download-*"))
 
 
 def _open_events(page: PageStation):
