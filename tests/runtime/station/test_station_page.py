@@ -235,9 +235,29 @@ def test_reviewed_normals_download_as_a_tar_for_the_update_command(page):
     assert not list((page.state / "reviewed").glob(".download-*"))
 
 
-def _open_events(page: PageStation):
-    request = urllib.request.Request(page.url + "/events", headers={"Accept": "text/event-stream"})
+def _open_events(page: PageStation, last_event_id: str | None = None):
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    request = urllib.request.Request(page.url + "/events", headers=headers)
     return urllib.request.urlopen(request, timeout=10, context=page.context)
+
+
+def _read_events(stream, count: int, within_s: float = 10.0) -> list[dict]:
+    """The next ``count`` complete events (id, event, data) of a server-sent event stream."""
+    events, current, started = [], {}, time.time()
+    while len(events) < count and time.time() - started < within_s:
+        line = stream.readline().decode().rstrip("\n")
+        if line.startswith("id: "):
+            current["id"] = line[len("id: "):]
+        elif line.startswith("event: "):
+            current["event"] = line[len("event: "):]
+        elif line.startswith("data: "):
+            current["data"] = json.loads(line[len("data: "):])
+        elif line == "" and "id" in current:
+            events.append(current)
+            current = {}
+    return events
 
 
 def test_live_events_carry_each_new_inspection(page):
@@ -254,6 +274,19 @@ def test_live_events_carry_each_new_inspection(page):
         assert data["camera"] == "cam" and data["label"] in ("normal", "anomalous")
         assert time.time() - data["queued"] < 2
         assert page.json(f"/api/inspections/{data['id']}")["id"] == data["id"]
+
+
+def test_a_reconnecting_page_resumes_after_its_last_event_id(page):
+    """A page that lost its connection gets what it missed, once, in order; a garbled id starts from now."""
+    with _open_events(page) as stream:
+        seen = _read_events(stream, 3)
+    assert len(seen) == 3, "fewer than 3 events within 10 s at 4 frames/s"
+    assert [int(event["id"]) for event in seen] == sorted({int(event["id"]) for event in seen})
+    with _open_events(page, last_event_id=seen[0]["id"]) as stream:
+        assert _read_events(stream, 2) == seen[1:]
+    with _open_events(page, last_event_id="not-a-number") as stream:
+        fresh = _read_events(stream, 1)
+    assert fresh and int(fresh[0]["id"]) > int(seen[-1]["id"])
 
 
 def test_sigterm_stops_the_station_cleanly_with_a_page_open(page):
