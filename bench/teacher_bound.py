@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from edge_anomaly.backbones import build_extractor  # noqa: E402
 from edge_anomaly.data.folders import load_inputs  # noqa: E402
 from edge_anomaly.data.synthetic import LOGICAL_DEFECT_KINDS, generate_boards  # noqa: E402
-from edge_anomaly.data.training_set import input_size_for  # noqa: E402
+from edge_anomaly.data.training_set import TrainingSet, input_size_for  # noqa: E402
 from edge_anomaly.templates.base import aligned_concat  # noqa: E402
 from edge_anomaly.templates.student_teacher import stage_weights  # noqa: E402
 from runtime.image_io import list_images  # noqa: E402
@@ -72,7 +72,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.data) if args.data else generate_boards(Path(tmp) / "boards", logical=True,
                                                                 n_test_good=40, n_per_defect=20)
-        size = input_size_for(320 / 256, args.max_input_pixels)
+        # the data's own aspect ratio, as fitting derives it (a --data folder need not be 5:4 like the boards)
+        size = input_size_for(TrainingSet.scan(data).aspect_ratio(None, None), args.max_input_pixels)
         extractor = build_extractor("efficientnet-lite0", args.layers, size)
         train = features(extractor, data / "train" / "good", size)
         mean = train.mean(dim=(0, 2, 3), keepdim=True)
