@@ -28,11 +28,11 @@ spikes of it flagged good images), each normalised on held-out normal images so 
 quantile maps to 0 and its 99.5% quantile to 0.1. The image score is the map's maximum. The
 global map at full weight (EfficientAD's) caught more surface defects on bottle but hid
 wrong-type parts on the boards under its noise; half weight kept most of both (README, Guide).
+Everything at test time is convolutions and elementwise maths, one traceable graph.
 
 The student also trains on copies of each image shifted by 1-7 px (:func:`shifted_copies`):
 the teacher's stride-8 features of a small part change with where it falls inside its cell,
 and a student that had not learnt that erred on good parts as much as on a wrong one.
-Everything at test time is convolutions and elementwise maths, one traceable graph.
 
 Penalty images: EfficientAD uses ImageNet, which this project does not have. The penalty set
 is made on the machine (:func:`penalty_images`): procedural textures (blurred colour noise,
@@ -66,8 +66,8 @@ class StudentTeacherParams(TemplateParams):
     global_smoothing: int = Field(3, ge=1, le=9, description="cells (odd) the global map is averaged over before "
                                   "it joins the local one: the autoencoder resolves no finer, its spikes are noise")
     global_weight: float = Field(0.5, ge=0.0, le=4.0, description="weight of the normalised global map against "
-                                 "the local one (EfficientAD: 1); it helps surface defects and hurt part identity "
-                                 "on the boards at 1")
+                                 "the local one (EfficientAD: 1); at 1 it helped surface defects on bottle and hid "
+                                 "wrong-type parts on the boards")
     latent_dim: int = Field(64, ge=4, le=1024, description="autoencoder bottleneck: one vector per image")
     hard_quantile: float = Field(0.99, ge=0.0, lt=1.0,
                                  description="hard-feature loss: only elements above this quantile count")
@@ -206,7 +206,7 @@ def shifted_copies(images: np.ndarray, copies: int, rng: np.random.Generator) ->
     Less than the teacher's 8 px cell, so nothing moves to another part's place: the layout
     stays, only where each part falls inside its cell changes, as it does between shots.
     """
-    n, h, w, _ = images.shape
+    _, h, w, _ = images.shape
     out = [images]
     for _ in range(copies):
         moved = np.empty_like(images)
