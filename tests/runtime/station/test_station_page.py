@@ -262,15 +262,9 @@ def _read_events(stream, count: int, within_s: float = 10.0) -> list[dict]:
 
 def test_live_events_carry_each_new_inspection(page):
     with _open_events(page) as stream:
-        started = time.time()
-        event = data = None
-        while time.time() - started < 5 and data is None:
-            line = stream.readline().decode().strip()
-            if line.startswith("event: "):
-                event = line[len("event: "):]
-            elif line.startswith("data: ") and event == "inspection":
-                data = json.loads(line[len("data: "):])
-        assert data is not None, "no inspection event within 5 s at 4 frames/s"
+        inspections = [event["data"] for event in _read_events(stream, 1, within_s=5) if event["event"] == "inspection"]
+        assert inspections, "no inspection event within 5 s at 4 frames/s"
+        data = inspections[0]
         assert data["camera"] == "cam" and data["label"] in ("normal", "anomalous")
         assert time.time() - data["queued"] < 2
         assert page.json(f"/api/inspections/{data['id']}")["id"] == data["id"]
