@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_anomaly.data.capture import jpeg
 from edge_anomaly.data.video import sample_video_frames, write_video
 
 AUGMENTATIONS = ("jpeg", "video")
@@ -52,19 +53,12 @@ def compressed_copies(images: np.ndarray, kinds: Sequence[str], seed: int) -> np
     for kind in kinds:
         if kind == "jpeg":
             qualities = rng.integers(JPEG_QUALITIES[0], JPEG_QUALITIES[1] + 1, len(images))
-            copies.append(np.stack([_jpeg(image, int(q)) for image, q in zip(images, qualities, strict=True)]))
+            copies.append(np.stack([jpeg(image, int(q)) for image, q in zip(images, qualities, strict=True)]))
         else:
             copies.append(_video(images, rng.integers(0, len(VIDEO_SCALES), len(images))))
     if not copies:
         return np.zeros((0, *images.shape[1:]), np.uint8)
     return np.concatenate(copies)
-
-
-def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError(f"OpenCV could not JPEG-encode an image of shape {rgb.shape}")
-    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def _video(images: np.ndarray, scale_of_image: np.ndarray) -> np.ndarray:

@@ -20,6 +20,8 @@ import numpy as np
 from edge_anomaly.data.folders import crop_region, training_folder
 from edge_anomaly.data.video import VIDEO_SUFFIXES, is_video, sample_video_frames
 from runtime.bundle import sha256_file
+from runtime.capture_check import MIXED, STILLS, VIDEO, CaptureProfile
+from runtime.global_stats import CAPTURE_STATS, capture_statistics
 from runtime.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
 from runtime.preprocess import Region, frame_to_input
 
@@ -91,40 +93,67 @@ class TrainingSet:
             except ImageReadError as exc:
                 log.warning("skipping %s", exc)
 
-    def aspect_ratio(self, roi: Region | None, center_crop: float | None) -> float:
-        """Median width/height of the inspected region over a sample of the images."""
-        ratios = []
+    def _sample_shapes(self) -> list[tuple[Path, tuple[int, int]]]:
+        """(source, frame height and width) of a sample of the readable sources."""
+        shapes = []
         step = max(1, len(self.sources) // ASPECT_SAMPLE)
         for path in self.sources[::step][:ASPECT_SAMPLE]:
             if is_video(path):
                 frames = sample_video_frames(path, 1, 1)
-                if not frames:
-                    continue
-                shape = frames[0].shape[:2]
-            else:
-                try:
-                    shape = read_image(path).shape[:2]
-                except ImageReadError:
-                    continue
-            _, _, width, height = crop_region(shape, roi, center_crop, path)
-            ratios.append(width / height)
-        if not ratios:
-            raise ValueError(f"{self.folder}: found no usable images (none could be read to measure the aspect ratio)")
-        return float(np.median(ratios))
+                if frames:
+                    shapes.append((path, frames[0].shape[:2]))
+                continue
+            try:
+                shapes.append((path, read_image(path).shape[:2]))
+            except ImageReadError:
+                continue
+        if not shapes:
+            raise ValueError(f"{self.folder}: found no usable images (none could be read to measure their size)")
+        return shapes
+
+    def aspect_ratio(self, roi: Region | None, center_crop: float | None) -> float:
+        """Median width/height of the inspected region over a sample of the images."""
+        regions = [crop_region(shape, roi, center_crop, path) for path, shape in self._sample_shapes()]
+        return float(np.median([width / height for _, _, width, height in regions]))
+
+    def capture_profile(self, capture: np.ndarray) -> CaptureProfile:
+        """What these frames are, for the check on every source the model later sees; ``capture`` holds
+        the capture statistics of the training frames."""
+        videos = sum(is_video(p) for p in self.sources)
+        source = STILLS if videos == 0 else VIDEO if videos == len(self.sources) else MIXED
+        frame_hw = np.median(np.array([shape for _, shape in self._sample_shapes()]), axis=0)
+        noise, blockiness = np.median(capture, axis=0) if len(capture) else (0.0, 1.0)
+        return CaptureProfile(source, sorted({p.suffix.lower() for p in self.sources}),
+                              (int(frame_hw[0]), int(frame_hw[1])), float(noise), float(blockiness))
 
     def load(self, size_hw: tuple[int, int], roi: Region | None = None, center_crop: float | None = None,
              advance: Callable[[], None] | None = None) -> tuple[np.ndarray, list[str]]:
         """(uint8 NHWC model inputs, names), cropped and resized exactly as the runtime does."""
-        images, names = [], []
+        images, _, names = self.load_with_capture(size_hw, roi, center_crop, advance)
+        return images, names
+
+    def load_with_capture(self, size_hw: tuple[int, int], roi: Region | None = None,
+                          center_crop: float | None = None, advance: Callable[[], None] | None = None,
+                          vary: Callable[[np.ndarray], np.ndarray] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(uint8 NHWC model inputs, each frame's capture statistics, names).
+
+        ``vary`` changes each frame at its own resolution first, as a camera would (see
+        :func:`edge_anomaly.data.capture.varied_copy`).
+        """
+        images, capture, names = [], [], []
         for name, frame in self._iter_frames():
+            if vary is not None:
+                frame = vary(frame)
             region = crop_region(frame.shape[:2], roi, center_crop, name)
             images.append(frame_to_input(frame, size_hw, region=region))
+            capture.append(capture_statistics(frame, region))
             names.append(name)
             if advance is not None:
                 advance()
         if not images:
-            return np.zeros((0, *size_hw, 3), np.uint8), names
-        return np.stack(images), names
+            return np.zeros((0, *size_hw, 3), np.uint8), np.zeros((0, len(CAPTURE_STATS))), names
+        return np.stack(images), np.stack(capture), names
 
     def fingerprint(self) -> str:
         """SHA-256 over the names and contents of the sources, order-independent."""

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from edge_anomaly.backbones import BACKBONES, LAYER_NAMES
+from edge_anomaly.data.capture import CaptureTolerance
 from runtime.schema import StrictModel
 
 
@@ -45,6 +46,10 @@ class TemplateParams(StrictModel):
     augment: list[Literal["jpeg", "video"]] = Field(
         [], description="also train on compressed copies of the training images (JPEG, H.264/MPEG-4 re-encoding), "
         "so that the line camera's compression artefacts read as normal"
+    )
+    capture_tolerance: CaptureTolerance = Field(
+        default_factory=CaptureTolerance, description="the camera variation (noise, JPEG, exposure, shift) read as "
+        "normal: training adds copies varied within it, and the noise and compression checks flag frames beyond it"
     )
     false_alarm_rate: float = Field(
         0.01, gt=0.0, lt=0.5, description="target share of good parts flagged: sets the threshold"
