@@ -16,6 +16,8 @@ import numpy as np
 
 from runtime.backends import Backend, open_engine, run_batched
 from runtime.bundle import Bundle, BundleError, ManifestCheck, open_bundle
+from runtime.capture_check import CaptureProfile
+from runtime.global_stats import capture_statistics
 from runtime.preprocess import (
     Region,
     check_center_crop,
@@ -38,6 +40,7 @@ class Prepared:
     input: np.ndarray  # RGB uint8 at the model's input size
     frame_hw: tuple[int, int]
     region: Region
+    capture: np.ndarray | None = None  # the frame's capture statistics, when the model checks them
 
 
 class Detector:
@@ -48,6 +51,8 @@ class Detector:
         self.backend = backend
         self.self_test: SelfTestReport | None = None  # set by load(); the station reports it in status
         self.scoring = Scoring.from_dict(bundle.manifest.scoring.model_dump())
+        capture = bundle.manifest.capture
+        self.capture_profile = CaptureProfile.from_dict(capture.model_dump() if capture is not None else None)
         self.input_size = bundle.input_size
         declared = bundle.manifest.input
         try:
@@ -89,7 +94,8 @@ class Detector:
         center_crop = self.center_crop if center_crop is _FROM_DETECTOR else check_center_crop(center_crop)
         check_frame(frame)
         region = inspected_region(frame.shape[:2], roi, center_crop)
-        return Prepared(frame_to_input(frame, self.input_size, color_order, region), frame.shape[:2], region)
+        capture = capture_statistics(frame, region, color_order) if self.scoring.checks_capture else None
+        return Prepared(frame_to_input(frame, self.input_size, color_order, region), frame.shape[:2], region, capture)
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw (heatmaps, scores) for stacked model inputs, in engine-sized calls (a fixed batch is padded)."""
@@ -98,7 +104,7 @@ class Detector:
     def decide(self, prepared: Prepared, heatmap: np.ndarray, score: float, latency_ms: float) -> Result:
         """The verdict for one prepared frame from its raw engine outputs."""
         return self.scoring.decide(float(score), heatmap, prepared.input, prepared.frame_hw, latency_ms,
-                                   prepared.region)
+                                   prepared.region, prepared.capture)
 
     @overload
     def predict(self, frames: np.ndarray, color_order: str = ..., roi=..., center_crop=...) -> Result: ...

@@ -8,10 +8,13 @@ set's spread, covers that blind spot.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
+from runtime.image_io import to_rgb8
+from runtime.preprocess import Region
 
 GRID = 4
 LIGHTING_STATS = (
@@ -30,8 +33,19 @@ STAT_NAMES = LIGHTING_STATS + BLUR_STATS
 MIN_STD = {"brightness": 0.02, "contrast": 0.01, "chroma": 0.01, "shading": 0.05, "sharpness": 0.1}
 
 
-def _min_std() -> np.ndarray:
-    return np.array([MIN_STD[name.split("_")[0]] for name in STAT_NAMES])
+# What the camera did to the frame, measured at the camera's own resolution (the model input is
+# too small to show a JPEG's 8x8 blocks): sensor noise in grey levels and JPEG blockiness.
+CAPTURE_STATS = ("noise", "blockiness")
+MIN_STD.update({"noise": 0.25, "blockiness": 0.02})
+CAPTURE_WINDOW = 512  # capture statistics look at most this many pixels a side of the inspected region
+JPEG_BLOCK = 8
+# Immerkaer's noise kernel: the difference of two Laplacians, blind to linear ramps; its response to
+# white noise of standard deviation s has standard deviation 6 s.
+_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def _min_std(names: tuple[str, ...] = STAT_NAMES) -> np.ndarray:
+    return np.array([MIN_STD[name.split("_")[0]] for name in names])
 
 
 # A shading cell with less than this share of its pixels left after an exclusion is not
@@ -72,19 +86,59 @@ def image_statistics(rgb: np.ndarray, exclude: np.ndarray | None = None) -> np.n
     return np.array([brightness, contrast, *chroma, *shading, sharpness], dtype=np.float64)
 
 
+def capture_statistics(frame: np.ndarray, region: Region | None = None, color_order: str = "RGB") -> np.ndarray:
+    """(noise, blockiness) of a decoded frame's inspected ``region``, in the order of CAPTURE_STATS.
+
+    Measured on the green channel of a window of at most CAPTURE_WINDOW pixels a side at the
+    region's centre, whose corner sits on the frame's 8-pixel JPEG grid. ``noise`` is Immerkaer's
+    estimate (mean absolute response of a kernel blind to smooth shading, in grey levels);
+    ``blockiness`` is how much larger
+    the steps between neighbouring pixels are across the grid's block borders than inside blocks
+    (1: no blocks; a JPEG at quality 75 reads about 1.3).
+    """
+    x, y, width, height = region if region is not None else (0, 0, frame.shape[1], frame.shape[0])
+    side_w, side_h = min(width, CAPTURE_WINDOW), min(height, CAPTURE_WINDOW)
+    left = (x + (width - side_w) // 2) // JPEG_BLOCK * JPEG_BLOCK
+    top = (y + (height - side_h) // 2) // JPEG_BLOCK * JPEG_BLOCK
+    # Green alone: half a Bayer sensor's pixels, and a grey conversion would average the channels' noise away.
+    green = to_rgb8(frame[top:top + side_h, left:left + side_w], color_order)[:, :, 1].astype(np.float32)
+    response = cv2.filter2D(green, -1, _NOISE_KERNEL)[1:-1, 1:-1]
+    noise = float(np.abs(response).mean() * np.sqrt(np.pi / 2) / 6) if response.size else 0.0
+    return np.array([noise, _blockiness(green)], dtype=np.float64)
+
+
+def _blockiness(gray: np.ndarray) -> float:
+    """Mean step across 8-pixel block borders over the mean step inside blocks, both directions averaged."""
+    ratios = []
+    for steps in (np.abs(np.diff(gray, axis=1)).mean(axis=0), np.abs(np.diff(gray, axis=0)).mean(axis=1)):
+        if steps.size < 2 * JPEG_BLOCK:
+            continue
+        border = np.zeros(steps.size, bool)
+        border[JPEG_BLOCK - 1::JPEG_BLOCK] = True  # the step from a block's last pixel to the next block's first
+        ratios.append(float(steps[border].mean() / max(float(steps[~border].mean()), 1e-6)))
+    return float(np.mean(ratios)) if ratios else 1.0
+
+
 @dataclass(frozen=True)
 class GlobalStatsReference:
-    """The training set's mean and spread of each statistic."""
+    """The training set's mean and spread of each statistic (STAT_NAMES, or CAPTURE_STATS for the camera's)."""
 
     mean: np.ndarray
     std: np.ndarray
+    names: tuple[str, ...] = field(default=STAT_NAMES)
 
     @classmethod
-    def fit(cls, stats: np.ndarray) -> GlobalStatsReference:
-        """Reference from an (images, STAT_NAMES) array of normal images."""
-        if stats.ndim != 2 or stats.shape[1] != len(STAT_NAMES):
-            raise ValueError(f"expected (n, {len(STAT_NAMES)}) statistics, got {stats.shape}")
-        return cls(mean=stats.mean(axis=0), std=np.maximum(stats.std(axis=0), _min_std()))
+    def fit(cls, stats: np.ndarray, names: tuple[str, ...] = STAT_NAMES) -> GlobalStatsReference:
+        """Reference from an (images, names) array of normal images."""
+        if stats.ndim != 2 or stats.shape[1] != len(names):
+            raise ValueError(f"expected (n, {len(names)}) statistics, got {stats.shape}")
+        return cls(mean=stats.mean(axis=0), std=np.maximum(stats.std(axis=0), _min_std(names)), names=tuple(names))
+
+    def capture_deviation(self, stats: np.ndarray) -> dict[str, np.ndarray]:
+        """{"noise", "compression"} raw scores for (n, CAPTURE_STATS) statistics: only more noise and
+        stronger blocks than normal count (a cleaner frame is no fault)."""
+        z = (np.atleast_2d(stats) - self.mean) / self.std
+        return {"noise": np.maximum(z[:, 0], 0.0), "compression": np.maximum(z[:, 1], 0.0)}
 
     def deviation_scores(self, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(lighting, blur) raw scores for (n, STAT_NAMES) statistics.
@@ -100,10 +154,12 @@ class GlobalStatsReference:
         return lighting, blur
 
     def to_dict(self) -> dict:
-        return {"names": list(STAT_NAMES), "mean": self.mean.tolist(), "std": self.std.tolist()}
+        return {"names": list(self.names), "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> GlobalStatsReference:
-        if list(data.get("names", [])) != list(STAT_NAMES):
-            raise ValueError("global_stats: statistic names do not match this version of edge-anomaly")
-        return cls(mean=np.asarray(data["mean"], dtype=np.float64), std=np.asarray(data["std"], dtype=np.float64))
+    def from_dict(cls, data: dict, names: tuple[str, ...] = STAT_NAMES) -> GlobalStatsReference:
+        if list(data.get("names", [])) != list(names):
+            raise ValueError(f"statistic names {data.get('names')} do not match this version of edge-anomaly "
+                             f"({list(names)})")
+        return cls(mean=np.asarray(data["mean"], dtype=np.float64), std=np.asarray(data["std"], dtype=np.float64),
+                   names=tuple(names))

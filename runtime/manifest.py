@@ -9,7 +9,9 @@ metadata, where parity images came from) are free-form.
 
 Version history: 1, the first format. 2 adds the optional ``signature``, ``self_test`` and
 ``parity.cpu`` and makes defaults explicit (``engine.batch``, ``batch.dynamic``). 3 adds the
-optional ``drift_reference`` (a version 2 bundle reads as one without it).
+optional ``drift_reference`` (a version 2 bundle reads as one without it). 4 adds the optional
+``capture`` (what the training frames were) and the scoring's optional ``noise``, ``compression``
+and ``capture_stats`` (a version 3 bundle reads as one without them).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from runtime.cpu import ISAS
 from runtime.schema import StrictModel, validate
 
 BUNDLE_FORMAT = "edge-anomaly-bundle"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 4 << 20  # a manifest is a few kB; anything near this is not one
 ENGINE_FORMATS = ("onnx", "openvino", "tensorrt")
@@ -161,14 +163,28 @@ class GlobalStats(_Section):
 
 
 class ScoringSection(_Section):
-    """``runtime.scoring.Scoring`` as data; ``lighting``, ``blur`` and ``global_stats`` come together or not at all."""
+    """``runtime.scoring.Scoring`` as data; ``lighting``, ``blur`` and ``global_stats`` come together or not at all,
+    and so do ``noise``, ``compression`` and ``capture_stats``."""
 
-    _omitted_when_none = frozenset({"lighting", "blur", "global_stats"})
+    _omitted_when_none = frozenset({"lighting", "blur", "global_stats", "noise", "compression", "capture_stats"})
 
     local: ScaleSection
     lighting: ScaleSection | None = None
     blur: ScaleSection | None = None
     global_stats: GlobalStats | None = None
+    noise: ScaleSection | None = None
+    compression: ScaleSection | None = None
+    capture_stats: GlobalStats | None = None
+
+
+class CaptureSection(_Section):
+    """What the training frames were (``runtime.capture_check.CaptureProfile``): each source is compared with it."""
+
+    source: Literal["stills", "video", "stills and video"]
+    suffixes: list[str]
+    frame_hw: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
+    noise: float = Field(ge=0)
+    blockiness: float = Field(ge=0)
 
 
 class AurocPair(_Section):
@@ -245,10 +261,11 @@ class DriftReference(_Section):
 
 
 class Manifest(_Section):
-    _omitted_when_none = frozenset({"name", "parity", "device_profile", "signature", "self_test", "drift_reference"})
+    _omitted_when_none = frozenset({"name", "parity", "device_profile", "signature", "self_test", "drift_reference",
+                                    "capture"})
 
     format: Literal["edge-anomaly-bundle"]
-    schema_version: Literal[3]
+    schema_version: Literal[4]
     name: str | None = None
     created: str
     edge_anomaly_version: str
@@ -266,6 +283,7 @@ class Manifest(_Section):
     signature: Signature | None = None
     self_test: SelfTest | None = None
     drift_reference: DriftReference | None = None
+    capture: CaptureSection | None = None
 
 
 def _v1_to_v2(data: dict) -> dict:
@@ -283,7 +301,12 @@ def _v2_to_v3(data: dict) -> dict:
     return {**data, "schema_version": 3}
 
 
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(data: dict) -> dict:
+    """Version 4 only adds the optional ``capture`` and the scoring's optional noise and compression checks."""
+    return {**data, "schema_version": 4}
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def migrate(data: dict, source: str = MANIFEST) -> dict:

@@ -16,14 +16,19 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from runtime.capture_check import CaptureCheck, CaptureProfile
 from runtime.image_io import write_image
 from runtime.pipeline import Pipeline
 from runtime.result import Result
+from runtime.scoring import Scoring
 from runtime.sources import Backoff, Frame, ImageFiles, InputFrames, SourceStatus
 from runtime.visualize import draw_regions, overlay_heatmap
 
 
 class Predictor(Protocol):
+    scoring: Scoring
+    capture_profile: CaptureProfile | None  # what the model was trained on, compared with each source
+
     def predict(self, frames: list[np.ndarray]) -> list[Result]: ...
 
 
@@ -113,6 +118,7 @@ class PredictionRun:
     anomalous: int = 0
     dropped: int = 0  # live frames dropped because inference fell behind (pipelined mode)
     sources: list[SourceStatus] = field(default_factory=list)
+    capture_warnings: dict[str, str] = field(default_factory=dict)  # source -> how it differs from training
 
     @property
     def corrupt(self) -> list[str]:
@@ -145,6 +151,8 @@ def predict_files(detector: Predictor, inputs: list[str], out_dir: str | Path | 
     if pipelined and not hasattr(detector, "prepare"):
         raise ValueError("pipelined prediction needs an exported bundle (a model folder runs sequentially)")
     run = PredictionRun(sources=frames.statuses)
+    capture_check = CaptureCheck(detector.capture_profile, detector.scoring)
+    run.capture_warnings = capture_check.warnings
     writer = lines = None
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -156,6 +164,7 @@ def predict_files(detector: Predictor, inputs: list[str], out_dir: str | Path | 
     try:
         for frame, result in results:
             row = {"source": frame.source, "frame": frame.index, **result.to_dict()}
+            capture_check.observe(frame.source, frame.fps is not None, frame.image.shape[:2], result.capture_stats)
             if writer is not None:
                 fps = None if frame.fps is None else min(frame.fps / every_nth, max_fps or float("inf"))
                 row["overlay"] = writer.write(frame, annotate(frame.image, result), fps)

@@ -32,6 +32,9 @@ class Result:
     # the whole-image statistics (runtime.global_stats.STAT_NAMES) the lighting and blur checks measured,
     # kept for the station's drift monitor; None for models without those checks
     global_stats: np.ndarray | None = None
+    # the frame's capture statistics (runtime.global_stats.CAPTURE_STATS: noise, blockiness), for the source
+    # check (runtime.capture_check); None for models without the noise and compression checks
+    capture_stats: np.ndarray | None = None
 
     @property
     def is_anomalous(self) -> bool:

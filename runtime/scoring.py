@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from runtime.global_stats import GlobalStatsReference, image_statistics
+from runtime.global_stats import CAPTURE_STATS, GlobalStatsReference, image_statistics
 from runtime.preprocess import Region, heatmap_to_frame
 from runtime.result import ANOMALOUS, NORMAL, Result
 
@@ -27,6 +27,11 @@ REGION_MARGIN = 1 / 32  # the region is widened by this share of the shorter sid
 
 def _logistic(excess: float | np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(excess, -_MAX_EXPONENT, _MAX_EXPONENT)))
+
+
+def _excess(raw: float, scale: ScoreScale) -> float:
+    """How far ``raw`` is past ``scale``'s threshold, in units of its spread (>= 0: the check fired)."""
+    return float((raw - scale.threshold) * np.log(9.0) / scale.spread)
 
 
 def compact_hot_region(heatmap: np.ndarray) -> np.ndarray | None:
@@ -80,20 +85,32 @@ class ScoreScale:
 class Scoring:
     """Everything needed to turn (heatmap, score) from an engine into a :class:`Result`.
 
-    ``lighting`` and ``blur`` are absent when the model was trained without global checks.
+    ``lighting`` and ``blur`` are absent when the model was trained without global checks;
+    ``noise`` and ``compression`` (with ``capture_reference``) in models made before them.
     """
 
     local: ScoreScale
     reference: GlobalStatsReference | None = None
     lighting: ScoreScale | None = None
     blur: ScoreScale | None = None
+    capture_reference: GlobalStatsReference | None = None
+    noise: ScoreScale | None = None
+    compression: ScoreScale | None = None
+
+    @property
+    def checks_capture(self) -> bool:
+        """Whether :meth:`decide` wants the frame's :func:`runtime.global_stats.capture_statistics`."""
+        return self.capture_reference is not None
 
     def decide(self, raw_score: float, raw_heatmap: np.ndarray, input_rgb: np.ndarray,
-               frame_hw: tuple[int, int], latency_ms: float = 0.0, region: Region | None = None) -> Result:
+               frame_hw: tuple[int, int], latency_ms: float = 0.0, region: Region | None = None,
+               capture: np.ndarray | None = None) -> Result:
         """Verdict for one image from the engine's raw outputs and the model-input image.
 
         ``region`` is the part of the frame the model saw (ROI, centre crop); the heatmap is
-        placed there in a frame-size map.
+        placed there in a frame-size map. ``capture`` is the frame's capture statistics
+        (noise, blockiness), measured at the frame's resolution; without it the noise and
+        compression checks are skipped.
         """
         heatmap = self.local.normalize(raw_heatmap).astype(np.float32)
         kind_scores = {"local": float(self.local.normalize(raw_score))}
@@ -102,13 +119,15 @@ class Scoring:
         if self.reference is not None and self.lighting is not None and self.blur is not None:
             stats = image_statistics(input_rgb)
             excess = self._global_excess(stats)
-            kind_scores.update({name: float(_logistic(value)) for name, value in excess.items()})
+        if capture is not None and self.checks_capture:
+            excess.update(self.capture_excess(capture))
+        kind_scores.update({name: float(_logistic(value)) for name, value in excess.items()})
         fired = [name for name, value in excess.items() if value >= 0.0]
         # The global checks only speak when they fire: below their thresholds the verdict is
         # the local score alone, so they cannot reorder images they have nothing to say about.
         normalized = max(kind_scores[name] for name in ["local", *fired])
         anomalous = normalized >= 0.5
-        kind = self._kind(excess, heatmap, input_rgb) if anomalous else None
+        kind = self._kind(_excess(raw_score, self.local), excess, heatmap, input_rgb) if anomalous else None
         return Result(
             score=float(raw_score),
             normalized_score=normalized,
@@ -119,6 +138,7 @@ class Scoring:
             kind_scores=kind_scores,
             latency_ms=latency_ms,
             global_stats=stats,
+            capture_stats=capture,
         )
 
     def _global_excess(self, stats: np.ndarray) -> dict[str, float]:
@@ -129,27 +149,41 @@ class Scoring:
         clearly can still be told apart.
         """
         lighting, blur = self.reference.deviation_scores(stats)
-        return {name: float((raw[0] - scale.threshold) * np.log(9.0) / scale.spread)
-                for name, raw, scale in (("lighting", lighting, self.lighting), ("blur", blur, self.blur))}
+        return {name: _excess(raw[0], scale) for name, raw, scale in (("lighting", lighting, self.lighting),
+                                                                      ("blur", blur, self.blur))}
 
-    def _kind(self, excess: dict[str, float], heatmap: np.ndarray, input_rgb: np.ndarray) -> str:
-        """``lighting`` or ``blur`` only when no local region explains the frame, else ``local``.
+    def capture_excess(self, capture: np.ndarray) -> dict[str, float]:
+        """Like :meth:`_global_excess`, for the noise and compression checks on the frame's capture statistics."""
+        raw = self.capture_reference.capture_deviation(capture)
+        return {"noise": _excess(raw["noise"][0], self.noise),
+                "compression": _excess(raw["compression"][0], self.compression)}
+
+    def _kind(self, local_excess: float, excess: dict[str, float], heatmap: np.ndarray, input_rgb: np.ndarray) -> str:
+        """A camera kind (``lighting``, ``blur``, ``noise``, ``compression``) only when no local region explains
+        the frame, else ``local``.
 
         When a global check fired and the heatmap has a compact hot region
-        (:func:`compact_hot_region`), the global statistics are measured again without that
-        region: if they are back within their thresholds, the region is what moved them (a
-        missing label, a rust patch) and the kind is ``local``; if the rest of the frame is
-        still off (a dark frame with one hot spot), the global check that fired furthest wins.
+        (:func:`compact_hot_region`), the region is the defect (``local``) if its own evidence is
+        the stronger (the local score further past its threshold than any lighting or blur check
+        past theirs: a broken bottle's missing piece darkens a shading cell, but its patches are
+        what stands out), or if the global statistics measured again without the region are back
+        within their thresholds (a missing label, a rust patch). If the rest of the frame is still
+        off and the local evidence is the weaker (a dark frame with one hot spot), the global check
+        that fired furthest wins. The capture checks measure the whole frame's noise and blocks,
+        which no region can explain: when they fire, the camera is out of its tolerance.
         """
         fired = [name for name, value in excess.items() if value >= 0.0]
         if not fired:
             return "local"
-        hot = compact_hot_region(heatmap)
+        scene = [name for name in fired if name in ("lighting", "blur")]
+        hot = compact_hot_region(heatmap) if scene and len(scene) == len(fired) else None
         if hot is not None:
+            if local_excess >= max(excess[name] for name in scene):
+                return "local"
             if hot.shape != input_rgb.shape[:2]:
                 hot = cv2.resize(hot.astype(np.uint8), input_rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
             without = self._global_excess(image_statistics(input_rgb, exclude=hot))
-            if all(without[name] < 0.0 for name in fired):
+            if all(without[name] < 0.0 for name in scene):
                 return "local"
         return max(fired, key=excess.__getitem__)
 
@@ -158,15 +192,20 @@ class Scoring:
         if self.reference is not None and self.lighting is not None and self.blur is not None:
             data.update(lighting=self.lighting.to_dict(), blur=self.blur.to_dict(),
                         global_stats=self.reference.to_dict())
+        if self.capture_reference is not None and self.noise is not None and self.compression is not None:
+            data.update(noise=self.noise.to_dict(), compression=self.compression.to_dict(),
+                        capture_stats=self.capture_reference.to_dict())
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Scoring:
-        if "global_stats" not in data:
-            return cls(local=ScoreScale.from_dict(data["local"]))
-        return cls(
-            local=ScoreScale.from_dict(data["local"]),
-            reference=GlobalStatsReference.from_dict(data["global_stats"]),
-            lighting=ScoreScale.from_dict(data["lighting"]),
-            blur=ScoreScale.from_dict(data["blur"]),
-        )
+        local = ScoreScale.from_dict(data["local"])
+        checks: dict = {}
+        if data.get("global_stats") is not None:
+            checks.update(reference=GlobalStatsReference.from_dict(data["global_stats"]),
+                          lighting=ScoreScale.from_dict(data["lighting"]), blur=ScoreScale.from_dict(data["blur"]))
+        if data.get("capture_stats") is not None:
+            checks.update(capture_reference=GlobalStatsReference.from_dict(data["capture_stats"], CAPTURE_STATS),
+                          noise=ScoreScale.from_dict(data["noise"]),
+                          compression=ScoreScale.from_dict(data["compression"]))
+        return cls(local=local, **checks)

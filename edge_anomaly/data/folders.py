@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime.global_stats import CAPTURE_STATS, capture_statistics
 from runtime.image_io import ImageReadError, list_images, read_image
 from runtime.preprocess import Region, frame_to_input, inspected_region
 
@@ -46,19 +47,29 @@ def load_inputs(paths: Iterable[Path], size_hw: tuple[int, int], advance: Callab
     Returns (uint8 NHWC, paths that loaded); the same steps as the runtime's, so training,
     evaluation, export calibration and the edge all see the same pixels.
     """
-    images, kept = [], []
+    images, _, kept = load_inputs_with_capture(paths, size_hw, advance, roi, center_crop)
+    return images, kept
+
+
+def load_inputs_with_capture(paths: Iterable[Path], size_hw: tuple[int, int],
+                             advance: Callable[[], None] | None = None, roi: Region | None = None,
+                             center_crop: float | None = None) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """:func:`load_inputs` and each image's capture statistics (noise, blockiness at its own resolution)."""
+    images, capture, kept = [], [], []
     for path in paths:
         try:
             rgb = read_image(path)
-            images.append(frame_to_input(rgb, size_hw, region=crop_region(rgb.shape[:2], roi, center_crop, path)))
+            region = crop_region(rgb.shape[:2], roi, center_crop, path)
+            images.append(frame_to_input(rgb, size_hw, region=region))
+            capture.append(capture_statistics(rgb, region))
             kept.append(path)
         except ImageReadError as exc:
             log.warning("skipping %s", exc)
         if advance is not None:
             advance()
     if not images:
-        return np.zeros((0, *size_hw, 3), dtype=np.uint8), kept
-    return np.stack(images), kept
+        return np.zeros((0, *size_hw, 3), dtype=np.uint8), np.zeros((0, len(CAPTURE_STATS))), kept
+    return np.stack(images), np.stack(capture), kept
 
 
 def require_images(folder: Path, count: int, minimum: int) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.capture_check import CaptureCheck
 from runtime.detector import Detector
 from runtime.predict_files import annotate
 from runtime.signing import TrustList
@@ -35,6 +36,8 @@ from runtime.station.stats import StationStats
 from runtime.visualize import anomaly_regions, thumbnail
 
 log = logging.getLogger(__name__)
+
+VIDEO_SOURCES = ("video", "stream")  # source kinds whose frames come through a video codec
 
 
 @dataclass(frozen=True)
@@ -74,11 +77,22 @@ class Inspector:
         self.evidence = evidence
         self.save = save
         self.drift = self._drift_monitor(loaded)
+        self.capture_check = self._capture_check(loaded)
         self.observe = observe  # the station's page: history and live view
 
     def swap(self, loaded: LoadedBundle) -> None:
         self.drift = self._drift_monitor(loaded)  # a new bundle brings its own reference
+        self.capture_check = self._capture_check(loaded)
         self.loaded = loaded
+
+    @staticmethod
+    def _capture_check(loaded: LoadedBundle) -> CaptureCheck:
+        return CaptureCheck(loaded.detector.capture_profile, loaded.detector.scoring)
+
+    @property
+    def capture_warning(self) -> str | None:
+        """How this camera's frames differ from the bundle's training frames, once its first frames were seen."""
+        return next(iter(self.capture_check.warnings.values()), None)
 
     def _drift_monitor(self, loaded: LoadedBundle) -> DriftMonitor | None:
         settings = self.camera.drift
@@ -113,6 +127,9 @@ class Inspector:
         self.notify()
         self.stats.record(self.camera.name, result, inspection.total_ms)
         self._watch_drift(result, started, loaded.info)
+        source_kind = self.camera.source.kind if self.camera.source is not None else "images"
+        self.capture_check.observe(self.camera.name, source_kind in VIDEO_SOURCES, frame.shape[:2],
+                                   result.capture_stats)
         if self.observe is not None:
             self.observe(inspection, frame)
         return inspection

@@ -166,7 +166,8 @@ class Station:
     # -- what the station tells the world ---------------------------------------------------------
 
     def status(self) -> dict:
-        cameras = {name: worker.describe() | {"drift": worker.inspector.drift_state}
+        cameras = {name: worker.describe() | {"drift": worker.inspector.drift_state,
+                                              "capture_warning": worker.inspector.capture_warning}
                    for name, worker in self.workers.items()}
         return status_message(self.config.station, cameras, self.started) | {"pid": os.getpid()}
 

@@ -32,7 +32,7 @@ def test_a_version_1_bundle_loads_through_migrate_and_runs(tmp_path):
     assert _v1()["schema_version"] == 1
     bundle = open_bundle(V1_BUNDLE)
     manifest = bundle.manifest
-    assert manifest.schema_version == SCHEMA_VERSION == 3
+    assert manifest.schema_version == SCHEMA_VERSION == 4
     assert bundle.name == "boards-onnx-fp32" and bundle.input_size == (256, 256)
     engine = manifest.engine
     assert (engine.format, engine.batch.max_batch, engine.batch.static) == ("onnx", 32, False)
@@ -67,8 +67,9 @@ def test_dump_and_load_agree_and_omit_unset_optional_sections():
     text = dump(manifest)
     assert load_manifest(text) == manifest
     written = json.loads(text)
-    assert written["schema_version"] == 3
-    assert not {"signature", "self_test", "device_profile", "drift_reference"} & written.keys()
+    assert written["schema_version"] == 4
+    assert not {"signature", "self_test", "device_profile", "drift_reference", "capture"} & written.keys()
+    assert not {"noise", "compression", "capture_stats"} & written["scoring"].keys()
     assert "cpu" not in written["parity"] and "score_alignment" not in written["engine"]
     assert written["input"]["roi"] is None  # explicit in both versions
 
@@ -96,8 +97,22 @@ def test_the_drift_reference_validates_and_round_trips():
                         "drift_reference": {**reference, "score_quantiles": [0.1, 0.01, 0.4]}})
 
 
+def test_the_capture_sections_validate_and_a_version_3_bundle_reads_without_them():
+    capture = {"source": "stills", "suffixes": [".png"], "frame_hw": [512, 512], "noise": 0.6, "blockiness": 1.02}
+    scoring = {**_v1()["scoring"], "noise": {"threshold": 2.0, "spread": 1.0},
+               "compression": {"threshold": 3.0, "spread": 1.5},
+               "capture_stats": {"names": ["noise", "blockiness"], "mean": [0.6, 1.02], "std": [0.25, 0.02]}}
+    manifest = parse_manifest({**_v1(), "schema_version": 4, "capture": capture, "scoring": scoring})
+    assert manifest.capture.frame_hw == (512, 512) and manifest.scoring.compression.threshold == 3.0
+    assert json.loads(dump(manifest))["capture"] == capture
+    older = parse_manifest({**_v1(), "schema_version": 3})
+    assert older.schema_version == 4 and older.capture is None and older.scoring.noise is None
+    with pytest.raises(BundleError, match="capture.source"):
+        parse_manifest({**_v1(), "schema_version": 4, "capture": {**capture, "source": "film"}})
+
+
 @pytest.mark.parametrize(("change", "expected"), [
-    (lambda m: m.update(schema_version=4), "schema_version 4 is newer than this edge-anomaly reads (3)"),
+    (lambda m: m.update(schema_version=5), "schema_version 5 is newer than this edge-anomaly reads (4)"),
     (lambda m: m.update(schema_version="1"), "schema_version '1' is not supported"),
     (lambda m: m.update(format="other"), "format is 'other', expected 'edge-anomaly-bundle'"),
     (lambda m: m.update(colour="red"), "colour: Extra inputs are not permitted"),

@@ -13,6 +13,7 @@ class FlatDetector:
     """Every frame normal (raw score 0, threshold 1): the runner's bookkeeping without an engine."""
 
     scoring = Scoring(local=ScoreScale(threshold=1.0, spread=1.0))
+    capture_profile = None  # a model made before the capture was recorded: no source check
 
     def predict(self, frames):
         return [self.scoring.decide(0.0, np.zeros((8, 8), np.float32), frame, frame.shape[:2]) for frame in frames]

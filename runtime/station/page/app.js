@@ -62,6 +62,7 @@ function cameraCard(name) {
     el("img", {class: "live", alt: `latest frame of ${name}`}),
     el("dl", {class: "counters"}),
     el("canvas", {class: "chart"}),
+    el("p", {class: "capture"}),
     el("p", {class: "bundle"}));
   $("#cameras").append(card);
   $(".live", card).addEventListener("click", () => {
@@ -158,6 +159,9 @@ function showCameraStatus(name, info, threshold) {
     drift.className = "drift badge ok";
     drift.textContent = "no drift";
   } else { drift.className = "drift"; drift.textContent = ""; }
+  const capture = $(".capture", camera.card);
+  capture.textContent = info.capture_warning ? `Camera differs from training: ${info.capture_warning}` : "";
+  capture.className = info.capture_warning ? "capture warn" : "capture";
   const bundle = info.bundle || {}, signature = info.signature || {}, selfTest = bundle.self_test;
   const signed = signature.verified ? `signed by ${signature.key_id}, verified` :
                  signature.signed ? `signed by ${signature.key_id} (no trust list: not checked)` : "unsigned";

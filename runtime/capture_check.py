@@ -1,0 +1,115 @@
+"""Does a source deliver the capture the model was made for? Said once per source, with the fix.
+
+A model learns one camera's images: stills or video, its codec, its resolution, its noise. A
+model fitted on PNG stills and run on a compressed video stream flags good frames it has never
+seen the like of, and nothing else would tell the user why everything is red. The model
+records what it was trained on (:class:`CaptureProfile`, in ``model.json`` and the bundle's
+manifest); :class:`CaptureCheck` compares each source's first frames with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from runtime.scoring import Scoring
+
+log = logging.getLogger(__name__)
+
+FRAMES_COMPARED = 5  # a source's first frames whose median capture statistics are compared
+SCALE_TOLERANCE = 1.25  # frames this much larger or smaller (linear) than the training frames are named
+STILLS, VIDEO, MIXED = "stills", "video", "stills and video"
+
+
+@dataclass(frozen=True)
+class CaptureProfile:
+    """What the training frames were: stills or video, file types, frame size and the camera's noise and blocks."""
+
+    source: str  # STILLS, VIDEO or MIXED
+    suffixes: list[str]  # file types of the training sources, e.g. [".png"] or [".mp4"]
+    frame_hw: tuple[int, int]  # median (height, width) of the training frames
+    noise: float  # median capture noise (runtime.global_stats.capture_statistics), grey levels
+    blockiness: float  # median JPEG blockiness (1: none)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "frame_hw": list(self.frame_hw)}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> CaptureProfile | None:
+        if not data:
+            return None
+        return cls(source=str(data["source"]), suffixes=[str(s) for s in data["suffixes"]],
+                   frame_hw=(int(data["frame_hw"][0]), int(data["frame_hw"][1])), noise=float(data["noise"]),
+                   blockiness=float(data["blockiness"]))
+
+
+@dataclass
+class _SourceSeen:
+    video: bool
+    frame_hw: tuple[int, int]
+    capture: list[np.ndarray] = field(default_factory=list)
+    compared: bool = False
+
+
+class CaptureCheck:
+    """Compares each source's first frames with a model's :class:`CaptureProfile`; one warning per source.
+
+    The warning names what differs (stills against video, compression, noise, scale) and the
+    fix. Without a profile (models made before it) nothing is checked.
+    """
+
+    def __init__(self, profile: CaptureProfile | None, scoring: Scoring) -> None:
+        self.profile = profile
+        self.scoring = scoring
+        self.sources: dict[str, _SourceSeen] = {}
+        self.warnings: dict[str, str] = {}  # source -> the warning given
+
+    def observe(self, source: str, video: bool, frame_hw: tuple[int, int],
+                capture: np.ndarray | None) -> str | None:
+        """Take one frame of ``source`` (``video``: from a video file or a live stream); the warning when this
+        frame completes the comparison and something differs, else None. Logged too."""
+        if self.profile is None:
+            return None
+        seen = self.sources.setdefault(source, _SourceSeen(video, tuple(frame_hw)))
+        if seen.compared:
+            return None
+        if capture is not None:
+            seen.capture.append(np.asarray(capture, dtype=np.float64))
+            if len(seen.capture) < FRAMES_COMPARED:
+                return None
+        seen.compared = True
+        problems = self._differences(seen)
+        if not problems:
+            return None
+        warning = f"{source}: " + "; ".join(problems) + " " + self._fix()
+        self.warnings[source] = warning
+        log.warning("%s", warning)
+        return warning
+
+    def _differences(self, seen: _SourceSeen) -> list[str]:
+        profile = self.profile
+        problems = []
+        if seen.video and profile.source == STILLS:
+            problems.append(f"the model was fitted on still images ({', '.join(profile.suffixes)}) and this source "
+                            "is video, whose codec it has only learned as far as its capture_tolerance goes")
+        if seen.capture and self.scoring.checks_capture:
+            median = np.median(np.stack(seen.capture), axis=0)
+            excess = self.scoring.capture_excess(median)
+            if excess["compression"] >= 0.0:
+                problems.append(f"its frames are more compressed than the training frames (JPEG blockiness "
+                                f"{median[1]:.2f} against {profile.blockiness:.2f})")
+            if excess["noise"] >= 0.0:
+                problems.append(f"its frames are noisier than the training frames (noise {median[0]:.1f} against "
+                                f"{profile.noise:.1f} grey levels)")
+        scale = np.sqrt(np.prod(seen.frame_hw) / max(np.prod(profile.frame_hw), 1))
+        if not 1 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE:
+            problems.append(f"its frames are {seen.frame_hw[1]}x{seen.frame_hw[0]} and the training frames "
+                            f"{profile.frame_hw[1]}x{profile.frame_hw[0]}, so the part appears at another scale")
+        return problems
+
+    def _fix(self) -> str:
+        return ("If good parts are flagged, fit on this camera's own frames (edge-anomaly fit --data line.mp4 for a "
+                "video), or add its codec to training (--set augment=[jpeg,video]) or widen --set "
+                "capture_tolerance={...}.")
