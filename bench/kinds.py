@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import os
 import platform
 import subprocess
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # before bench/, whose runtime.py would shadow the runtime package
 
 from edge_anomaly.config import load_params  # noqa: E402
-from edge_anomaly.data.folders import load_inputs, mvtec_test_set  # noqa: E402
+from edge_anomaly.data.folders import load_inputs_with_capture, mvtec_test_set  # noqa: E402
 from edge_anomaly.data.synthetic import DEFECT_KINDS, generate_boards  # noqa: E402
 from edge_anomaly.training import fit_model  # noqa: E402
 from runtime.image_io import list_images  # noqa: E402
@@ -78,18 +79,19 @@ def _outputs(data: Path) -> tuple[Scoring, np.ndarray, np.ndarray, np.ndarray, n
     model = fit_model(data, template, params)
     fit_s = time.perf_counter() - started
     samples = mvtec_test_set(data)
-    inputs, kept = load_inputs([s.path for s in samples], model.input_size, lambda: None)
+    inputs, capture, kept = load_inputs_with_capture([s.path for s in samples], model.input_size, lambda: None)
     defect_of = {s.path: s.defect for s in samples}
     heatmaps, scores = model.infer(inputs)
     info = {"fit_s": fit_s, "n_train": model.info["training_set"]["n_images"]}
-    return model.scoring, heatmaps, scores, inputs, np.array([defect_of[p] for p in kept]), info
+    return model.scoring, heatmaps, scores, inputs, capture, np.array([defect_of[p] for p in kept]), info
 
 
-def _table(scoring: Scoring, heatmaps, scores, inputs, defects, expected: dict[str, str]) -> tuple[str, dict]:
+def _table(scoring: Scoring, heatmaps, scores, inputs, capture, defects,
+           expected: dict[str, str]) -> tuple[str, dict]:
     """Markdown rows per defect folder and {folder: (right, flagged)}."""
     said: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    for heatmap, score, image, defect in zip(heatmaps, scores, inputs, defects, strict=True):
-        said[str(defect)][scoring.decide(float(score), heatmap, image, image.shape[:2]).kind] += 1
+    for heatmap, score, image, stats, defect in zip(heatmaps, scores, inputs, capture, defects, strict=True):
+        said[str(defect)][scoring.decide(float(score), heatmap, image, image.shape[:2], capture=stats).kind] += 1
     lines = ["| defect | expected | n | flagged | labelled right (of flagged) | wrong ones labelled |",
              "| --- | --- | ---: | ---: | ---: | --- |"]
     shares = {}
@@ -110,13 +112,13 @@ def _table(scoring: Scoring, heatmaps, scores, inputs, defects, expected: dict[s
 
 
 def _report(name: str, outputs, expected: dict[str, str], factors: list[float]) -> None:
-    scoring, heatmaps, scores, inputs, defects, info = outputs
+    scoring, heatmaps, scores, inputs, capture, defects, info = outputs
     median = float(np.median(scores[defects == "good"]))
     print(f"\n## {name} (PatchCore defaults, {info['n_train']} training images, fit {info['fit_s']:.0f} s)\n")
     for factor in factors:
         threshold = median + factor * (scoring.local.threshold - median)
-        moved = Scoring(ScoreScale(threshold, scoring.local.spread), scoring.reference, scoring.lighting, scoring.blur)
-        table, shares = _table(moved, heatmaps, scores, inputs, defects, expected)
+        moved = dataclasses.replace(scoring, local=ScoreScale(threshold, scoring.local.spread))
+        table, shares = _table(moved, heatmaps, scores, inputs, capture, defects, expected)
         label = "calibrated threshold" if factor == 1.0 else f"threshold moved, factor {factor:g}"
         right = sum(r for r, _ in shares.values())
         flagged = sum(f for _, f in shares.values())

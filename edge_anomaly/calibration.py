@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import genpareto
+from scipy.stats import beta, genpareto
 from sklearn.metrics import precision_recall_curve
 
 from runtime.scoring import ScoreScale
@@ -56,9 +56,27 @@ class Calibration:
     threshold: float
     tail: dict | None = None  # {"start", "shape", "scale", "share"} of the fitted tail
     note: str = ""
+    # 95 % upper confidence bound on the false-alarm rate from the held-out scores alone (Clopper-Pearson on the
+    # share at or above the threshold): what n good images can vouch for, whatever the tail fit says
+    false_alarm_rate_upper: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+CONFIDENCE = 0.95
+
+
+def false_alarm_upper_bound(normal_scores: np.ndarray, threshold: float) -> float:
+    """The CONFIDENCE upper bound on the share of good parts at or above ``threshold`` (Clopper-Pearson).
+
+    With none of n scores above it, that is about 3 / n: 209 good images vouch for 1.4 % at most.
+    """
+    scores = np.asarray(normal_scores, dtype=np.float64)
+    exceeding = int(np.sum(scores >= threshold))
+    if exceeding >= scores.size:
+        return 1.0
+    return float(beta.ppf(CONFIDENCE, exceeding + 1, scores.size - exceeding))
 
 
 def false_alarm_threshold(normal_scores: np.ndarray, rate: float) -> tuple[ScoreScale, Calibration]:
@@ -79,7 +97,8 @@ def false_alarm_threshold(normal_scores: np.ndarray, rate: float) -> tuple[Score
         note = (f"only {n} normal scores: no tail fit possible; the threshold is the largest normal score plus its "
                 f"distance to the median, and no false-alarm rate can be promised (use {math.ceil(1 / rate)} or "
                 "more good images)")
-        calibration = Calibration("empirical", rate, None, n, False, float(threshold), None, note)
+        calibration = Calibration("empirical", rate, None, n, False, float(threshold), None, note,
+                                  false_alarm_upper_bound(scores, threshold))
         return ScoreScale(threshold=float(threshold), spread=_spread(threshold, scores)), calibration
     n_tail = max(MIN_TAIL_POINTS, math.ceil(TAIL_SHARE * n))
     start = float(scores[n - n_tail - 1])
@@ -100,7 +119,8 @@ def false_alarm_threshold(normal_scores: np.ndarray, rate: float) -> tuple[Score
         f"{n} normal scores cannot measure a false-alarm rate of {rate:.3g}: the threshold is extrapolated from "
         f"the fitted tail; {math.ceil(1 / rate)} or more good images make it a measured promise")
     tail = {"start": start, "shape": float(shape), "scale": scale, "share": share}
-    calibration = Calibration("tail-fit", rate, estimated, n, reliable, float(threshold), tail, note)
+    calibration = Calibration("tail-fit", rate, estimated, n, reliable, float(threshold), tail, note,
+                              false_alarm_upper_bound(scores, threshold))
     return ScoreScale(threshold=float(threshold), spread=_spread(threshold, scores)), calibration
 
 

@@ -57,8 +57,10 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
     def announce(choice: Choice) -> None:
         print(choice.table())
-        print(f"\nautomatic configuration chose {choice.template} "
-              f"(from {'synthetic defects' if choice.defects == 'synthetic' else choice.defects})\n")
+        chosen = choice.record()["chosen"]
+        height, width = choice.params.input_size
+        print(f"\nautomatic configuration chose the candidate {chosen!r} ({choice.template}, input {width}x{height}; "
+              f"judged on {'synthetic defects' if choice.defects == 'synthetic' else choice.defects})\n")
 
     size_problem = None
     if args.device:
@@ -77,9 +79,11 @@ def cmd_fit(args: argparse.Namespace) -> None:
     model.save(args.out)
     calibration = model.info["calibration"]
     height, width = model.input_size
-    estimate = calibration["estimated_false_alarm_rate"]
+    estimate, upper = calibration["estimated_false_alarm_rate"], calibration.get("false_alarm_rate_upper")
+    bound = f", at most {upper:.3g} with 95 % confidence from {calibration['n_scores']} held-out scores" \
+        if upper is not None else ""
     promise = (f"false-alarm rate {calibration['target_false_alarm_rate']:.3g} "
-               f"({'estimated ' + format(estimate, '.3g') if estimate is not None else 'not estimated'})"
+               f"({'estimated ' + format(estimate, '.3g') if estimate is not None else 'not estimated'}{bound})"
                if calibration["target_false_alarm_rate"] else calibration["method"])
     print(f"saved {template} model to {args.out}: input {width}x{height}, {model.info['training_set']['n_images']} "
           f"normal images, threshold {model.scoring.local.threshold:.4g} for {promise}, "
@@ -106,8 +110,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from edge_anomaly.evaluation.evaluate import evaluate_model
     from edge_anomaly.model import TrainedModel
 
-    metrics = evaluate_model(TrainedModel.load(args.model), args.data, args.report)
+    metrics = evaluate_model(TrainedModel.load(args.model), args.data, args.report, capture=args.capture)
     _print_metrics(metrics)
+    if args.capture:
+        from edge_anomaly.evaluation.capture import capture_markdown
+
+        print("\n" + capture_markdown(metrics["capture"]))
     if args.report:
         print(f"\nreport written to {args.report}")
 
@@ -166,6 +174,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if reconnects:
         summary += f", {reconnects} reconnects"
     print(summary + (f"; results in {args.out}" if args.out else ""), file=sys.stderr)
+    for warning in run.capture_warnings.values():  # logged when seen; repeated where the summary is read
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _roi(text: str) -> list[int]:
@@ -249,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="model folder")
     evaluate.add_argument("--data", required=True, help="category root with test/ and ground_truth/")
     evaluate.add_argument("--report", help="folder for metrics.json, metrics.md, roc.png and overlays")
+    evaluate.add_argument("--capture", action="store_true",
+                          help="also score the good images under sensor noise, JPEG, exposure, shifts and blur, "
+                               "and the defects under noise (how the model fares under a real camera)")
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="heatmaps and verdicts for images, folders and videos")

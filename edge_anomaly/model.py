@@ -26,6 +26,8 @@ from edge_anomaly.backbones import FeatureExtractor, normalization_for
 from edge_anomaly.graph import AnomalyGraph
 from edge_anomaly.templates import TemplateParams, get_template
 from runtime.bundle import sha256_file
+from runtime.capture_check import CaptureProfile
+from runtime.global_stats import capture_statistics
 from runtime.preprocess import frame_to_input, inspected_region
 from runtime.result import CONCEPTS, Result
 from runtime.scoring import Scoring
@@ -80,24 +82,46 @@ class CalibrationData:
 
     ``normal_scores`` are the raw held-out (k-fold) score of every training image (and
     augmented copy); ``image_stats`` the whole-image statistics of every original training
-    image, in the order of ``runtime.global_stats.STAT_NAMES``.
+    image, in the order of ``runtime.global_stats.STAT_NAMES``, and ``capture_stats`` their
+    capture statistics (``CAPTURE_STATS``). ``varied_image_stats`` and ``varied_capture_stats``
+    are the same for the copies varied within the capture tolerance, which calibrate the global
+    checks beside the originals (the drift reference is the originals alone). The last three are
+    None in models made before them.
     """
 
     normal_scores: np.ndarray
     image_stats: np.ndarray
+    capture_stats: np.ndarray | None = None
+    varied_image_stats: np.ndarray | None = None
+    varied_capture_stats: np.ndarray | None = None
+
+    def checked_stats(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(whole-image statistics, capture statistics or None) that calibrate the global checks."""
+        image = self.image_stats if self.varied_image_stats is None else np.concatenate(
+            [self.image_stats, self.varied_image_stats])
+        if self.capture_stats is None:
+            return image, None
+        capture = self.capture_stats if self.varied_capture_stats is None else np.concatenate(
+            [self.capture_stats, self.varied_capture_stats])
+        return image, capture
 
     def save(self, path: Path) -> None:
-        save_arrays({"normal_scores": np.ascontiguousarray(self.normal_scores, np.float64),
-                     "image_stats": np.ascontiguousarray(self.image_stats, np.float64)}, str(path))
+        arrays = {name: getattr(self, name) for name in _CALIBRATION_ARRAYS if getattr(self, name) is not None}
+        save_arrays({name: np.ascontiguousarray(a, np.float64) for name, a in arrays.items()}, str(path))
 
     @classmethod
     def load(cls, path: Path) -> CalibrationData:
         arrays = load_arrays(str(path))
-        if set(arrays) != {"normal_scores", "image_stats"} or arrays["normal_scores"].ndim != 1 \
-                or arrays["image_stats"].ndim != 2:
-            raise ValueError(f"{path}: expected 1-D normal_scores and 2-D image_stats, got "
+        expected_dims = dict(zip(_CALIBRATION_ARRAYS, (1, 2, 2, 2, 2), strict=True))
+        if not {"normal_scores", "image_stats"} <= set(arrays) <= set(_CALIBRATION_ARRAYS) \
+                or any(a.ndim != expected_dims[name] for name, a in arrays.items()):
+            raise ValueError(f"{path}: expected 1-D normal_scores, 2-D image_stats and optionally 2-D "
+                             f"{', '.join(_CALIBRATION_ARRAYS[2:])}, got "
                              f"{ {name: list(a.shape) for name, a in arrays.items()} }")
-        return cls(arrays["normal_scores"], arrays["image_stats"])
+        return cls(**arrays)
+
+
+_CALIBRATION_ARRAYS = ("normal_scores", "image_stats", "capture_stats", "varied_image_stats", "varied_capture_stats")
 
 
 @dataclass
@@ -113,6 +137,11 @@ class TrainedModel:
     def input_size(self) -> tuple[int, int]:
         return tuple(self.params.input_size)
 
+    @property
+    def capture_profile(self) -> CaptureProfile | None:
+        """What the training frames were (None for models made before it was recorded)."""
+        return CaptureProfile.from_dict(self.info.get("capture"))
+
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return run_graph(self.graph, inputs, self.params.batch_size)
 
@@ -124,10 +153,12 @@ class TrainedModel:
         start = time.perf_counter()
         regions = [inspected_region(f.shape[:2], self.params.roi, self.params.center_crop) for f in frames]
         inputs = np.stack([frame_to_input(f, self.input_size, region=r) for f, r in zip(frames, regions, strict=True)])
+        capture = [capture_statistics(f, r) if self.scoring.checks_capture else None
+                   for f, r in zip(frames, regions, strict=True)]
         heatmaps, scores = self.infer(inputs)
         latency = (time.perf_counter() - start) * 1000 / max(len(frames), 1)
-        return [self.scoring.decide(float(s), h, x, f.shape[:2], latency, region=r)
-                for s, h, x, f, r in zip(scores, heatmaps, inputs, frames, regions, strict=True)]
+        return [self.scoring.decide(float(s), h, x, f.shape[:2], latency, region=r, capture=c)
+                for s, h, x, f, r, c in zip(scores, heatmaps, inputs, frames, regions, capture, strict=True)]
 
     def metadata(self) -> dict:
         return {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,13 @@ import torch
 from edge_anomaly.backbones import build_extractor
 from edge_anomaly.calibration import f1_scale, false_alarm_threshold, quantile_scale
 from edge_anomaly.data.augment import compressed_copies
+from edge_anomaly.data.capture import varied_copy
 from edge_anomaly.data.training_set import TrainingSet, input_size_for
 from edge_anomaly.graph import AnomalyGraph
 from edge_anomaly.model import CalibrationData, TrainedModel, run_graph
 from edge_anomaly.progress import make_progress
 from edge_anomaly.templates import TemplateParams, get_template
-from runtime.global_stats import GlobalStatsReference, image_statistics
+from runtime.global_stats import CAPTURE_STATS, STAT_NAMES, GlobalStatsReference, image_statistics
 from runtime.scoring import ScoreScale, Scoring
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,54 @@ def with_augmentations(images: np.ndarray, folds: np.ndarray, kinds: list[str],
     return np.concatenate(parts), np.concatenate(part_folds)
 
 
+def varied_copies(training: TrainingSet, size: tuple[int, int], params: TemplateParams,
+                  advance: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images, capture statistics) of ``params.capture_tolerance.copies`` copies of every training image, each
+    varied as a camera varies (:func:`varied_copy`, at the frame's own resolution), copy after copy in the
+    originals' order."""
+    tolerance = params.capture_tolerance
+    rng = np.random.default_rng(params.seed + 1)
+    loads = [training.load_with_capture(size, params.roi, params.center_crop, advance,
+                                        vary=lambda frame: varied_copy(frame, tolerance, rng))
+             for _ in range(tolerance.copies)]
+    if not loads:
+        return np.zeros((0, *size, 3), np.uint8), np.zeros((0, len(CAPTURE_STATS)))
+    return np.concatenate([images for images, _, _ in loads]), np.concatenate([capture for _, capture, _ in loads])
+
+
+@dataclass(frozen=True)
+class TrainingImages:
+    """What a fit learns from: the originals, their compressed and varied copies, and each image's fold."""
+
+    originals: np.ndarray
+    capture: np.ndarray  # the originals' capture statistics
+    varied: np.ndarray  # the copies varied within the capture tolerance
+    varied_capture: np.ndarray
+    images: np.ndarray  # originals, compressed copies, varied copies: everything the model learns
+    folds: np.ndarray  # each image's calibration fold (a copy is in its original's)
+    calibrated: np.ndarray  # bool per image: the threshold rests on these (not the varied copies)
+
+    @classmethod
+    def read(cls, training: TrainingSet, size: tuple[int, int], params: TemplateParams, progress) -> TrainingImages:
+        task = progress.add_task("reading the training images", total=None)
+        originals, capture, _ = training.load_with_capture(size, params.roi, params.center_crop,
+                                                           lambda: progress.advance(task))
+        if len(originals) < MIN_TRAINING_IMAGES:
+            raise ValueError(f"{training.folder}: found {len(originals)} usable images, "
+                             f"need at least {MIN_TRAINING_IMAGES}")
+        progress.update(task, total=len(originals))
+        folds = contiguous_folds(len(originals), params.calibration_folds)
+        images, folds = with_augmentations(originals, folds, list(params.augment), params.seed)
+        copies = params.capture_tolerance.copies
+        task = progress.add_task("varying copies as a camera would (capture_tolerance)", total=len(originals) * copies)
+        varied, varied_capture = varied_copies(training, size, params, lambda: progress.advance(task))
+        # The varied copies are learned, not calibrated on: the threshold rests on the line's own images (and
+        # their compressed copies), whose count is what a false-alarm promise can honestly rest on.
+        calibrated = np.arange(len(images) + len(varied)) < len(images)
+        return cls(originals, capture, varied, varied_capture, np.concatenate([images, varied]),
+                   np.concatenate([folds, np.tile(folds[:len(originals)], copies)]), calibrated)
+
+
 @torch.no_grad()
 def embed_images(graph: AnomalyGraph, images: np.ndarray, batch_size: int, advance=None) -> torch.Tensor:
     """The scorer's per-position embeddings of uint8 NHWC images."""
@@ -97,13 +147,8 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
     size = tuple(params.input_size)
     started = time.perf_counter()
     with make_progress() as progress:
-        task = progress.add_task("reading images", total=None)
-        originals, names = training.load(size, params.roi, params.center_crop, lambda: progress.advance(task))
-        if len(originals) < MIN_TRAINING_IMAGES:
-            raise ValueError(f"{training.folder}: found {len(originals)} usable images, "
-                             f"need at least {MIN_TRAINING_IMAGES}")
-        folds = contiguous_folds(len(originals), params.calibration_folds)
-        images, folds = with_augmentations(originals, folds, list(params.augment), params.seed)
+        sets = TrainingImages.read(training, size, params, progress)
+        originals, images, folds, calibrated = sets.originals, sets.images, sets.folds, sets.calibrated
 
         extractor = build_extractor(params.backbone, params.layers, size, params.backbone_weights)
         scorer = template.scorer(params, extractor.feature_shapes(size))
@@ -114,7 +159,7 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
             scorer.fit_images(images[~held], extractor, progress)
             fit_seconds = time.perf_counter() - started
             progress.add_task("calibrating (held-out images)", total=None)
-            normal_scores = run_graph(graph, images[held], params.batch_size)[1].astype(np.float64)
+            normal_scores = run_graph(graph, images[held & calibrated], params.batch_size)[1].astype(np.float64)
         else:
             task = progress.add_task("extracting features", total=len(images))
             embeddings = embed_images(graph, images, params.batch_size, lambda n: progress.advance(task, n))
@@ -124,7 +169,7 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
             scorer.progress = None
             fit_seconds = time.perf_counter() - started
             progress.add_task(f"calibrating ({params.calibration_folds}-fold)", total=None)
-            normal_scores = scorer.fold_scores(embeddings, folds, params.batch_size)
+            normal_scores = scorer.fold_scores(embeddings, folds, params.batch_size)[calibrated]
             del embeddings
         if defects is not None:
             defect_set = TrainingSet.scan(defects)
@@ -135,9 +180,11 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
     if calibration.method != "f1" and calibration.note:
         log.warning("%s", calibration.note)
 
-    stats = np.stack([image_statistics(x) for x in originals])
-    scoring = global_checks_scoring(local, stats, params.global_check_margin) if params.global_checks \
-        else Scoring(local=local)
+    # The varied copies calibrate the global checks too: what the model was taught to tolerate is normal.
+    calibration_data = CalibrationData(normal_scores, _image_stats(originals), sets.capture,
+                                       _image_stats(sets.varied), sets.varied_capture)
+    scoring = global_checks_scoring(local, *calibration_data.checked_stats(), params.global_check_margin) \
+        if params.global_checks else Scoring(local=local)
     info = {
         "training_set": {
             "folder": str(training.folder),
@@ -148,6 +195,7 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
             else None,
             "fingerprint": training.fingerprint(),
         },
+        "capture": training.capture_profile(sets.capture).to_dict(),
         "threshold_mode": calibration.method,
         "calibration": calibration.to_dict(),
         "normal_scores": {"min": float(normal_scores.min()), "median": float(np.median(normal_scores)),
@@ -156,17 +204,29 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
         **({"training": graph.scorer.training_info} if graph.scorer.training_info else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return TrainedModel(template_name, params, graph, scoring, info, CalibrationData(normal_scores, stats))
+    return TrainedModel(template_name, params, graph, scoring, info, calibration_data)
 
 
-def global_checks_scoring(local: ScoreScale, stats: np.ndarray, margin: float) -> Scoring:
-    """``local`` plus lighting and blur checks calibrated on the (images, STAT_NAMES) statistics of normal images.
+def _image_stats(images: np.ndarray) -> np.ndarray:
+    return np.stack([image_statistics(x) for x in images]) if len(images) else np.zeros((0, len(STAT_NAMES)))
+
+
+def global_checks_scoring(local: ScoreScale, stats: np.ndarray, capture: np.ndarray | None, margin: float) -> Scoring:
+    """``local`` plus lighting and blur checks calibrated on the (images, STAT_NAMES) statistics of normal images,
+    and noise and compression checks on their (images, CAPTURE_STATS) capture statistics (None: none).
 
     Whole-image statistics are cheap and unbiased enough in-sample, so every training image
     calibrates their thresholds.
     """
     reference = GlobalStatsReference.fit(stats)
     lighting, blur = reference.deviation_scores(stats)
+    checks: dict = {}
+    if capture is not None:
+        capture_reference = GlobalStatsReference.fit(capture, CAPTURE_STATS)
+        deviation = capture_reference.capture_deviation(capture)
+        checks.update(capture_reference=capture_reference,
+                      noise=quantile_scale(deviation["noise"], GLOBAL_CHECK_QUANTILE, margin),
+                      compression=quantile_scale(deviation["compression"], GLOBAL_CHECK_QUANTILE, margin))
     return Scoring(local=local, reference=reference,
                    lighting=quantile_scale(lighting, GLOBAL_CHECK_QUANTILE, margin),
-                   blur=quantile_scale(blur, GLOBAL_CHECK_QUANTILE, margin))
+                   blur=quantile_scale(blur, GLOBAL_CHECK_QUANTILE, margin), **checks)

@@ -48,7 +48,7 @@ def update_model(model: TrainedModel, folder: str | Path) -> TrainedModel:
                          "models fitted before edge-anomaly kept them): refit it once, then it can be updated")
     started = time.perf_counter()
     params = model.params
-    images, _ = TrainingSet.scan(folder).load(model.input_size, params.roi, params.center_crop)
+    images, capture, _ = TrainingSet.scan(folder).load_with_capture(model.input_size, params.roi, params.center_crop)
     if len(images) == 0:
         raise ValueError(f"{folder}: no readable images to add")
     folds = contiguous_folds(len(images), params.calibration_folds)
@@ -66,6 +66,9 @@ def update_model(model: TrainedModel, folder: str | Path) -> TrainedModel:
     old = model.calibration_data
     normal_scores = np.concatenate([old.normal_scores, new_scores])
     stats = np.concatenate([old.image_stats, np.stack([image_statistics(x) for x in images])])
+    data = CalibrationData(normal_scores, stats,
+                           None if old.capture_stats is None else np.concatenate([old.capture_stats, capture]),
+                           old.varied_image_stats, old.varied_capture_stats)
     previous = model.info.get("calibration", {})
     if previous.get("method") == "f1":
         local = model.scoring.local  # chosen on defect examples this update does not have: kept as it was
@@ -73,7 +76,7 @@ def update_model(model: TrainedModel, folder: str | Path) -> TrainedModel:
     else:
         local, fitted = false_alarm_threshold(normal_scores, params.false_alarm_rate)
         calibration = fitted.to_dict()
-    scoring = global_checks_scoring(local, stats, params.global_check_margin) \
+    scoring = global_checks_scoring(local, *data.checked_stats(), params.global_check_margin) \
         if model.scoring.reference is not None else Scoring(local=local)
     record = {
         "folder": str(Path(folder).resolve()),
@@ -89,4 +92,4 @@ def update_model(model: TrainedModel, folder: str | Path) -> TrainedModel:
     info = {**model.info, "calibration": calibration, "updates": [*model.info.get("updates", []), record],
             "normal_scores": {"min": float(normal_scores.min()), "median": float(np.median(normal_scores)),
                               "max": float(normal_scores.max())}}
-    return TrainedModel(model.template, params, graph, scoring, info, CalibrationData(normal_scores, stats))
+    return TrainedModel(model.template, params, graph, scoring, info, data)

@@ -50,6 +50,7 @@ def build_manifest(model: TrainedModel, engine: dict, name: str, **sections) -> 
         "concepts": meta["concepts"],
         "model": {"params": meta["params"], "info": meta["info"], "versions": meta["versions"]},
         "drift_reference": drift_reference(model),
+        "capture": model.info.get("capture"),
         **sections,
     }, f"manifest of bundle {name!r}")
 

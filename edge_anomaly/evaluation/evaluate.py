@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_anomaly.data.folders import load_inputs, mvtec_test_set, read_mask
+from edge_anomaly.data.folders import load_inputs_with_capture, mvtec_test_set, read_mask
+from edge_anomaly.evaluation.capture import VARIATIONS, capture_table
 from edge_anomaly.evaluation.report import EvalRecord, compute_metrics, write_report
 from edge_anomaly.model import TrainedModel
 from edge_anomaly.progress import make_progress
@@ -25,17 +26,20 @@ def _mask_for(sample, size_hw: tuple[int, int], params) -> np.ndarray | None:
 
 
 def evaluate_model(model: TrainedModel, data: str | Path, report_dir: str | Path | None = None,
-                   title: str | None = None) -> dict:
+                   title: str | None = None, capture: bool = False) -> dict:
     """Metrics of ``model`` on the test set under ``data``; writes the report when asked.
 
-    Pixel metrics are computed at the model's input size.
+    Pixel metrics are computed at the model's input size. ``capture`` adds the verdicts on the
+    good images under a camera's ordinary variations, and on the defects under sensor noise
+    (:func:`edge_anomaly.evaluation.capture.capture_table`), as ``metrics["capture"]``.
     """
     samples = mvtec_test_set(data)
     size = model.input_size
     with make_progress() as progress:
         task = progress.add_task("reading test images", total=len(samples))
-        inputs, kept = load_inputs([s.path for s in samples], size, lambda: progress.advance(task),
-                                   model.params.roi, model.params.center_crop)
+        inputs, capture, kept = load_inputs_with_capture([s.path for s in samples], size,
+                                                         lambda: progress.advance(task), model.params.roi,
+                                                         model.params.center_crop)
         by_path = {s.path: s for s in samples}
         samples = [by_path[path] for path in kept]
         task = progress.add_task("scoring", total=len(samples))
@@ -45,11 +49,15 @@ def evaluate_model(model: TrainedModel, data: str | Path, report_dir: str | Path
             heatmaps, scores = model.infer(inputs[start:start + batch])
             for offset, (heatmap, score) in enumerate(zip(heatmaps, scores, strict=True)):
                 sample, image = samples[start + offset], inputs[start + offset]
-                result = model.scoring.decide(float(score), heatmap, image, size)
+                result = model.scoring.decide(float(score), heatmap, image, size, capture=capture[start + offset])
                 records.append(EvalRecord(str(sample.path), sample.defect, sample.label, result.normalized_score,
                                           result.heatmap, _mask_for(sample, size, model.params), result.kind))
             progress.advance(task, len(heatmaps))
     metrics = compute_metrics(records)
+    if capture:
+        with make_progress() as progress:
+            task = progress.add_task("scoring under capture variations", total=len(VARIATIONS))
+            metrics["capture"] = capture_table(model, samples, advance=lambda: progress.advance(task))
     metrics["model"] = {"template": model.template, "params": model.params.model_dump(mode="json")}
     metrics["data"] = str(data)
     if report_dir is not None:

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
+from edge_anomaly.evaluation.capture import capture_markdown
 from edge_anomaly.evaluation.metrics import aupro, best_f1, f1_at, image_auroc, pixel_auroc
 from runtime.image_io import write_image
 from runtime.visualize import draw_regions, overlay_heatmap
@@ -79,6 +80,8 @@ def compute_metrics(records: Sequence[EvalRecord], threshold: float = 0.5) -> di
         "best_threshold": best_threshold,
         "image_f1_calibrated": f1_at(labels, scores, threshold),
         "threshold": threshold,
+        # the strictest threshold that flags no good test image: the misses a calibration cannot beat
+        **_rate("miss_strict", ~normal & (scores <= scores[normal].max(initial=-np.inf)), ~normal),
         "n_images": len(records),
         "n_good": int(normal.sum()),
         "n_anomalous": int(labels.sum()),
@@ -126,6 +129,8 @@ def write_report(
     document = _nan_to_none({**metrics, "images": images})
     (report_dir / "metrics.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     markdown = f"# {title}\n\n{metrics_table(metrics)}\n\n## Per defect\n\n{per_defect_table(metrics)}\n"
+    if "capture" in metrics:
+        markdown += f"\n## Under a real camera's variation\n\n{capture_markdown(metrics['capture'])}\n"
     (report_dir / "metrics.md").write_text(markdown)
     _plot_roc(report_dir / "roc.png", records, title, threshold)
     overlays = _write_worst(report_dir / "worst", records, image_loader, worst, threshold)
@@ -149,6 +154,9 @@ def metrics_table(metrics: dict) -> str:
         lines.append(f"| false-alarm rate (good flagged) | {_share(metrics, 'false_alarm', 'n_good')} |")
     if "miss_rate" in metrics:
         lines.append(f"| miss rate (defects not flagged) | {_share(metrics, 'miss', 'n_anomalous')} |")
+    if "miss_strict_rate" in metrics:
+        lines.append(f"| miss rate at the strictest threshold passing every good image | "
+                     f"{_share(metrics, 'miss_strict', 'n_anomalous')} |")
     rows = [
         ("image AUROC", "image_auroc"),
         ("pixel AUROC", "pixel_auroc"),
@@ -297,6 +305,11 @@ def html_report(path: Path, title: str, metrics: dict, roc_png: Path, overlays: 
         return "".join(f"<figure>{embed(png, caption)}<figcaption>{html.escape(png.name)}</figcaption></figure>"
                        for png, caption in overlays if png.name.startswith(prefix))
 
+    capture_section = ""
+    if "capture" in metrics:
+        markdown, _, misses = capture_markdown(metrics["capture"]).partition("\n\n")
+        capture_section = (f"<h2>Good parts under a real camera's variation</h2>{table(markdown)}"
+                           f"<p>{html.escape(misses)}</p>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -310,7 +323,7 @@ figcaption {{ font-size: 0.8em; color: #555; }}
 <h1>{html.escape(title)}</h1>
 <h2>Verdicts at the calibrated threshold</h2>{table(metrics_table(metrics))}
 <h2>Per defect</h2>{table(per_defect_table(metrics))}
-<h2>Image ROC</h2>{embed(roc_png, "image ROC")}
+{capture_section}<h2>Image ROC</h2>{embed(roc_png, "image ROC")}
 <h2>Good images closest to a false alarm</h2>{figures("good_")}
 <h2>Defects closest to a miss</h2>{figures("defect_")}
 </body></html>

@@ -47,3 +47,18 @@ def test_a_boards_input_limits_shrink_the_candidates_size():
     height, width = sized.input_size
     assert atom((height, width)) is None and max(height, width) <= 224 and height * width <= 50176
     assert with_input_size(PatchCoreParams(), 1.25, None).input_size == (224, 288)
+
+
+def test_a_costlier_candidate_must_win_on_auroc_not_on_a_few_more_synthetic_catches():
+    from edge_anomaly.autoconfig.search import Trial, best_trial
+
+    def trial(name: str, auroc: float, recall: float, latency: float) -> Trial:
+        return Trial(name, "patchcore", (256, 256), auroc, recall, latency, 1.0, True)
+
+    default = trial("patchcore", 0.982, 0.50, 10.0)
+    # bottle's case: 384 px at 2.5x the latency for AUROC 0.984 against 0.982 and a few more recalled
+    assert best_trial([default, trial("patchcore 384", 0.984, 0.65, 25.0)]) is default
+    assert best_trial([default, trial("top-3", 0.984, 0.65, 11.0)]).candidate == "top-3"  # as costly: recall counts
+    assert best_trial([default, trial("patchcore 384", 0.990, 0.60, 25.0)]) is default
+    weaker = trial("patchcore", 0.960, 0.50, 10.0)
+    assert best_trial([weaker, trial("patchcore 384", 0.990, 0.60, 25.0)]).candidate == "patchcore 384"

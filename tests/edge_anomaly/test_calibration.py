@@ -39,6 +39,15 @@ def test_too_few_scores_say_so():
     assert tiny.method == "empirical" and tiny.estimated_false_alarm_rate is None and "no tail fit" in tiny.note
 
 
+def test_the_promise_comes_with_what_the_scores_can_vouch_for():
+    from edge_anomaly.calibration import false_alarm_upper_bound
+
+    assert false_alarm_upper_bound(np.arange(209.0), 1e9) == pytest.approx(1 - 0.05 ** (1 / 209), rel=1e-6)  # 1.4 %
+    assert false_alarm_upper_bound(np.arange(100.0), 98.0) > 0.02  # 2 of 100 above: the bound is above 2 %
+    _, calibration = false_alarm_threshold(np.random.default_rng(0).normal(20, 1, 40), 0.01)
+    assert not calibration.reliable and 0.07 < calibration.false_alarm_rate_upper < 0.08  # 40 scores: 7.2 % at most
+
+
 def test_contiguous_folds_keep_neighbouring_frames_together():
     folds = contiguous_folds(23, 5)
     assert folds.tolist() == sorted(folds.tolist()) and set(folds.tolist()) == set(range(5))
@@ -78,3 +87,24 @@ def test_padim_fold_scores_refit_without_the_fold():
     in_sample = scorer.score(chosen)[1].numpy()
     held_out = scorer.fold_scores(chosen, folds)
     assert np.all(held_out > in_sample)
+
+
+def test_patchcore_masked_fold_scores_are_corrected_towards_a_bank_that_never_saw_the_fold():
+    params = PatchCoreParams(coreset_ratio=0.1, num_neighbors=3)
+    shapes = [(8, 6, 6), (4, 3, 3)]
+    scorer = PatchCoreScorer(params, shapes)
+    embeddings = _embeddings(2, 40)
+    scorer.fit(embeddings)
+    folds = contiguous_folds(len(embeddings), 5)
+    masked = scorer.masked_fold_scores(embeddings, folds, folds[scorer.bank_source])
+    corrected = scorer.fold_scores(embeddings, folds)
+    real = np.empty(len(embeddings))
+    for fold in range(5):
+        reference = PatchCoreScorer(params, shapes)
+        reference.fit(embeddings[torch.from_numpy(folds != fold)])
+        real[folds == fold] = reference.score(embeddings[torch.from_numpy(folds == fold)])[1].numpy()
+    ratio = scorer.training_info["fold_score_correction"]
+    assert ratio < 1.0  # masking leaves holes a coreset of the other folds would have filled
+    np.testing.assert_allclose(corrected[folds == 2], real[folds == 2], rtol=1e-5)  # the refitted fold
+    np.testing.assert_allclose(corrected[folds != 2], masked[folds != 2] * ratio, rtol=1e-4)
+    assert abs(np.median(corrected) - np.median(real)) < abs(np.median(masked) - np.median(real))
