@@ -127,7 +127,7 @@ class Scoring:
         # the local score alone, so they cannot reorder images they have nothing to say about.
         normalized = max(kind_scores[name] for name in ["local", *fired])
         anomalous = normalized >= 0.5
-        kind = self._kind(_excess(raw_score, self.local), excess, heatmap, input_rgb) if anomalous else None
+        kind = self._kind(excess, heatmap, input_rgb) if anomalous else None
         return Result(
             score=float(raw_score),
             normalized_score=normalized,
@@ -158,32 +158,27 @@ class Scoring:
         return {"noise": _excess(raw["noise"][0], self.noise),
                 "compression": _excess(raw["compression"][0], self.compression)}
 
-    def _kind(self, local_excess: float, excess: dict[str, float], heatmap: np.ndarray, input_rgb: np.ndarray) -> str:
+    def _kind(self, excess: dict[str, float], heatmap: np.ndarray, input_rgb: np.ndarray) -> str:
         """A camera kind (``lighting``, ``blur``, ``noise``, ``compression``) only when no local region explains
         the frame, else ``local``.
 
-        When a global check fired and the heatmap has a compact hot region
-        (:func:`compact_hot_region`), the region is the defect (``local``) if its own evidence is
-        the stronger (the local score further past its threshold than any lighting or blur check
-        past theirs: a broken bottle's missing piece darkens a shading cell, but its patches are
-        what stands out), or if the global statistics measured again without the region are back
-        within their thresholds (a missing label, a rust patch). If the rest of the frame is still
-        off and the local evidence is the weaker (a dark frame with one hot spot), the global check
-        that fired furthest wins. The capture checks measure the whole frame's noise and blocks,
-        which no region can explain: when they fire, the camera is out of its tolerance.
+        When the lighting or blur check fired and the heatmap has a compact hot region
+        (:func:`compact_hot_region`), the global statistics are measured again without that
+        region: if they are back within their thresholds, the region is what moved them (a
+        missing label, a rust patch) and the kind is ``local``; if the rest of the frame is
+        still off (a dark frame with one hot spot), the global check that fired furthest wins.
+        The capture checks measure the whole frame's noise and blocks, which no region can
+        explain: when they fire, the camera is out of its tolerance.
         """
         fired = [name for name, value in excess.items() if value >= 0.0]
         if not fired:
             return "local"
-        scene = [name for name in fired if name in ("lighting", "blur")]
-        hot = compact_hot_region(heatmap) if scene and len(scene) == len(fired) else None
+        hot = compact_hot_region(heatmap) if set(fired) <= {"lighting", "blur"} else None
         if hot is not None:
-            if local_excess >= max(excess[name] for name in scene):
-                return "local"
             if hot.shape != input_rgb.shape[:2]:
                 hot = cv2.resize(hot.astype(np.uint8), input_rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
             without = self._global_excess(image_statistics(input_rgb, exclude=hot))
-            if all(without[name] < 0.0 for name in scene):
+            if all(without[name] < 0.0 for name in fired):
                 return "local"
         return max(fired, key=excess.__getitem__)
 

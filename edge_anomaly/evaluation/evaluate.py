@@ -37,7 +37,7 @@ def evaluate_model(model: TrainedModel, data: str | Path, report_dir: str | Path
     size = model.input_size
     with make_progress() as progress:
         task = progress.add_task("reading test images", total=len(samples))
-        inputs, capture, kept = load_inputs_with_capture([s.path for s in samples], size,
+        inputs, capture_stats, kept = load_inputs_with_capture([s.path for s in samples], size,
                                                          lambda: progress.advance(task), model.params.roi,
                                                          model.params.center_crop)
         by_path = {s.path: s for s in samples}
@@ -49,7 +49,8 @@ def evaluate_model(model: TrainedModel, data: str | Path, report_dir: str | Path
             heatmaps, scores = model.infer(inputs[start:start + batch])
             for offset, (heatmap, score) in enumerate(zip(heatmaps, scores, strict=True)):
                 sample, image = samples[start + offset], inputs[start + offset]
-                result = model.scoring.decide(float(score), heatmap, image, size, capture=capture[start + offset])
+                result = model.scoring.decide(float(score), heatmap, image, size,
+                                              capture=capture_stats[start + offset])
                 records.append(EvalRecord(str(sample.path), sample.defect, sample.label, result.normalized_score,
                                           result.heatmap, _mask_for(sample, size, model.params), result.kind))
             progress.advance(task, len(heatmaps))

@@ -154,9 +154,6 @@ def metrics_table(metrics: dict) -> str:
         lines.append(f"| false-alarm rate (good flagged) | {_share(metrics, 'false_alarm', 'n_good')} |")
     if "miss_rate" in metrics:
         lines.append(f"| miss rate (defects not flagged) | {_share(metrics, 'miss', 'n_anomalous')} |")
-    if "miss_strict_rate" in metrics:
-        lines.append(f"| miss rate at the strictest threshold passing every good image | "
-                     f"{_share(metrics, 'miss_strict', 'n_anomalous')} |")
     rows = [
         ("image AUROC", "image_auroc"),
         ("pixel AUROC", "pixel_auroc"),
@@ -171,6 +168,9 @@ def metrics_table(metrics: dict) -> str:
         ("images with masks", "n_pixel_images"),
     ]
     lines += [f"| {name} | {_fmt(metrics[key])} |" for name, key in rows if key in metrics]
+    if "miss_strict_rate" in metrics:
+        lines.append(f"| miss rate at the strictest threshold passing every good image | "
+                     f"{_share(metrics, 'miss_strict', 'n_anomalous')} |")
     return "\n".join(lines)
 
 

@@ -172,8 +172,9 @@ class Station:
         return status_message(self.config.station, cameras, self.started) | {"pid": os.getpid()}
 
     def heartbeat(self) -> dict:
-        cameras = {name: {"state": worker.state, **self.stats.summary(name),
-                          "drift": worker.inspector.drift_state} for name, worker in self.workers.items()}
+        cameras = {name: {"state": worker.state, **self.stats.summary(name), "drift": worker.inspector.drift_state,
+                          "capture_warning": worker.inspector.capture_warning}
+                   for name, worker in self.workers.items()}
         return {
             "station": self.config.station, "timestamp": iso_time(), "uptime_s": round(time.time() - self.started, 1),
             "frames": sum(c["frames"] for c in cameras.values()),

@@ -31,6 +31,8 @@ function verdictOf(item) {
   if (item.label === "normal") return {cls: "ok", word: "OK"};
   if (item.kind === "lighting") return {cls: "warn", word: "LIGHTING"};
   if (item.kind === "blur") return {cls: "warn", word: "BLUR"};
+  if (item.kind === "noise") return {cls: "warn", word: "NOISE"};
+  if (item.kind === "compression") return {cls: "warn", word: "COMPRESSION"};
   return {cls: "bad", word: "DEFECT"};
 }
 
