@@ -19,7 +19,8 @@ def test_model_folder_is_plain_data_and_round_trips(board_model):
     meta = json.loads((folder / "model.json").read_text())
     assert meta["template"] == "patchcore" and meta["input"]["size"] == [256, 256]
     assert meta["input"]["normalization"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
-    assert set(meta["scoring"]) == {"local", "lighting", "blur", "global_stats", "noise", "compression", "capture_stats"}
+    assert set(meta["scoring"]) == {"local", "lighting", "blur", "global_stats",
+                                    "noise", "compression", "capture_stats"}
     assert meta["info"]["capture"]["source"] == "stills" and meta["info"]["capture"]["suffixes"] == [".png"]
     assert len(meta["info"]["training_set"]["fingerprint"]) == 64
     assert meta["versions"]["edge_anomaly"]
