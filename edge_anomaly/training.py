@@ -212,8 +212,9 @@ def _image_stats(images: np.ndarray) -> np.ndarray:
 
 
 def global_checks_scoring(local: ScoreScale, stats: np.ndarray, capture: np.ndarray | None, margin: float) -> Scoring:
-    """``local`` plus lighting and blur checks calibrated on the (images, STAT_NAMES) statistics of normal images,
-    and noise and compression checks on their (images, CAPTURE_STATS) capture statistics (None: none).
+    """``local`` plus lighting and blur checks calibrated on the (images, STAT_NAMES) statistics of normal images
+    (``margin``: see ``global_check_margin``), and noise and compression checks on their (images, CAPTURE_STATS)
+    capture statistics (None: none).
 
     Whole-image statistics are cheap and unbiased enough in-sample, so every training image
     calibrates their thresholds.
@@ -222,11 +223,13 @@ def global_checks_scoring(local: ScoreScale, stats: np.ndarray, capture: np.ndar
     lighting, blur = reference.deviation_scores(stats)
     checks: dict = {}
     if capture is not None:
+        # The varied copies already span the tolerated noise and compression, so the checks sit at their edge
+        # (no margin): a JPEG a little below the tolerance's lowest quality reads as `compression`, not `local`.
         capture_reference = GlobalStatsReference.fit(capture, CAPTURE_STATS)
         deviation = capture_reference.capture_deviation(capture)
         checks.update(capture_reference=capture_reference,
-                      noise=quantile_scale(deviation["noise"], GLOBAL_CHECK_QUANTILE, margin),
-                      compression=quantile_scale(deviation["compression"], GLOBAL_CHECK_QUANTILE, margin))
+                      noise=quantile_scale(deviation["noise"], GLOBAL_CHECK_QUANTILE, 0.0),
+                      compression=quantile_scale(deviation["compression"], GLOBAL_CHECK_QUANTILE, 0.0))
     return Scoring(local=local, reference=reference,
                    lighting=quantile_scale(lighting, GLOBAL_CHECK_QUANTILE, margin),
                    blur=quantile_scale(blur, GLOBAL_CHECK_QUANTILE, margin), **checks)
