@@ -26,8 +26,8 @@ from edge_anomaly.backbones import FeatureExtractor, normalization_for
 from edge_anomaly.graph import AnomalyGraph
 from edge_anomaly.templates import TemplateParams, get_template
 from runtime.bundle import sha256_file
-from runtime.capture_check import CaptureProfile
 from runtime.global_stats import capture_statistics
+from runtime.manifest import CaptureSection
 from runtime.preprocess import frame_to_input, inspected_region
 from runtime.result import CONCEPTS, Result
 from runtime.scoring import Scoring
@@ -138,9 +138,10 @@ class TrainedModel:
         return tuple(self.params.input_size)
 
     @property
-    def capture_profile(self) -> CaptureProfile | None:
+    def capture_profile(self) -> CaptureSection | None:
         """What the training frames were (None for models made before it was recorded)."""
-        return CaptureProfile.from_dict(self.info.get("capture"))
+        recorded = self.info.get("capture")
+        return CaptureSection.model_validate(recorded) if recorded else None
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return run_graph(self.graph, inputs, self.params.batch_size)

@@ -195,7 +195,7 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
             else None,
             "fingerprint": training.fingerprint(),
         },
-        "capture": training.capture_profile(sets.capture).to_dict(),
+        "capture": training.capture_profile(sets.capture).model_dump(mode="json"),
         "threshold_mode": calibration.method,
         "calibration": calibration.to_dict(),
         "normal_scores": {"min": float(normal_scores.min()), "median": float(np.median(normal_scores)),

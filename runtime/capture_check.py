@@ -3,46 +3,24 @@
 A model learns one camera's images: stills or video, its codec, its resolution, its noise. A
 model fitted on PNG stills and run on a compressed video stream flags good frames it has never
 seen the like of, and nothing else would tell the user why everything is red. The model
-records what it was trained on (:class:`CaptureProfile`, in ``model.json`` and the bundle's
-manifest); :class:`CaptureCheck` compares each source's first frames with it.
+records what it was trained on (:class:`runtime.manifest.CaptureSection`, in ``model.json`` and
+the bundle's manifest); :class:`CaptureCheck` compares each source's first frames with it.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtime.manifest import STILLS, CaptureSection
 from runtime.scoring import Scoring
 
 log = logging.getLogger(__name__)
 
 FRAMES_COMPARED = 5  # a source's first frames whose median capture statistics are compared
 SCALE_TOLERANCE = 1.25  # frames this much larger or smaller (linear) than the training frames are named
-STILLS, VIDEO, MIXED = "stills", "video", "stills and video"
-
-
-@dataclass(frozen=True)
-class CaptureProfile:
-    """What the training frames were: stills or video, file types, frame size and the camera's noise and blocks."""
-
-    source: str  # STILLS, VIDEO or MIXED
-    suffixes: list[str]  # file types of the training sources, e.g. [".png"] or [".mp4"]
-    frame_hw: tuple[int, int]  # median (height, width) of the training frames
-    noise: float  # median capture noise (runtime.global_stats.capture_statistics), grey levels
-    blockiness: float  # median JPEG blockiness (1: none)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "frame_hw": list(self.frame_hw)}
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> CaptureProfile | None:
-        if not data:
-            return None
-        return cls(source=str(data["source"]), suffixes=[str(s) for s in data["suffixes"]],
-                   frame_hw=(int(data["frame_hw"][0]), int(data["frame_hw"][1])), noise=float(data["noise"]),
-                   blockiness=float(data["blockiness"]))
 
 
 @dataclass
@@ -54,13 +32,13 @@ class _SourceSeen:
 
 
 class CaptureCheck:
-    """Compares each source's first frames with a model's :class:`CaptureProfile`; one warning per source.
+    """Compares each source's first frames with what a model's training frames were; one warning per source.
 
     The warning names what differs (stills against video, compression, noise, scale) and the
     fix. Without a profile (models made before it) nothing is checked.
     """
 
-    def __init__(self, profile: CaptureProfile | None, scoring: Scoring) -> None:
+    def __init__(self, profile: CaptureSection | None, scoring: Scoring) -> None:
         self.profile = profile
         self.scoring = scoring
         self.sources: dict[str, _SourceSeen] = {}
@@ -111,5 +89,5 @@ class CaptureCheck:
 
     def _fix(self) -> str:
         return ("If good parts are flagged, fit on this camera's own frames (edge-anomaly fit --data line.mp4 for a "
-                "video), or add its codec to training (--set augment=[jpeg,video]) or widen --set "
-                "capture_tolerance={...}.")
+                "video), add its codec to training (--set augment=[jpeg,video]), or widen what training tolerates "
+                "(e.g. --set capture_tolerance={noise_sigma: 6, jpeg_quality: 50}).")

@@ -16,7 +16,6 @@ import numpy as np
 
 from runtime.backends import Backend, open_engine, run_batched
 from runtime.bundle import Bundle, BundleError, ManifestCheck, open_bundle
-from runtime.capture_check import CaptureProfile
 from runtime.global_stats import capture_statistics
 from runtime.preprocess import (
     Region,
@@ -51,8 +50,7 @@ class Detector:
         self.backend = backend
         self.self_test: SelfTestReport | None = None  # set by load(); the station reports it in status
         self.scoring = Scoring.from_dict(bundle.manifest.scoring.model_dump())
-        capture = bundle.manifest.capture
-        self.capture_profile = CaptureProfile.from_dict(capture.model_dump() if capture is not None else None)
+        self.capture_profile = bundle.manifest.capture
         self.input_size = bundle.input_size
         declared = bundle.manifest.input
         try:

@@ -30,13 +30,13 @@ STAT_NAMES = LIGHTING_STATS + BLUR_STATS
 # The smallest spread each statistic is credited with: the size of change below which nobody
 # would call a frame mis-lit or defocused. Without it, a line that repeats its lighting
 # exactly would flag a scratch as a "lighting" fault because one shading cell moved by 3%.
-MIN_STD = {"brightness": 0.02, "contrast": 0.01, "chroma": 0.01, "shading": 0.05, "sharpness": 0.1}
+MIN_STD = {"brightness": 0.02, "contrast": 0.01, "chroma": 0.01, "shading": 0.05, "sharpness": 0.1,
+           "noise": 0.25, "blockiness": 0.02}
 
 
 # What the camera did to the frame, measured at the camera's own resolution (the model input is
 # too small to show a JPEG's 8x8 blocks): sensor noise in grey levels and JPEG blockiness.
 CAPTURE_STATS = ("noise", "blockiness")
-MIN_STD.update({"noise": 0.25, "blockiness": 0.02})
 CAPTURE_WINDOW = 512  # capture statistics look at most this many pixels a side of the inspected region
 JPEG_BLOCK = 8
 # Immerkaer's noise kernel: the difference of two Laplacians, blind to linear ramps; its response to

@@ -177,14 +177,17 @@ class ScoringSection(_Section):
     capture_stats: GlobalStats | None = None
 
 
+STILLS, VIDEO, MIXED = "stills", "video", "stills and video"
+
+
 class CaptureSection(_Section):
-    """What the training frames were (``runtime.capture_check.CaptureProfile``): each source is compared with it."""
+    """What the training frames were; ``runtime.capture_check`` compares each source with it."""
 
     source: Literal["stills", "video", "stills and video"]
-    suffixes: list[str]
-    frame_hw: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
-    noise: float = Field(ge=0)
-    blockiness: float = Field(ge=0)
+    suffixes: list[str]  # file types of the training sources, e.g. [".png"] or [".mp4"]
+    frame_hw: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]  # median (height, width)
+    noise: float = Field(ge=0)  # median capture noise (runtime.global_stats.capture_statistics), grey levels
+    blockiness: float = Field(ge=0)  # median JPEG blockiness (1: none)
 
 
 class AurocPair(_Section):

@@ -16,8 +16,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from runtime.capture_check import CaptureCheck, CaptureProfile
+from runtime.capture_check import CaptureCheck
 from runtime.image_io import write_image
+from runtime.manifest import CaptureSection
 from runtime.pipeline import Pipeline
 from runtime.result import Result
 from runtime.scoring import Scoring
@@ -27,7 +28,7 @@ from runtime.visualize import draw_regions, overlay_heatmap
 
 class Predictor(Protocol):
     scoring: Scoring
-    capture_profile: CaptureProfile | None  # what the model was trained on, compared with each source
+    capture_profile: CaptureSection | None  # what the model was trained on, compared with each source
 
     def predict(self, frames: list[np.ndarray]) -> list[Result]: ...
 

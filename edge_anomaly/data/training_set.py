@@ -20,9 +20,9 @@ import numpy as np
 from edge_anomaly.data.folders import crop_region, training_folder
 from edge_anomaly.data.video import VIDEO_SUFFIXES, is_video, sample_video_frames
 from runtime.bundle import sha256_file
-from runtime.capture_check import MIXED, STILLS, VIDEO, CaptureProfile
 from runtime.global_stats import CAPTURE_STATS, capture_statistics
 from runtime.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
+from runtime.manifest import MIXED, STILLS, VIDEO, CaptureSection
 from runtime.preprocess import Region, frame_to_input
 
 log = logging.getLogger(__name__)
@@ -116,15 +116,16 @@ class TrainingSet:
         regions = [crop_region(shape, roi, center_crop, path) for path, shape in self._sample_shapes()]
         return float(np.median([width / height for _, _, width, height in regions]))
 
-    def capture_profile(self, capture: np.ndarray) -> CaptureProfile:
+    def capture_profile(self, capture: np.ndarray) -> CaptureSection:
         """What these frames are, for the check on every source the model later sees; ``capture`` holds
         the capture statistics of the training frames."""
         videos = sum(is_video(p) for p in self.sources)
         source = STILLS if videos == 0 else VIDEO if videos == len(self.sources) else MIXED
         frame_hw = np.median(np.array([shape for _, shape in self._sample_shapes()]), axis=0)
         noise, blockiness = np.median(capture, axis=0) if len(capture) else (0.0, 1.0)
-        return CaptureProfile(source, sorted({p.suffix.lower() for p in self.sources}),
-                              (int(frame_hw[0]), int(frame_hw[1])), float(noise), float(blockiness))
+        return CaptureSection(source=source, suffixes=sorted({p.suffix.lower() for p in self.sources}),
+                              frame_hw=(int(frame_hw[0]), int(frame_hw[1])), noise=float(noise),
+                              blockiness=float(blockiness))
 
     def load(self, size_hw: tuple[int, int], roi: Region | None = None, center_crop: float | None = None,
              advance: Callable[[], None] | None = None) -> tuple[np.ndarray, list[str]]:

@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.capture_check import FRAMES_COMPARED, CaptureCheck, CaptureProfile
+from runtime.capture_check import FRAMES_COMPARED, CaptureCheck
 from runtime.global_stats import CAPTURE_STATS, GlobalStatsReference, capture_statistics
+from runtime.manifest import CaptureSection
 from runtime.predict_files import predict_files
 from runtime.scoring import ScoreScale, Scoring
 
@@ -48,7 +49,7 @@ def _scoring() -> Scoring:
                    noise=ScoreScale(2.0, 1.0), compression=ScoreScale(3.0, 1.0))
 
 
-PROFILE = CaptureProfile("stills", [".png"], (256, 256), noise=0.3, blockiness=1.0)
+PROFILE = CaptureSection(source="stills", suffixes=[".png"], frame_hw=(256, 256), noise=0.3, blockiness=1.0)
 
 
 def test_a_video_source_for_a_model_fitted_on_stills_is_named_once_with_the_fix():
