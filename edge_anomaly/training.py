@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MIN_TRAINING_IMAGES = 6
 GLOBAL_CHECK_QUANTILE = 0.99
+CAPTURE_CHECK_MARGIN = 0.5  # half the lighting checks' default: the varied copies already span the tolerance
 
 
 def split_holdout(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -223,13 +224,14 @@ def global_checks_scoring(local: ScoreScale, stats: np.ndarray, capture: np.ndar
     lighting, blur = reference.deviation_scores(stats)
     checks: dict = {}
     if capture is not None:
-        # The varied copies already span the tolerated noise and compression, so the checks sit at their edge
-        # (no margin): a JPEG a little below the tolerance's lowest quality reads as `compression`, not `local`.
+        # The varied copies already span the tolerated noise and compression, so the checks sit close to their
+        # edge: CAPTURE_CHECK_MARGIN, not the lighting checks' margin.
         capture_reference = GlobalStatsReference.fit(capture, CAPTURE_STATS)
         deviation = capture_reference.capture_deviation(capture)
         checks.update(capture_reference=capture_reference,
-                      noise=quantile_scale(deviation["noise"], GLOBAL_CHECK_QUANTILE, 0.0),
-                      compression=quantile_scale(deviation["compression"], GLOBAL_CHECK_QUANTILE, 0.0))
+                      noise=quantile_scale(deviation["noise"], GLOBAL_CHECK_QUANTILE, CAPTURE_CHECK_MARGIN),
+                      compression=quantile_scale(deviation["compression"], GLOBAL_CHECK_QUANTILE,
+                                                 CAPTURE_CHECK_MARGIN))
     return Scoring(local=local, reference=reference,
                    lighting=quantile_scale(lighting, GLOBAL_CHECK_QUANTILE, margin),
                    blur=quantile_scale(blur, GLOBAL_CHECK_QUANTILE, margin), **checks)

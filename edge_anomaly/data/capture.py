@@ -28,17 +28,20 @@ class CaptureTolerance(StrictModel):
     copies: int = Field(1, ge=0, le=4, description="varied copies of each training image (0: none)")
     noise_sigma: float = Field(3.5, ge=0.0, le=20.0, description="sensor noise added, up to this many grey levels "
                                "(at mid-grey, part of it signal-dependent), on top of the images' own")
-    jpeg_quality: int = Field(65, ge=10, le=100, description="lowest JPEG quality of the copies (half are JPEG-coded)")
+    jpeg_quality: int = Field(50, ge=10, le=100, description="lowest JPEG quality of the copies (half are JPEG-coded)")
     exposure: float = Field(0.15, ge=0.0, le=0.5, description="exposure change, as a share either way (0.15: x0.85 "
                             "to x1.15)")
-    shift_px: float = Field(4.0, ge=0.0, le=32.0, description="shift of the part, in image pixels either way")
-    rotation_deg: float = Field(1.0, ge=0.0, le=10.0, description="rotation of the part, in degrees either way")
+    shift_px: int = Field(4, ge=0, le=32, description="shift of the part, in whole image pixels either way")
+    rotation_deg: float = Field(0.0, ge=0.0, le=10.0, description="rotation of the part, in degrees either way (its "
+                                "interpolation also smooths the image's own noise, which then reads as less than the "
+                                "camera's: keep 0 unless parts turn)")
 
 
 def varied_copy(rgb: np.ndarray, tolerance: CaptureTolerance, rng: np.random.Generator) -> np.ndarray:
     """One copy of a frame varied within ``tolerance``, in the camera's order: optics, lamp, sensor, codec."""
+    # Whole-pixel shifts: a sub-pixel one interpolates, and so averages away, the image's own sensor noise.
     shift = tolerance.shift_px
-    out = move(rgb, rng.uniform(-shift, shift), rng.uniform(-shift, shift),
+    out = move(rgb, int(rng.integers(-shift, shift + 1)), int(rng.integers(-shift, shift + 1)),
                rng.uniform(-tolerance.rotation_deg, tolerance.rotation_deg))
     out = exposure(out, rng.uniform(1.0 - tolerance.exposure, 1.0 + tolerance.exposure))
     out = sensor_noise(out, rng.uniform(0.0, tolerance.noise_sigma), rng, shot_share=rng.uniform())
@@ -79,7 +82,9 @@ def move(rgb: np.ndarray, dx: float = 0.0, dy: float = 0.0, degrees: float = 0.0
     height, width = rgb.shape[:2]
     matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), degrees, 1.0)
     matrix[:, 2] += (dx, dy)
-    return cv2.warpAffine(rgb, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    whole = degrees == 0 and float(dx).is_integer() and float(dy).is_integer()
+    return cv2.warpAffine(rgb, matrix, (width, height), flags=cv2.INTER_NEAREST if whole else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT_101)
 
 
 def defocus(rgb: np.ndarray, sigma: float) -> np.ndarray:
