@@ -166,6 +166,7 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
             embeddings = embed_images(graph, images, params.batch_size, lambda n: progress.advance(task, n))
             task = progress.add_task(f"fitting {template_name}", total=None)
             scorer.progress = lambda done, total: progress.update(task, completed=done, total=total)
+            scorer.copies_per_image = len(images) / len(originals)
             scorer.fit(embeddings)
             scorer.progress = None
             fit_seconds = time.perf_counter() - started

@@ -120,6 +120,9 @@ class Scorer(nn.Module):
     # ``fit_images(images, extractor, progress)`` instead of embedding the images and ``fit``.
     fits_on_images: ClassVar[bool] = False
     progress: Callable[[int, int], None] | None = None  # (done, total) units of fitting work, for a bar
+    # Embeddings each training image brought (itself, its compressed and its varied copies): what a fit sizes by
+    # the images rather than by their copies (PatchCore's bank) divides by it.
+    copies_per_image: float = 1.0
     training_info: dict | None = None  # what a trained template learned on the way (steps, losses): kept in model.json
 
     def embed(self, features: list[torch.Tensor]) -> torch.Tensor:

@@ -71,9 +71,14 @@ class PatchCoreScorer(Scorer):
     def coreset(self, embeddings: torch.Tensor, min_size: int,
                 progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, np.ndarray]:
         """(the greedy coreset of the embeddings' patches at ``coreset_ratio``, at least ``min_size`` entries;
-        the image each entry came from). Fit builds the bank with it, an update the entries it appends."""
+        the image each entry came from). Fit builds the bank with it, an update the entries it appends.
+
+        The ratio is of the training images' patches, not their copies' (``copies_per_image``): the copies
+        teach the bank what a camera varies, and a bank twice as large would make every frame twice as slow
+        to search (bottle: the same 0/20 good bottles flagged under noise, JPEG and exposure either way)."""
         patches = embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
-        size = min(patches.shape[0], max(min_size, round(patches.shape[0] * self.params.coreset_ratio)))
+        wanted = round(patches.shape[0] * self.params.coreset_ratio / self.copies_per_image)
+        size = min(patches.shape[0], max(min_size, wanted))
         if size < patches.shape[0]:
             index = greedy_coreset(patches, size, projection_dim=self.params.projection_dim,
                                    seed=self.params.seed, progress=progress)
@@ -107,6 +112,7 @@ class PatchCoreScorer(Scorer):
         if probe.all():
             return masked
         refit = PatchCoreScorer(self.params, self.feature_shapes)
+        refit.copies_per_image = self.copies_per_image
         bank, _ = refit.coreset(embeddings[torch.from_numpy(~probe)], self.params.num_neighbors + 1)
         refit.set_bank(bank)
         unseen = batched_image_scores(refit, embeddings[torch.from_numpy(probe)], batch_size)
