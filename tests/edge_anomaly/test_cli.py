@@ -20,7 +20,7 @@ from runtime.image_io import list_images  # noqa: E402
 def test_evaluate_writes_metrics_report_and_prints_table(board_model, boards, tmp_path, capsys):
     folder, _ = board_model
     report = tmp_path / "report"
-    assert main(["evaluate", str(folder), "--data", str(boards), "--report", str(report)]) == 0
+    assert main(["evaluate", str(folder), "--data", str(boards), "--out", str(report)]) == 0
     out = capsys.readouterr().out
     assert "image AUROC" in out and "pixel AUPRO" in out
     assert out.index("false-alarm rate") < out.index("miss rate") < out.index("image AUROC")  # the line's figures first
@@ -122,3 +122,19 @@ def test_device_always_names_a_profile_and_the_engine_device_has_its_own_flag(ca
     assert main(["bench", "bundle", "--device", "CPU"]) == 2
     err = capsys.readouterr().err
     assert "--device 'CPU': not a device profile" in err and "--engine-device CPU" in err
+
+
+def test_flag_names_say_what_they_mean_and_the_old_names_still_work(capsys):
+    from edge_anomaly.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["evaluate", "m", "--data", "d", "--report", "r"]).out == "r"  # the older name
+    assert parser.parse_args(["fit", "--data", "d", "--out", "m", "--max-frames", "5"]).max_frames == 5
+    assert parser.parse_args(["fit", "--data", "d", "--out", "m", "--max-frames-per-video", "5"]).max_frames == 5
+    assert parser.parse_args(["update", "m", "--add", "a", "--in-place"]).in_place
+    with pytest.raises(SystemExit):  # update no longer replaces the model unless told to
+        parser.parse_args(["update", "m", "--add", "a"])
+    assert "one of the arguments --out --in-place is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--help"])
+    assert "student_teacher" in capsys.readouterr().out
