@@ -110,7 +110,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from edge_anomaly.evaluation.evaluate import evaluate_model
     from edge_anomaly.model import TrainedModel
 
-    metrics = evaluate_model(TrainedModel.load(args.model), args.data, args.out)
+    metrics = evaluate_model(TrainedModel.load(args.model), args.data, args.out, model_folder=args.model)
     _print_metrics(metrics)
     if args.out:
         print(f"\nreport written to {args.out}")

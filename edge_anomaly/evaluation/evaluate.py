@@ -8,8 +8,9 @@ import numpy as np
 
 from edge_anomaly.data.folders import load_inputs, mvtec_test_set, read_mask
 from edge_anomaly.evaluation.report import EvalRecord, compute_metrics, write_report
-from edge_anomaly.model import TrainedModel
+from edge_anomaly.model import METADATA_FILE, TrainedModel
 from edge_anomaly.progress import make_progress
+from runtime.bundle import sha256_file
 from runtime.image_io import read_image
 
 
@@ -24,11 +25,31 @@ def _mask_for(sample, size_hw: tuple[int, int], params) -> np.ndarray | None:
     return mask if mask.any() else None
 
 
+def model_identity(model: TrainedModel, folder: str | Path | None = None) -> dict:
+    """What a quality engineer needs to tell which model a report is about: the template, input size,
+    training count, raw threshold, when it was made, and (for a saved model) the SHA-256 of its
+    ``model.json``, which lists its files' hashes."""
+    metadata = Path(folder) / METADATA_FILE if folder is not None else None
+    return {
+        "template": model.template,
+        "input_size": list(model.input_size),
+        "training_images": model.info.get("training_set", {}).get("n_images"),
+        "raw_threshold": float(model.scoring.local.threshold),
+        "created": model.info.get("created"),
+        "folder": str(folder) if folder is not None else None,
+        "hash": sha256_file(metadata) if metadata is not None and metadata.is_file() else None,
+        "params": model.params.model_dump(mode="json"),
+    }
+
+
 def evaluate_model(model: TrainedModel, data: str | Path, report_dir: str | Path | None = None,
-                   title: str | None = None) -> dict:
+                   title: str | None = None, model_folder: str | Path | None = None,
+                   category: str | None = None) -> dict:
     """Metrics of ``model`` on the test set under ``data``; writes the report when asked.
 
-    Pixel metrics are computed at the model's input size.
+    Pixel metrics are computed at the model's input size. ``category`` names the part in the
+    report (default: the data folder's name); ``model_folder`` is where the model was saved, for
+    its hash.
     """
     samples = mvtec_test_set(data)
     size = model.input_size
@@ -50,9 +71,10 @@ def evaluate_model(model: TrainedModel, data: str | Path, report_dir: str | Path
                                           result.heatmap, _mask_for(sample, size, model.params), result.kind))
             progress.advance(task, len(heatmaps))
     metrics = compute_metrics(records)
-    metrics["model"] = {"template": model.template, "params": model.params.model_dump(mode="json")}
+    metrics["model"] = model_identity(model, model_folder)
+    metrics["category"] = category or Path(data).resolve().name
     metrics["data"] = str(data)
     if report_dir is not None:
-        write_report(report_dir, records, metrics, title=title or f"{model.template} on {Path(data).name}",
+        write_report(report_dir, records, metrics, title=title or f"{model.template} on {metrics['category']}",
                      image_loader=read_image)
     return metrics

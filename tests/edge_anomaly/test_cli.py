@@ -32,6 +32,17 @@ def test_evaluate_writes_metrics_report_and_prints_table(board_model, boards, tm
     assert (report / "roc.png").stat().st_size > 0 and (report / "metrics.md").is_file()
     assert list((report / "worst").glob("defect_*.png")) and (report / "report.html").is_file()
     assert 0.0 <= metrics["false_alarm_rate"] <= 1.0 and 0.0 <= metrics["miss_rate"] <= 1.0
+    # which model and which part: identity a quality engineer can check against the model folder
+    import hashlib
+
+    model = json.loads((folder / "model.json").read_text())
+    identity = metrics["model"]
+    assert identity["hash"] == hashlib.sha256((folder / "model.json").read_bytes()).hexdigest()
+    assert identity["training_images"] == model["info"]["training_set"]["n_images"]
+    assert identity["raw_threshold"] == model["scoring"]["local"]["threshold"]
+    assert identity["input_size"] == model["input"]["size"] and identity["created"] == model["info"]["created"]
+    assert metrics["category"] == boards.resolve().name
+    assert f"<h1>{identity['template']} on {boards.resolve().name}</h1>" in (report / "report.html").read_text()
 
 
 def test_predict_folder_skips_corrupt_file_and_names_it(board_model, boards, tmp_path, caplog):
