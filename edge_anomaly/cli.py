@@ -110,7 +110,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from edge_anomaly.evaluation.evaluate import evaluate_model
     from edge_anomaly.model import TrainedModel
 
-    metrics = evaluate_model(TrainedModel.load(args.model), args.data, args.out, model_folder=args.model)
+    metrics = evaluate_model(TrainedModel.load(args.model), args.data, args.out, model_folder=args.model,
+                             category=args.category)
     _print_metrics(metrics)
     if args.out:
         print(f"\nreport written to {args.out}")
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", "--report", dest="out", metavar="DIR",
                           help="folder for the report: metrics.json, metrics.md, report.html, roc.png and overlays "
                                "(--report: the older name)")
+    evaluate.add_argument("--category", help="the part's name in the report (default: the --data folder's name)")
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="heatmaps and verdicts for images, folders and videos")

@@ -140,6 +140,7 @@ def test_flag_names_say_what_they_mean_and_the_old_names_still_work(capsys):
 
     parser = build_parser()
     assert parser.parse_args(["evaluate", "m", "--data", "d", "--report", "r"]).out == "r"  # the older name
+    assert parser.parse_args(["evaluate", "m", "--data", "d", "--category", "bottle"]).category == "bottle"
     assert parser.parse_args(["fit", "--data", "d", "--out", "m", "--max-frames", "5"]).max_frames == 5
     assert parser.parse_args(["fit", "--data", "d", "--out", "m", "--max-frames-per-video", "5"]).max_frames == 5
     assert parser.parse_args(["update", "m", "--add", "a", "--in-place"]).in_place
