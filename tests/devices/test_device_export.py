@@ -11,6 +11,8 @@ from device_helpers import run_cli
 from runtime.detector import Detector
 from runtime.image_io import list_images, read_image
 
+pytestmark = pytest.mark.slow  # exports per board profile: not in -m "not slow"
+
 
 @pytest.fixture(scope="module")
 def board_images(boards) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -12,12 +12,15 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from device_helpers import run_cli
 
 from runtime.bundle import open_bundle
 from runtime.image_io import list_images
 from runtime.station.config import load_config
+
+pytestmark = pytest.mark.slow  # packages and installs a station into a fresh venv: not in -m "not slow"
 
 
 def _package(bundle: Path, profile: str, out: Path, *flags: str) -> tuple[int, str]:

@@ -17,6 +17,7 @@ from edge_anomaly.cli import main  # noqa: E402
 from runtime.image_io import list_images  # noqa: E402
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_report_and_prints_table(board_model, boards, tmp_path, capsys):
     folder, _ = board_model
     report = tmp_path / "report"
@@ -61,6 +62,7 @@ def test_predict_folder_skips_corrupt_file_and_names_it(board_model, boards, tmp
     assert all(cv2.imread(row["overlay"]) is not None for row in rows)
 
 
+@pytest.mark.slow
 def test_predict_video_gives_one_line_per_frame_and_an_overlay_video(board_model, boards, tmp_path):
     folder, _ = board_model
     frames = [cv2.imread(str(p)) for p in list_images(boards / "test" / "good")[:3]]
@@ -80,6 +82,7 @@ def test_predict_video_gives_one_line_per_frame_and_an_overlay_video(board_model
     capture.release()
 
 
+@pytest.mark.slow
 def test_fit_from_cli_with_config_and_set(boards, tmp_path, capsys):
     config = tmp_path / "padim.yaml"
     config.write_text("template: padim\nn_features: 16\n")
@@ -112,6 +115,7 @@ def test_python_dash_m_runs_the_same_command():
     assert done.returncode == 0 and done.stdout.startswith("edge-anomaly ")
 
 
+@pytest.mark.slow
 def test_fit_with_defect_examples_uses_f1_threshold(boards, tmp_path):
     from edge_anomaly.config import load_params
     from edge_anomaly.training import fit_model

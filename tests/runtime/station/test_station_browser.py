@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from station_harness import Broker, DaemonProcess, Probe, copy_images, page_port, patience, station_config
 
+pytestmark = pytest.mark.slow  # the station and a real browser: not in -m "not slow"
+
 CHROMIUM = Path("/usr/bin/chromium")
 TOKEN = "browser-test-token"
 

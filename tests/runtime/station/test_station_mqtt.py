@@ -40,6 +40,8 @@ from runtime.detector import Detector
 from runtime.image_io import list_images, read_image
 from runtime.station.messages import iso_time
 
+pytestmark = pytest.mark.slow  # the station as a subprocess, a real broker: not in -m "not slow"
+
 
 def _camera(name: str, bundle: Path, mode: str, **settings) -> dict:
     return {"name": name, "bundle": str(bundle), "mode": mode, **settings}
