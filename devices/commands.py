@@ -40,7 +40,19 @@ def run_package(args: argparse.Namespace) -> None:
     out = build_package(args.bundle, load_profile(args.device), args.out, args.station, args.wheel, args.sign,
                         args.requirements)
     print(f"station package for {args.device} written to {out}")
-    print(f"on the box: mkdir station && tar -xf {out.name} -C station && sudo station/install.sh")
+    print(install_hint(out.name, args.sign))
+
+
+def install_hint(archive_name: str, sign: Path | None) -> str:
+    """What to run on the box. install.sh refuses an unsigned package unless told, and checks a signed
+    one against a key the box already trusts; sudo drops variables set before it, so they come after it."""
+    unpack = f"on the box: mkdir station && tar -xf {archive_name} -C station && "
+    if sign is None:
+        return unpack + ("sudo ALLOW_UNSIGNED=yes station/install.sh\n"
+                         "(an unsigned package: nothing proves who made it; package --sign KEY signs it)")
+    public = Path(sign).with_suffix(".pub")
+    return unpack + (f"sudo TRUST_KEY=/path/to/{public.name} station/install.sh\n"
+                     f"(copy {public} to the box yourself: the key that checks the package must not come in it)")
 
 
 def register(subparsers) -> None:

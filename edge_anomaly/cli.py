@@ -19,7 +19,7 @@ DESCRIPTION = """Visual anomaly detection from the workstation to the production
 learn what normal looks like from good images, export the detector, run it on an edge box."""
 EPILOG = """the path from images to a production line:
   edge-anomaly fit --data good/ --out model        learn normal (edge-anomaly templates: the choices)
-  edge-anomaly evaluate model --data category/     metrics and a report on a labelled test set
+  edge-anomaly evaluate model --data category/ --out report/   metrics and a report on a labelled test set
   edge-anomaly update model --add reviewed/normal/  add reviewed false alarms to the model (PatchCore)
   edge-anomaly export model --device PROFILE --out bundle    an engine bundle for a board (edge-anomaly devices)
   edge-anomaly predict bundle images/ --out runs/  verdicts, heatmaps and overlays
@@ -28,6 +28,10 @@ EPILOG = """the path from images to a production line:
   edge-anomaly serve --config station.yaml         the station: cameras in, results over MQTT
 
 --device always names a board profile; the engine's own device (CPU, GPU, NPU, cuda:N) is --engine-device."""
+
+
+TEMPLATE_HELP = ("patchcore, padim, student_teacher or auto (edge-anomaly templates; default: from --config, else "
+                 "auto: chosen by how well each candidate separates synthetic defects made on your images)")
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -97,7 +101,7 @@ def cmd_update(args: argparse.Namespace) -> None:
     from edge_anomaly.update import update_model
 
     model = update_model(TrainedModel.load(args.model), args.add)
-    out = args.out or args.model
+    out = args.model if args.in_place else args.out
     model.save(out)
     record = model.info["updates"][-1]
     print(f"updated {args.model} -> {out}: {record['n_images']} images added from {args.add}, bank "
@@ -110,14 +114,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from edge_anomaly.evaluation.evaluate import evaluate_model
     from edge_anomaly.model import TrainedModel
 
-    metrics = evaluate_model(TrainedModel.load(args.model), args.data, args.report, capture=args.capture)
+    metrics = evaluate_model(TrainedModel.load(args.model), args.data, args.out, model_folder=args.model,
+                             category=args.category, capture=args.capture)
     _print_metrics(metrics)
     if args.capture:
         from edge_anomaly.evaluation.capture import capture_markdown
 
         print("\n" + capture_markdown(metrics["capture"]))
-    if args.report:
-        print(f"\nreport written to {args.report}")
+    if args.out:
+        print(f"\nreport written to {args.out}")
 
 
 def load_predictor(path: str, backend: str = "auto", device: str | None = None, roi: list[int] | None = None,
@@ -221,8 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit = commands.add_parser("fit", help="learn normal from good images (and videos)")
     fit.add_argument("--data", required=True,
                      help="folder of normal images and/or videos, an MVTec category root, or one video file")
-    fit.add_argument("--template", help="patchcore, padim, student_teacher or auto (default: from --config, else "
-                     "auto: chosen by how well each candidate separates synthetic defects made on your images)")
+    fit.add_argument("--template", help=TEMPLATE_HELP)
     fit.add_argument("--config", help="YAML file of hyperparameters")
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     fit.add_argument("--roi", type=_roi, metavar="X,Y,W,H",
@@ -232,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--false-alarm-rate", type=float, metavar="RATE",
                      help="share of good parts the threshold may flag (default 0.01)")
     fit.add_argument("--every-nth", type=int, default=1, metavar="N", help="videos: keep every Nth frame")
-    fit.add_argument("--max-frames", type=int, metavar="N", help="videos: at most N frames from each")
+    fit.add_argument("--max-frames-per-video", "--max-frames", dest="max_frames", type=int, metavar="N",
+                     help="videos: at most N frames from each video (--max-frames: the older name)")
     fit.add_argument("--max-latency-ms", type=float, metavar="MS",
                      help="automatic configuration: only candidates at most this slow per image (PyTorch, this CPU)")
     fit.add_argument("--thorough", action="store_true",
@@ -252,13 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("model", help="model folder (from edge-anomaly fit)")
     update.add_argument("--add", required=True, metavar="DIR",
                         help="folder of normal images, e.g. the station's reviewed/<camera>/normal")
-    update.add_argument("--out", help="model folder to write (default: replace MODEL)")
+    written = update.add_mutually_exclusive_group(required=True)
+    written.add_argument("--out", help="model folder to write the updated model to")
+    written.add_argument("--in-place", action="store_true", help="replace MODEL with the updated model")
     update.set_defaults(run=cmd_update)
 
     evaluate = commands.add_parser("evaluate", help="metrics on an MVTec-layout test set")
     evaluate.add_argument("model", help="model folder")
     evaluate.add_argument("--data", required=True, help="category root with test/ and ground_truth/")
-    evaluate.add_argument("--report", help="folder for metrics.json, metrics.md, roc.png and overlays")
+    evaluate.add_argument("--out", "--report", dest="out", metavar="DIR",
+                          help="folder for the report: metrics.json, metrics.md, report.html, roc.png and overlays "
+                               "(--report: the older name)")
+    evaluate.add_argument("--category", help="the part's name in the report (default: the --data folder's name)")
     evaluate.add_argument("--capture", action="store_true",
                           help="also score the good images under sensor noise, JPEG, exposure, shifts and blur, "
                                "and the defects under noise (how the model fares under a real camera)")
@@ -282,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="inspect a centred square of this fraction of the shorter side (bundles)")
     predict.add_argument("--every-nth", type=int, default=1, metavar="N", help="videos/streams: keep every Nth frame")
     predict.add_argument("--max-fps", type=float, help="videos/streams: at most this many frames per second")
-    predict.add_argument("--max-frames", type=int, help="stop after this many frames (for cameras and streams)")
+    predict.add_argument("--max-frames", type=int, metavar="N",
+                         help="stop after N frames in total, all inputs together (for cameras and streams)")
     predict.add_argument("--reconnect-attempts", type=int, default=5, metavar="N",
                          help="cameras/streams: failed opens in a row before giving up (default 5)")
     predict.add_argument("--pipelined", action="store_true",
@@ -294,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="generate data (or use --data), fit, evaluate, report")
     demo.add_argument("--data", help="MVTec-layout category instead of the generated circuit boards")
-    demo.add_argument("--template", help="patchcore, padim or auto (default: automatic configuration)")
+    demo.add_argument("--template", help=TEMPLATE_HELP)
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     demo.add_argument("--out", default="edge-anomaly-demo", help="output folder (default: ./edge-anomaly-demo)")
     demo.set_defaults(run=cmd_demo)

@@ -35,14 +35,29 @@ def flagged_share(model: TrainedModel, video: Path) -> tuple[int, int]:
     return int(sum(r.label == "anomalous" for r in results)), len(results)
 
 
-def video_case(data: Path, model: TrainedModel, out_dir: Path) -> dict:
+class Steps:
+    """Says which step of the demo runs (it fits twice, and the progress bars alone look alike)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+
+    def say(self, text: str) -> None:
+        self.done += 1
+        print(f"\n[demo step {self.done}/{self.total}] {text}", flush=True)
+
+
+def video_case(data: Path, model: TrainedModel, out_dir: Path, steps: Steps | None = None) -> dict:
     """The good boards as MPEG-4 videos: how many frames the image model and a video-fitted model flag."""
     videos = out_dir / "video"
     videos.mkdir(parents=True, exist_ok=True)
     train_video = _video_of(data / "train" / "good", videos / "line-train.mp4")
     test_video = _video_of(data / "test" / "good", videos / "line-test.mp4")
+    steps = steps or Steps(2)
+    steps.say(f"the capture-pipeline case: fitting the same {model.template} configuration again, on the frames "
+              f"of {train_video} (the good boards as MPEG-4 video)")
     video_model = fit_model(train_video, model.template, model.params)
     video_model.save(out_dir / "model-video")
+    steps.say(f"judging {test_video} (good boards on video) with the still-image model and the video model")
     image_flags, frames = flagged_share(model, test_video)
     video_flags, _ = flagged_share(video_model, test_video)
     return {"test_video": str(test_video), "frames": frames,
@@ -55,14 +70,24 @@ def run_demo(out_dir: str | Path, data: str | Path | None = None, template: str 
     under ``out_dir``: ``data/`` (when generated), ``model/``, ``report/``, ``video/``, ``model-video/``."""
     out_dir = Path(out_dir)
     generated = data is None
+    steps = Steps(5 if generated else 2)
+    if generated:
+        steps.say(f"generating circuit boards (good ones and every defect kind, with masks) in {out_dir / 'data'}")
     data = Path(generate_boards(out_dir / "data") if generated else data)
-    model, _ = fit_as_configured(TrainingSet.scan(data), template, overrides=overrides,
+    training = TrainingSet.scan(data)
+    what = ("automatic configuration (candidates tried on synthetic defects), then fitting the one chosen"
+            if template in (None, "auto") else f"fitting {template}")
+    steps.say(f"{what} on the still images of {training.folder}")
+    model, _ = fit_as_configured(training, template, overrides=overrides,
                                  announce=lambda choice: print(choice.table() + "\n"))
     template = model.template
     model.save(out_dir / "model")
-    metrics = evaluate_model(model, data, out_dir / "report", title=f"{template} on {data.name}")
+    steps.say(f"evaluating the {template} model on {data / 'test'}; report in {out_dir / 'report'}")
+    category = "generated circuit boards" if generated else data.resolve().name
+    metrics = evaluate_model(model, data, out_dir / "report", title=f"{template} on {category}",
+                             model_folder=out_dir / "model", category=category)
     if generated:
-        metrics["video"] = video_case(data, model, out_dir)
+        metrics["video"] = video_case(data, model, out_dir, steps)
     return metrics
 
 

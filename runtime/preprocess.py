@@ -37,6 +37,8 @@ def resize_to_input(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     if factor_y * factor_x >= 4:
         rows, cols = rgb.shape[0] // factor_y, rgb.shape[1] // factor_x
         rgb = cv2.resize(rgb[:rows * factor_y, :cols * factor_x], (cols, rows), interpolation=cv2.INTER_AREA)
+        if rgb.shape[:2] == (height, width):  # a whole multiple of the input (512 -> 256): done
+            return rgb
     return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
 
 

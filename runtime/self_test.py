@@ -121,12 +121,12 @@ def check_bundle(detector, mode: str = "refuse") -> SelfTestReport | None:
     min_rank_corr, max_error = test.min_rank_corr, test.max_score_error
     passed = corr >= min_rank_corr and error <= max_error
     message = (f"self-test {'passed' if passed else 'FAILED'} on {len(stored)} images: rank correlation {corr:.3f} "
-               f"(min {min_rank_corr}), largest score error {error:.3f} spreads (max {max_error}); "
-               f"this CPU {here.describe()}, exported on {there.describe() if there else 'an unrecorded CPU'}")
+               f"(min {min_rank_corr}), largest score error {error:.3f} spreads (max {max_error})")
+    if passed:  # one short line at every load; the CPUs are in the report (the station's status carries it)
+        log.info("bundle %s: %s", detector.bundle.name, message)
+        return SelfTestReport(passed, corr, error, len(stored), here.to_dict(), exported, message)
+    message += f"; this CPU {here.describe()}, exported on {there.describe() if there else 'an unrecorded CPU'}"
     report = SelfTestReport(passed, corr, error, len(stored), here.to_dict(), exported, message)
-    if passed:
-        log.info("%s: %s", detector.bundle.folder, message)
-        return report
     hint = (f"; the engine computes differently on this CPU: export the bundle for it "
             f"(edge-anomaly export --target-isa {here.isa}) or in a higher precision")
     if mode == "refuse":

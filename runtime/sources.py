@@ -124,6 +124,26 @@ class FrameRate:
         return True
 
 
+class WallClockPace:
+    """At most one frame per ``interval`` seconds of real time, for a file replayed as a camera would serve it
+    (a video or a folder in the station: ``rate_hz`` means per second of the wall clock, however fast the
+    file can be read). A frame that comes late is not made up for by a burst of early ones. One pace can
+    outlive its source, so a looping video that is reopened at its end keeps the rate across the seam."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next_due = time.monotonic()
+
+    def wait(self, stop: threading.Event, min_interval: float = 0.0) -> None:
+        """Until the next frame is due, or ``stop`` is set; ``min_interval`` raises the interval (a video's
+        own frame time). Without either interval it never waits."""
+        interval = max(self.interval, min_interval)
+        if not interval:
+            return
+        stop.wait(max(0.0, self._next_due - time.monotonic()))
+        self._next_due = max(self._next_due + interval, time.monotonic())
+
+
 def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
@@ -148,10 +168,14 @@ class CaptureSource:
     A live source (camera or stream) that cannot be opened, or stops delivering, is reopened
     after :class:`Backoff` delays; a video file ends at its last frame. :meth:`close` from
     another thread also ends a back-off wait at once.
+
+    ``pace`` (a video file standing in for a camera, in the station): the kept frames also wait
+    for it, so they come at most at its rate and never faster than the video's own frame rate;
+    without it a file is read as fast as its frames are asked for.
     """
 
     def __init__(self, target: int | str | Path, *, every_nth: int = 1, max_fps: float | None = None,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, pace: WallClockPace | None = None) -> None:
         self.target = target
         self.live = isinstance(target, int) or is_stream(str(target))
         self.name = f"camera:{target}" if isinstance(target, int) else (
@@ -162,6 +186,7 @@ class CaptureSource:
         self._index = 0
         self._stop = threading.Event()
         self._frames: Iterator[Frame] | None = None
+        self._pace = pace if not self.live else None
 
     @property
     def _closed(self) -> bool:
@@ -278,6 +303,10 @@ class CaptureSource:
                     return
                 continue
             corrupt_in_a_row = 0
+            if self._pace is not None:
+                self._pace.wait(self._stop, 1.0 / fps)
+                if self._closed:
+                    return
             self.status.frames += 1
             yield Frame(self.name, index, image, fps)
 
@@ -310,7 +339,7 @@ class ImageFiles:
 
 class FolderReplay:
     """A folder's images in name order, served as a camera would serve frames: for test benches, CI and
-    benchmarks. The folder is listed again at each lap (``loop``); ``fps`` paces delivery.
+    benchmarks. The folder is listed again at each lap (``loop``); ``fps`` paces delivery by the wall clock.
 
     :meth:`read` raises :class:`ImageReadError` for an undecodable file (that one frame is bad)
     and :class:`SourceError` when the folder is gone or empty (the camera is gone).
@@ -321,13 +350,12 @@ class FolderReplay:
         self.name = str(self.folder)
         self.loop = loop
         self.every_nth = every_nth
-        self.interval = 1.0 / fps if fps else 0.0
         self.status = SourceStatus(self.name)
         self._queue: list[Path] = []
         self._laps = 0
         self._read = 0
-        self._next_due = time.monotonic()
         self._stop = threading.Event()
+        self._pace = WallClockPace(1.0 / fps if fps else 0.0)
         self._refill()
 
     def _refill(self) -> None:
@@ -351,8 +379,7 @@ class FolderReplay:
             if (self._read - 1) % self.every_nth == 0:
                 break
             self.status.skipped += 1
-        self._stop.wait(max(0.0, self._next_due - time.monotonic()))
-        self._next_due = max(self._next_due + self.interval, time.monotonic())
+        self._pace.wait(self._stop)
         try:
             image = read_image(path)
         except ImageReadError as exc:

@@ -20,10 +20,18 @@ def colorize(heatmap: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
+TINT_FROM, TINT_FULL = 0.25, 0.5  # normalised heat where the tint starts, and where it reaches ``alpha``
+
+
 def overlay_heatmap(image_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend the colourised map over the image; the map is resized to the image if needed."""
-    colours = colorize(_fit(heatmap, image_rgb.shape[:2]))
-    return cv2.addWeighted(image_rgb, 1.0 - alpha, colours, alpha, 0.0)
+    """Blend the colourised map over the image where it is warm; the map is resized to the image if needed.
+
+    The tint grows from nothing at TINT_FROM to ``alpha`` at the threshold (TINT_FULL) and above, so
+    the clearly normal part of the picture keeps its own colours and stays readable, and what is
+    near or past the threshold stands out (a uniform blend tinted the whole part blue)."""
+    heat = _fit(heatmap, image_rgb.shape[:2])
+    weight = np.float32(alpha) * np.clip((np.nan_to_num(heat) - TINT_FROM) / (TINT_FULL - TINT_FROM), 0.0, 1.0)
+    return cv2.blendLinear(np.ascontiguousarray(image_rgb), colorize(heat), 1.0 - weight, weight)
 
 
 def anomaly_regions(

@@ -9,8 +9,9 @@ import numpy as np
 from edge_anomaly.data.folders import load_inputs_with_capture, mvtec_test_set, read_mask
 from edge_anomaly.evaluation.capture import VARIATIONS, capture_table
 from edge_anomaly.evaluation.report import EvalRecord, compute_metrics, write_report
-from edge_anomaly.model import TrainedModel
+from edge_anomaly.model import METADATA_FILE, TrainedModel
 from edge_anomaly.progress import make_progress
+from runtime.bundle import sha256_file
 from runtime.image_io import read_image
 
 
@@ -25,12 +26,32 @@ def _mask_for(sample, size_hw: tuple[int, int], params) -> np.ndarray | None:
     return mask if mask.any() else None
 
 
+def model_identity(model: TrainedModel, folder: str | Path | None = None) -> dict:
+    """What a quality engineer needs to tell which model a report is about: the template, input size,
+    training count, raw threshold, when it was made, and (for a saved model) the SHA-256 of its
+    ``model.json``, which lists its files' hashes."""
+    metadata = Path(folder) / METADATA_FILE if folder is not None else None
+    return {
+        "template": model.template,
+        "input_size": list(model.input_size),
+        "training_images": model.info.get("training_set", {}).get("n_images"),
+        "raw_threshold": float(model.scoring.local.threshold),
+        "created": model.info.get("created"),
+        "folder": str(folder) if folder is not None else None,
+        "hash": sha256_file(metadata) if metadata is not None and metadata.is_file() else None,
+        "params": model.params.model_dump(mode="json"),
+    }
+
+
 def evaluate_model(model: TrainedModel, data: str | Path, report_dir: str | Path | None = None,
-                   title: str | None = None, capture: bool = False) -> dict:
+                   title: str | None = None, model_folder: str | Path | None = None,
+                   category: str | None = None, capture: bool = False) -> dict:
     """Metrics of ``model`` on the test set under ``data``; writes the report when asked.
 
-    Pixel metrics are computed at the model's input size. ``capture`` adds the verdicts on the
-    good images under a camera's ordinary variations, and on the defects under sensor noise
+    Pixel metrics are computed at the model's input size. ``category`` names the part in the
+    report (default: the data folder's name); ``model_folder`` is where the model was saved, for
+    its hash. ``capture`` adds the verdicts on the good images under a camera's ordinary
+    variations, and on the defects under sensor noise
     (:func:`edge_anomaly.evaluation.capture.capture_table`), as ``metrics["capture"]``.
     """
     samples = mvtec_test_set(data)
@@ -59,9 +80,10 @@ def evaluate_model(model: TrainedModel, data: str | Path, report_dir: str | Path
         with make_progress() as progress:
             task = progress.add_task("scoring under capture variations", total=len(VARIATIONS))
             metrics["capture"] = capture_table(model, samples, advance=lambda: progress.advance(task))
-    metrics["model"] = {"template": model.template, "params": model.params.model_dump(mode="json")}
+    metrics["model"] = model_identity(model, model_folder)
+    metrics["category"] = category or Path(data).resolve().name
     metrics["data"] = str(data)
     if report_dir is not None:
-        write_report(report_dir, records, metrics, title=title or f"{model.template} on {Path(data).name}",
+        write_report(report_dir, records, metrics, title=title or f"{model.template} on {metrics['category']}",
                      image_loader=read_image)
     return metrics

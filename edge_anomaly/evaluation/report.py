@@ -107,11 +107,13 @@ def write_report(
 ) -> Path:
     """Write metrics.json, metrics.md, roc.png, worst/ overlays and report.html into ``report_dir``.
 
-    worst/ holds the ``worst`` highest-scoring good images (good_NN_<verdict>_<stem>.png: the
-    false alarms, or the good images closest to being one) and the lowest-scoring defect images
-    (defect_NN_<verdict>_<defect>_<stem>.png: the misses, or the narrowest catches).
-    report.html is one self-contained file (tables, ROC and overlays embedded) that opens
-    offline. ``image_loader`` returns the RGB image for a record's path.
+    worst/ holds every false alarm and the ``worst`` good images closest to being one
+    (good_NN_<verdict>_<stem>.png, highest score first), and every miss and the ``worst``
+    narrowest catches (defect_NN_<verdict>_<defect>_<stem>.png, lowest score first); each shows
+    the image with the ground-truth outline beside the heatmap overlay. report.html opens
+    offline: tables, the model's identity (``metrics["model"]``) and the ROC embedded, each case
+    as an embedded thumbnail linked to its overlay in worst/. ``image_loader`` returns the RGB
+    image for a record's path.
     """
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,8 @@ def write_report(
     ]
     document = _nan_to_none({**metrics, "images": images})
     (report_dir / "metrics.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
-    markdown = f"# {title}\n\n{metrics_table(metrics)}\n\n## Per defect\n\n{per_defect_table(metrics)}\n"
+    markdown = (f"# {title}\n\n{metrics_table(metrics)}\n\n## Per defect\n\n{per_defect_table(metrics)}\n"
+                + (f"\n## Model\n\n{model_table(metrics['model'])}\n" if metrics.get("model") else ""))
     if "capture" in metrics:
         markdown += f"\n## Under a real camera's variation\n\n{capture_markdown(metrics['capture'])}\n"
     (report_dir / "metrics.md").write_text(markdown)
@@ -181,6 +184,20 @@ def per_defect_table(metrics: dict) -> str:
         miss = _share(row, "miss", "n")
         lines.append(f"| {defect} | {row['n']} | {miss} | {_fmt(row['image_auroc'])} | {kinds} |")
     return "\n".join(lines)
+
+
+def model_table(model: dict) -> str:
+    """Which model the report is about (evaluate.model_identity), as a Markdown table."""
+    height, width = model.get("input_size") or (None, None)
+    rows = [("template", model.get("template")),
+            ("input size", f"{width}x{height}" if width else None),
+            ("training images", model.get("training_images")),
+            ("raw threshold", _fmt(model["raw_threshold"]) if model.get("raw_threshold") is not None else None),
+            ("model.json SHA-256", model.get("hash")),
+            ("created", model.get("created")),
+            ("folder", model.get("folder"))]
+    return "\n".join(["| model | |", "| --- | --- |"]
+                     + [f"| {name} | {'n/a' if value is None else value} |" for name, value in rows])
 
 
 _LINE_STYLES = ("-", "--", ":", "-.")
@@ -237,42 +254,48 @@ def _plot_roc(path: Path, records: Sequence[EvalRecord], title: str, threshold: 
 def _write_worst(
     folder: Path, records: Sequence[EvalRecord], image_loader: Callable[[str], np.ndarray], worst: int,
     threshold: float,
-) -> list[tuple[Path, str]]:
-    """Overlays of the good images likeliest to be false alarms and the defects likeliest to be
-    missed, each named and captioned by its verdict; earlier runs' overlays are removed first
-    so the folder never mixes two evaluations. Returns (path, caption) pairs."""
+) -> list[tuple[Path, str, str]]:
+    """Overlays of every false alarm and miss, then the ``worst`` good images and defects closest to
+    one, each named and captioned by its verdict; earlier runs' overlays are removed first so the
+    folder never mixes two evaluations. Returns (path, caption, verdict) triples."""
     folder.mkdir(exist_ok=True)
     for old in [*folder.glob("f[pn]_*.png"), *folder.glob("good_*.png"), *folder.glob("defect_*.png")]:
         old.unlink()
     good = sorted((r for r in records if r.label == 0), key=lambda r: r.score, reverse=True)
     defect = sorted((r for r in records if r.label == 1), key=lambda r: r.score)
+    false_alarms = sum(r.score >= threshold for r in good)
+    misses = sum(r.score < threshold for r in defect)
     written = []
-    for rank, record in enumerate(good[:worst], start=1):
+    for rank, record in enumerate(good[:false_alarms + worst], start=1):
         verdict = "false_alarm" if record.score >= threshold else "passed"
         path = folder / f"good_{rank:02d}_{verdict}_{Path(record.path).stem}.png"
-        written.append((path, _write_overlay(path, record, image_loader, verdict, threshold)))
-    for rank, record in enumerate(defect[:worst], start=1):
+        written.append((path, _write_overlay(path, record, image_loader, verdict, threshold), verdict))
+    for rank, record in enumerate(defect[:misses + worst], start=1):
         verdict = "caught" if record.score >= threshold else "missed"
         path = folder / f"defect_{rank:02d}_{verdict}_{record.defect}_{Path(record.path).stem}.png"
-        written.append((path, _write_overlay(path, record, image_loader, verdict, threshold)))
+        written.append((path, _write_overlay(path, record, image_loader, verdict, threshold), verdict))
     return written
 
 
 _MIN_PANEL_WIDTH = 320  # small images are enlarged so the caption stays legible
 _BANNER_RGB = (32, 32, 32)
+_TRUTH_RGB = (0, 255, 255)  # the ground-truth outline: cyan, apart from the detector's white regions
+THUMBNAIL_WIDTH = 360
 _VERDICT_RGB = {"false_alarm": (255, 90, 90), "missed": (255, 90, 90), "passed": (120, 220, 120),
                 "caught": (120, 220, 120)}
 
 
 def _write_overlay(path: Path, record: EvalRecord, image_loader: Callable[[str], np.ndarray], verdict: str,
                    threshold: float) -> str:
-    """The image beside its heatmap overlay, under one caption banner; returns the caption."""
+    """The image with its ground-truth outline (cyan) beside the heatmap overlay with the detector's
+    regions (white) and the same outline, under one caption banner; returns the caption."""
     image = image_loader(record.path)
     scale = max(1.0, _MIN_PANEL_WIDTH / image.shape[1])
     if scale > 1.0:
         image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
                            interpolation=cv2.INTER_NEAREST)
-    picture = np.hstack([image, draw_regions(overlay_heatmap(image, record.heatmap), record.heatmap)])
+    overlay = draw_regions(overlay_heatmap(image, record.heatmap), record.heatmap)
+    picture = np.hstack([_outline_truth(image, record.mask), _outline_truth(overlay, record.mask)])
     relation = ">=" if record.score >= threshold else "<"
     kind = f", kind {record.kind}" if record.kind else ""
     caption = (f"{verdict.replace('_', ' ').upper()}: {record.defect}, score {record.score:.3f} {relation} "
@@ -287,9 +310,20 @@ def _write_overlay(path: Path, record: EvalRecord, image_loader: Callable[[str],
     return caption
 
 
-def html_report(path: Path, title: str, metrics: dict, roc_png: Path, overlays: Sequence[tuple[Path, str]]) -> Path:
-    """One self-contained HTML file: the metrics tables, the ROC and the overlays as base64 PNGs,
-    with inline styles only, so it can be mailed or opened on a machine without network."""
+def _outline_truth(image_rgb: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """A copy of the image with the outline of the defect's ground-truth mask (resized to the image)."""
+    if mask is None or not mask.any():
+        return image_rgb
+    binary = cv2.resize(mask.astype(np.uint8), image_rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    thickness = max(1, round(min(image_rgb.shape[:2]) / 200))
+    return cv2.drawContours(image_rgb.copy(), contours, -1, _TRUTH_RGB, thickness)
+
+
+def html_report(path: Path, title: str, metrics: dict, roc_png: Path,
+                overlays: Sequence[tuple[Path, str, str]]) -> Path:
+    """One HTML file that opens offline: the metrics and model tables and the ROC embedded, each case
+    an embedded JPEG thumbnail linked to its full overlay (beside the page, in worst/), inline styles only."""
     def table(markdown: str) -> str:
         rows = [line.strip("|").split("|") for line in markdown.splitlines() if not line.startswith("| ---")]
         head = "".join(f"<th>{html.escape(cell.strip())}</th>" for cell in rows[0])
@@ -301,9 +335,22 @@ def html_report(path: Path, title: str, metrics: dict, roc_png: Path, overlays: 
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
-    def figures(prefix: str) -> str:
-        return "".join(f"<figure>{embed(png, caption)}<figcaption>{html.escape(png.name)}</figcaption></figure>"
-                       for png, caption in overlays if png.name.startswith(prefix))
+    def thumbnail(png: Path, caption: str) -> str:
+        picture = cv2.imread(str(png), cv2.IMREAD_COLOR)
+        height = round(picture.shape[0] * THUMBNAIL_WIDTH / picture.shape[1])
+        small = cv2.resize(picture, (THUMBNAIL_WIDTH, height), interpolation=cv2.INTER_AREA)
+        data = base64.b64encode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()).decode()
+        link = html.escape(png.relative_to(path.parent).as_posix())
+        return (f'<figure><a href="{link}"><img src="data:image/jpeg;base64,{data}" alt="{html.escape(caption)}">'
+                f"</a><figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    def figures(verdict: str) -> str:
+        return "".join(thumbnail(png, caption) for png, caption, said in overlays if said == verdict) or "<p>none</p>"
+
+    def count(verdict: str) -> int:
+        return sum(said == verdict for _, _, said in overlays)
+
+    model = f"<h2>Model</h2>{table(model_table(metrics['model']))}" if metrics.get("model") else ""
 
     capture_section = ""
     if "capture" in metrics:
@@ -317,15 +364,20 @@ body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 10px; }} td:not(:first-child) {{ text-align: right; }}
 figure {{ display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }}
-img {{ max-width: 100%; }} figure img {{ max-width: 640px; }}
-figcaption {{ font-size: 0.8em; color: #555; }}
+img {{ max-width: 100%; }} figure img {{ width: {THUMBNAIL_WIDTH}px; }}
+figcaption {{ font-size: 0.8em; color: #555; max-width: {THUMBNAIL_WIDTH}px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <h2>Verdicts at the calibrated threshold</h2>{table(metrics_table(metrics))}
 <h2>Per defect</h2>{table(per_defect_table(metrics))}
-{capture_section}<h2>Image ROC</h2>{embed(roc_png, "image ROC")}
-<h2>Good images closest to a false alarm</h2>{figures("good_")}
-<h2>Defects closest to a miss</h2>{figures("defect_")}
+{capture_section}{model}
+<h2>Image ROC</h2>{embed(roc_png, "image ROC")}
+<p>Each case: the image with the ground-truth outline (cyan) beside the heatmap, tinted where it nears the
+threshold, with the detector's regions (white). Click a thumbnail for the full picture.</p>
+<h2>False alarms ({count("false_alarm")})</h2>{figures("false_alarm")}
+<h2>Misses ({count("missed")})</h2>{figures("missed")}
+<h2>Good images closest to a false alarm</h2>{figures("passed")}
+<h2>Narrowest catches</h2>{figures("caught")}
 </body></html>
 """
     path.write_text(page, encoding="utf-8")

@@ -72,8 +72,10 @@ class OpenVinoBackend:
         return request
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = self.request.infer({0: inputs})
-        return np.array(outputs[self._heatmap]), np.array(outputs[self._score])
+        # The request reads the caller's (contiguous) array in place; its outputs come back as copies
+        # of its own buffers (share_outputs=False), which the next call may reuse.
+        outputs = self.request.infer({0: inputs}, share_inputs=True)
+        return outputs[self._heatmap], outputs[self._score]
 
     def infer_queue(self, on_done: Completion, jobs: int = 0) -> AsyncQueue:
         """A pool of asynchronous requests (``jobs`` = 0: the device's optimal number)."""

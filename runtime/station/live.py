@@ -38,7 +38,8 @@ def summary(inspection: Inspection) -> dict:
     """The fields the page's list and verdict banner need (the full record is in the history)."""
     result = inspection.result
     return {"id": inspection.id, "camera": inspection.camera, "time": inspection.started,
-            "timestamp": iso_time(inspection.started), "part_id": inspection.part_id, "label": result.label,
+            "timestamp": iso_time(inspection.started), "part_id": inspection.part_id, "source": inspection.source,
+            "label": result.label,
             "kind": result.kind, "score": float(result.score), "normalized_score": round(result.normalized_score, 4),
             "confidence": round(result.confidence, 4), "latency_ms": round(inspection.total_ms, 1),
             "overlay": inspection.heatmap_path is not None, "queued": time.time()}

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runtime.image_io import ImageReadError, read_image
-from runtime.sources import CaptureSource, FolderReplay, Frame, SourceError
+from runtime.sources import CaptureSource, FolderReplay, Frame, SourceError, WallClockPace
 from runtime.station.config import CameraConfig, SourceConfig
 from runtime.station.inspection import Inspector
 from runtime.station.stats import StationStats
@@ -38,17 +38,24 @@ class Trigger:
     row: int | None = None  # the outbox's record of the accepted trigger, deleted with its answer
 
 
-def open_source(settings: SourceConfig, every_nth: int = 1, rate_hz: float | None = None
-                ) -> CaptureSource | FolderReplay:
-    """The camera's frame source; a failed open raises SourceError at once (the worker backs off)."""
+def open_source(settings: SourceConfig, every_nth: int = 1, rate_hz: float | None = None,
+                pace: WallClockPace | None = None) -> CaptureSource | FolderReplay:
+    """The camera's frame source; a failed open raises SourceError at once (the worker backs off).
+
+    Files stand in for a camera: a folder is replayed at ``rate_hz`` a second of real time, a video at its
+    own frame rate, at most ``rate_hz``, by ``pace`` (default: one of its own; a worker passes the same
+    pace to each reopening of a looping video, so the rate holds across the seam)."""
     if settings.kind == "images":
         return FolderReplay(settings.path, loop=settings.loop, every_nth=every_nth, fps=rate_hz)
     target = settings.device if settings.kind == "camera" else (
         settings.url if settings.kind == "stream" else settings.path)
     if settings.kind == "video" and not settings.path.is_file():
         raise SourceError(f"{settings.path}: video file not found")
+    if settings.kind == "video":
+        pace = pace or WallClockPace(1.0 / rate_hz if rate_hz else 0.0)
     return CaptureSource(target, every_nth=every_nth, max_fps=rate_hz,
-                         backoff=dataclasses.replace(settings.reopen, attempts=0))
+                         backoff=dataclasses.replace(settings.reopen, attempts=0),
+                         pace=pace if settings.kind == "video" else None)
 
 
 class CameraWorker:
@@ -158,13 +165,14 @@ class CameraWorker:
         settings = self.config.source
         continuous = self.config.mode == "continuous"
         source = None
+        rate_hz = self.config.rate_hz if continuous else None
+        pace = WallClockPace(1.0 / rate_hz if rate_hz else 0.0)  # one for every reopening of a looping video
         failures = 0  # in a row: the back-off grows with them
         while not self._stop.is_set():
             self.beat = time.monotonic()
             try:
                 if source is None:
-                    source = open_source(settings, self.config.every_nth if continuous else 1,
-                                         self.config.rate_hz if continuous else None)
+                    source = open_source(settings, self.config.every_nth if continuous else 1, rate_hz, pace)
                     self._set_state(OK)
                 if continuous:
                     self._continuous_step(source)

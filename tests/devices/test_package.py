@@ -12,12 +12,15 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from device_helpers import run_cli
 
 from runtime.bundle import open_bundle
 from runtime.image_io import list_images
 from runtime.station.config import load_config
+
+pytestmark = pytest.mark.slow  # packages and installs a station into a fresh venv: not in -m "not slow"
 
 
 def _package(bundle: Path, profile: str, out: Path, *flags: str) -> tuple[int, str]:
@@ -107,8 +110,11 @@ def test_install_refuses_unsigned_and_foreign_signed_packages_before_touching_an
     code, output = _package(folder, "generic-x86-64", tmp_path / "x.tar", "--sign", str(key), "--wheel", str(key))
     assert code == 2 and "bundle is unsigned" in output  # a package key must also have signed the bundle
     signed = tmp_path / "signed" / folder.name
-    assert _package(signed, "generic-x86-64", tmp_path / "signed.tar", "--sign", str(key))[0] == 0
-    assert _package(signed, "generic-x86-64", tmp_path / "unsigned.tar")[0] == 0
+    code, output = _package(signed, "generic-x86-64", tmp_path / "signed.tar", "--sign", str(key))
+    # the closing hint names the key install.sh checks, after sudo (which drops variables set before it)
+    assert code == 0 and f"sudo TRUST_KEY=/path/to/{key.stem}.pub station/install.sh" in output, output
+    code, output = _package(signed, "generic-x86-64", tmp_path / "unsigned.tar")
+    assert code == 0 and "sudo ALLOW_UNSIGNED=yes station/install.sh" in output, output
     run_cli("keys", "new", "--out", str(tmp_path / "other"))
     other = next((tmp_path / "other").glob("*.pub"))
     prefix = tmp_path / "opt"

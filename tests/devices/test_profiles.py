@@ -89,3 +89,13 @@ def test_devices_command_lists_all_nine():
     listed = json.loads(output)
     assert code == 0 and {p["name"] for p in listed} == BOARDS
     assert all(p["pip_command"] and p["limits"] for p in listed)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512", "avx_vnni", "avx512_vnni", "amx"])
+def test_no_profile_picks_onnx_runtime_int8_on_an_x86_cpu(isa):
+    # ONNX Runtime's INT8 PatchCore measured no faster than its FP32 on VNNI CPUs (devices/generic-x86-64.yaml)
+    from exporters.commands import export_settings
+
+    for profile in list_profiles():
+        if profile.arch == "x86_64" and profile.export.format == "onnx":
+            assert export_settings(profile.name, {"isa": isa})["precision"] != "int8", profile.name

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # tries every candidate: not in -m "not slow"
+
 pytest.importorskip("torch")
 
 from edge_anomaly.autoconfig.search import Candidate, choose_configuration  # noqa: E402

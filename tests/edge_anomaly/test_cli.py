@@ -17,10 +17,11 @@ from edge_anomaly.cli import main  # noqa: E402
 from runtime.image_io import list_images  # noqa: E402
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_report_and_prints_table(board_model, boards, tmp_path, capsys):
     folder, _ = board_model
     report = tmp_path / "report"
-    assert main(["evaluate", str(folder), "--data", str(boards), "--report", str(report)]) == 0
+    assert main(["evaluate", str(folder), "--data", str(boards), "--out", str(report)]) == 0
     out = capsys.readouterr().out
     assert "image AUROC" in out and "pixel AUPRO" in out
     assert out.index("false-alarm rate") < out.index("miss rate") < out.index("image AUROC")  # the line's figures first
@@ -32,6 +33,17 @@ def test_evaluate_writes_metrics_report_and_prints_table(board_model, boards, tm
     assert (report / "roc.png").stat().st_size > 0 and (report / "metrics.md").is_file()
     assert list((report / "worst").glob("defect_*.png")) and (report / "report.html").is_file()
     assert 0.0 <= metrics["false_alarm_rate"] <= 1.0 and 0.0 <= metrics["miss_rate"] <= 1.0
+    # which model and which part: identity a quality engineer can check against the model folder
+    import hashlib
+
+    model = json.loads((folder / "model.json").read_text())
+    identity = metrics["model"]
+    assert identity["hash"] == hashlib.sha256((folder / "model.json").read_bytes()).hexdigest()
+    assert identity["training_images"] == model["info"]["training_set"]["n_images"]
+    assert identity["raw_threshold"] == model["scoring"]["local"]["threshold"]
+    assert identity["input_size"] == model["input"]["size"] and identity["created"] == model["info"]["created"]
+    assert metrics["category"] == boards.resolve().name
+    assert f"<h1>{identity['template']} on {boards.resolve().name}</h1>" in (report / "report.html").read_text()
 
 
 def test_predict_folder_skips_corrupt_file_and_names_it(board_model, boards, tmp_path, caplog):
@@ -50,6 +62,7 @@ def test_predict_folder_skips_corrupt_file_and_names_it(board_model, boards, tmp
     assert all(cv2.imread(row["overlay"]) is not None for row in rows)
 
 
+@pytest.mark.slow
 def test_predict_video_gives_one_line_per_frame_and_an_overlay_video(board_model, boards, tmp_path):
     folder, _ = board_model
     frames = [cv2.imread(str(p)) for p in list_images(boards / "test" / "good")[:3]]
@@ -69,6 +82,7 @@ def test_predict_video_gives_one_line_per_frame_and_an_overlay_video(board_model
     capture.release()
 
 
+@pytest.mark.slow
 def test_fit_from_cli_with_config_and_set(boards, tmp_path, capsys):
     config = tmp_path / "padim.yaml"
     config.write_text("template: padim\nn_features: 16\n")
@@ -101,6 +115,7 @@ def test_python_dash_m_runs_the_same_command():
     assert done.returncode == 0 and done.stdout.startswith("edge-anomaly ")
 
 
+@pytest.mark.slow
 def test_fit_with_defect_examples_uses_f1_threshold(boards, tmp_path):
     from edge_anomaly.config import load_params
     from edge_anomaly.training import fit_model
@@ -122,3 +137,20 @@ def test_device_always_names_a_profile_and_the_engine_device_has_its_own_flag(ca
     assert main(["bench", "bundle", "--device", "CPU"]) == 2
     err = capsys.readouterr().err
     assert "--device 'CPU': not a device profile" in err and "--engine-device CPU" in err
+
+
+def test_flag_names_say_what_they_mean_and_the_old_names_still_work(capsys):
+    from edge_anomaly.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["evaluate", "m", "--data", "d", "--report", "r"]).out == "r"  # the older name
+    assert parser.parse_args(["evaluate", "m", "--data", "d", "--category", "bottle"]).category == "bottle"
+    assert parser.parse_args(["fit", "--data", "d", "--out", "m", "--max-frames", "5"]).max_frames == 5
+    assert parser.parse_args(["fit", "--data", "d", "--out", "m", "--max-frames-per-video", "5"]).max_frames == 5
+    assert parser.parse_args(["update", "m", "--add", "a", "--in-place"]).in_place
+    with pytest.raises(SystemExit):  # update no longer replaces the model unless told to
+        parser.parse_args(["update", "m", "--add", "a"])
+    assert "one of the arguments --out --in-place is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--help"])
+    assert "student_teacher" in capsys.readouterr().out

@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # fits at the default sizes: not in -m "not slow"
+
 pytest.importorskip("torch")
 
 from edge_anomaly.data.training_set import TrainingSet, input_size_for  # noqa: E402

@@ -79,11 +79,14 @@ def test_compute_metrics_values():
     json.dumps(m)
 
 
+MODEL = {"template": "patchcore", "input_size": [256, 320], "training_images": 80, "raw_threshold": 1.2345,
+         "created": "2026-12-01T23:00:00Z", "folder": "models/boards", "hash": "ab" * 32}
+
+
 def test_write_report(tmp_path):
     records = _records()
-    out = write_report(
-        tmp_path / "report", records, compute_metrics(records), title="bottle", image_loader=_loader, worst=2
-    )
+    metrics = {**compute_metrics(records), "model": MODEL}
+    out = write_report(tmp_path / "report", records, metrics, title="bottle", image_loader=_loader, worst=2)
     assert out == tmp_path / "report"
     document = json.loads((out / "metrics.json").read_text())
     assert document["image_auroc"] == pytest.approx(0.9)
@@ -107,23 +110,36 @@ def test_write_report(tmp_path):
     roc = cv2.imread(str(out / "roc.png"))
     assert roc is not None and roc.shape[0] > 100 and roc.shape[1] > 100
 
-    # Named by verdict: a caught defect is a catch, a good image under the threshold passed.
+    # Every false alarm and miss, then the `worst` closest of each; named by verdict.
     worst = sorted(p.name for p in (out / "worst").iterdir())
     assert worst == ["defect_01_missed_scratch_002.png", "defect_02_caught_lighting_001.png",
-                     "good_01_false_alarm_003.png", "good_02_passed_002.png"]
+                     "defect_03_caught_scratch_000.png",
+                     "good_01_false_alarm_003.png", "good_02_passed_002.png", "good_03_passed_001.png"]
     overlay = cv2.imread(str(out / "worst" / "good_01_false_alarm_003.png"))
     # Image and overlay side by side, enlarged to a legible width, under a caption banner.
     assert overlay.shape[1] == 2 * 320 and overlay.shape[0] > 320
     assert (overlay[:5] == overlay[0, 0]).all()  # the banner's top rows are plain, the text below them
+    assert (overlay[-320:, :320] == 128).all()  # a good image: no outline, and the grey part left as it was
+    missed = cv2.imread(str(out / "worst" / "defect_01_missed_scratch_002.png"))[-320:]
+    cyan = np.all(missed == (255, 255, 0), axis=2)  # BGR: the ground-truth outline, mask rows 8-20 of 32
+    assert cyan[:, :320].any() and cyan[:, 320:].any()  # on the image and on the heatmap overlay
+    rows = np.nonzero(cyan[:, :320].any(axis=1))[0]
+    assert rows.min() >= 78 and rows.max() <= 202
 
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 5  # the ROC and four overlays, embedded
+    assert page.count("data:image/png;base64,") == 1  # the ROC
+    assert page.count('<a href="worst/') == page.count("data:image/jpeg;base64,") == 6  # linked thumbnails
+    assert "False alarms (1)" in page and "Misses (1)" in page
+    assert page.index("False alarms (1)") < page.index("good_01_false_alarm_003.png") < page.index("Misses (1)")
+    for fact in ("patchcore", "320x256", "80", "1.234", "ab" * 32, "2026-12-01T23:00:00Z"):
+        assert f"<td>{fact}</td>" in page, fact
+    assert "| input size | 320x256 |" in markdown
     assert "<script" not in page and "http" not in page and "<link" not in page
     assert "25.0 % (1 of 4)" in page
 
     # A rerun with fewer worst cases leaves no stale overlays behind.
     write_report(out, records, compute_metrics(records), title="bottle", image_loader=_loader, worst=1)
-    assert len(list((out / "worst").iterdir())) == 2
+    assert len(list((out / "worst").iterdir())) == 4  # the false alarm and the miss, and one closest of each
 
 
 def test_undefined_metrics_become_null(tmp_path):

@@ -12,6 +12,8 @@ import json
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # trains a student: not in -m "not slow"
+
 torch = pytest.importorskip("torch")
 
 from edge_anomaly.templates.student_teacher import (  # noqa: E402

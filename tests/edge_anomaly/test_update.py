@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # updates, exports and runs a model: not in -m "not slow"
+
 pytest.importorskip("torch")
 
 from edge_anomaly.model import TrainedModel  # noqa: E402

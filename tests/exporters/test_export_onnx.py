@@ -12,6 +12,8 @@ import pytest
 
 from runtime.bundle import BundleError, open_bundle
 
+pytestmark = pytest.mark.slow  # exports and parity checks: not in -m "not slow"
+
 REQUIRED_MANIFEST = ("format", "schema_version", "template", "input", "scoring", "concepts", "engine",
                      "edge_anomaly_version", "files", "parity")
 PARITY_KEYS = ("max_heatmap_diff", "score_rank_corr", "image_auroc_delta", "pixel_auroc_delta", "tolerances")

@@ -9,6 +9,8 @@ import pytest
 
 from runtime.bundle import open_bundle
 
+pytestmark = pytest.mark.slow  # exports and parity checks: not in -m "not slow"
+
 pytest.importorskip("openvino")
 
 

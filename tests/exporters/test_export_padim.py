@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.slow  # fits and exports PaDiM: not in -m "not slow"
+
 
 @pytest.fixture(scope="module")
 def padim_model(boards):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # fits and exports on real bottle: not in -m "not slow"
+
 # The shared data beside the checkout (tests/conftest.py's BOTTLE; that module is not importable by name).
 BOTTLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "mvtec_ad" / "bottle"
 

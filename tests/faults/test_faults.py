@@ -25,6 +25,8 @@ from station_harness import STATION, copy_images, free_port, station_config, wai
 
 from runtime.image_io import list_images
 
+pytestmark = pytest.mark.slow  # the station's fault suite: not in -m "not slow"
+
 
 def _replay(folder: Path) -> dict:
     return {"kind": "images", "path": str(folder), "reopen": {"min_s": 0.2, "max_s": 0.5}}

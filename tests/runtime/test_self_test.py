@@ -32,14 +32,19 @@ def _faked(board_bundle, tmp_path, change) -> tuple:
     return folder, manifest
 
 
-def test_an_exported_bundle_carries_a_self_test_that_passes_here(board_bundle):
+def test_an_exported_bundle_carries_a_self_test_that_passes_here(board_bundle, caplog):
     manifest = json.loads((board_bundle[0] / "manifest.json").read_text())
     test = manifest["self_test"]
     assert len(test["images"]) == 8 and all(entry["file"] in manifest["files"] for entry in test["images"])
     assert manifest["parity"]["cpu"] == local_cpu().to_dict()
-    report = Detector.load(board_bundle[1]).self_test  # the .tar: the PNGs travel inside it
+    with caplog.at_level(logging.INFO, logger="runtime.self_test"):
+        report = Detector.load(board_bundle[1]).self_test  # the .tar: the PNGs travel inside it
     assert report.passed and report.rank_corr == 1.0 and report.max_score_error < 1e-3
     assert report.local_cpu == local_cpu().to_dict()
+    # One short line per load: the bundle's name, not the .tar's temporary folder, and no CPU flags.
+    (line,) = [record.getMessage() for record in caplog.records if "self-test" in record.getMessage()]
+    assert line.startswith(f"bundle {manifest['name']}: self-test passed on 8 images")
+    assert "edge-anomaly-bundle-" not in line and "avx" not in line and len(line) < 160
 
 
 def test_scores_that_moved_are_refused_naming_both_cpus(board_bundle, tmp_path):

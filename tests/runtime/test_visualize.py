@@ -36,7 +36,10 @@ def test_overlay_keeps_shape_and_dtype_and_alpha_zero_is_identity():
     assert out.shape == image.shape and out.dtype == np.uint8
     assert not np.array_equal(out, image)
     assert np.array_equal(overlay_heatmap(image, _two_blobs(), alpha=0.0), image)
-    assert np.array_equal(overlay_heatmap(image, _two_blobs(), alpha=1.0), colorize(_resized_blobs()))
+    full = overlay_heatmap(image, _two_blobs(), alpha=1.0)
+    hot, cold = _resized_blobs() >= 0.5, _resized_blobs() <= 0.25
+    assert np.array_equal(full[hot], colorize(_resized_blobs())[hot])  # at and past the threshold: the colour
+    assert np.array_equal(full[cold], image[cold])  # clearly normal (0.2): the part's own pixels, readable
 
 
 def _resized_blobs() -> np.ndarray:

@@ -6,6 +6,8 @@ const $ = (selector, root = document) => root.querySelector(selector);
 const cameras = {};            // name -> {card, chart points, last inspection, frame loading state}
 const STATUS_EVERY_MS = 2000;
 let chartHours = 1;
+const MIN_CHART_SPAN_S = 120;  // the narrowest the score chart gets, whatever the history
+const GRID_STEPS_S = [10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400];
 const FRAME_EVERY_MS = 400;    // at most this often per camera, whatever the line's rate
 let lastStatus = null;
 
@@ -37,6 +39,8 @@ function verdictOf(item) {
 }
 
 const time = (epoch) => new Date(epoch * 1000).toLocaleTimeString("en-GB");
+// An ISO 8601 time from the station (drift onsets) as the operator reads it: "14:03:22, 5 min ago".
+const clock = (iso) => Number.isNaN(Date.parse(iso)) ? iso : `${time(Date.parse(iso) / 1000)}, ${ago(Date.parse(iso) / 1000)}`;
 const dateTime = (epoch) => new Date(epoch * 1000).toLocaleString("sv-SE");  // 2026-11-30 05:41:39
 function ago(epoch) {
   const seconds = Math.max(0, Date.now() / 1000 - epoch);
@@ -153,7 +157,7 @@ function showCameraStatus(name, info, threshold) {
   const driftState = info.drift ? info.drift.state : "off";
   if (driftState === "drift") {
     drift.className = "drift badge warn";
-    drift.textContent = `DRIFT: ${info.drift.statistic ?? "?"}${info.drift.since ? " since " + info.drift.since : ""}`;
+    drift.textContent = `DRIFT: ${info.drift.statistic ?? "?"}${info.drift.since ? " since " + clock(info.drift.since) : ""}`;
   } else if (driftState === "learning") {
     drift.className = "drift badge";
     drift.textContent = "drift: learning the reference";
@@ -209,17 +213,22 @@ function drawChart(name) {
   if (canvas.width !== Math.round(w * ratio)) { canvas.width = Math.round(w * ratio); canvas.height = Math.round(h * ratio); }
   context.setTransform(ratio, 0, 0, ratio, 0, 0);  // draw in CSS pixels: labels stay 12 px whatever the card's width
   const left = 28, bottom = 18, top = 8;
-  const now = Date.now() / 1000, start = now - chartHours * 3600;
+  // The chart covers the chosen hours, or less when the history is shorter (just after a start), so the
+  // points spread over the width instead of crowding at its right edge.
+  const now = Date.now() / 1000, all = cameras[name].points;
+  const first = all.length ? all[0].time : now;
+  const start = Math.max(now - chartHours * 3600, Math.min(first - 10, now - MIN_CHART_SPAN_S));
   const x = (t) => left + (t - start) / (now - start) * (w - left - 4);
   const y = (s) => top + (1 - Math.min(Math.max(s, 0), 1)) * (h - top - bottom);
   context.clearRect(0, 0, w, h);
   context.font = "12px system-ui"; context.fillStyle = "#9aa3ad"; context.strokeStyle = "#333a42";
   for (const s of [0, 0.5, 1]) { context.fillText(s.toFixed(1), 4, y(s) + 4); }
-  const step = {0.25: 180, 1: 600, 4: 3600, 8: 7200, 24: 14400}[chartHours] || 3600;  // grid lines on round clock times
+  // grid lines on round clock times, at most about six of them
+  const step = GRID_STEPS_S.find((seconds) => (now - start) / seconds <= 6) || GRID_STEPS_S[GRID_STEPS_S.length - 1];
   for (let t = Math.ceil(start / step) * step; t <= now; t += step) {
     context.beginPath(); context.moveTo(x(t), top); context.lineTo(x(t), h - bottom); context.stroke();
-    context.fillText(new Date(t * 1000).toLocaleTimeString("en-GB", {hour: "2-digit", minute: "2-digit"}),
-                     x(t) - 15, h - 4);
+    const label = new Date(t * 1000).toLocaleTimeString("en-GB", step < 60 ? {} : {hour: "2-digit", minute: "2-digit"});
+    context.fillText(label, x(t) - context.measureText(label).width / 2, h - 4);
   }
   context.strokeStyle = "#d62d2d"; context.setLineDash([6, 4]); context.lineWidth = 1.5;
   context.beginPath(); context.moveTo(left, y(0.5)); context.lineTo(w - 4, y(0.5)); context.stroke();
@@ -286,9 +295,11 @@ function row(item) {
   const verdict = verdictOf(item);
   const thumbnail = item.overlay || (item.links && item.links.thumbnail)
     ? el("img", {src: `/api/inspections/${item.id}/thumb.jpg`, alt: "", loading: "lazy"})
-    : el("div", {class: "nothumb"});
+    : el("div", {class: "nothumb", title: "no picture kept (evidence.save: all keeps every frame's)"}, "no picture");
+  const source = item.source || "";
   const tr = el("tr", {"data-id": item.id},
     el("td", {}, thumbnail), el("td", {}, time(item.time)), el("td", {}, item.camera),
+    el("td", {class: "source", title: source}, source.split("/").pop()),
     el("td", {}, item.part_id || ""), el("td", {}, el("span", {class: `tag ${verdict.cls}`}, verdict.word)),
     el("td", {}, item.kind || ""), el("td", {}, fixed(item.normalized_score)),
     el("td", {class: "reviewed"}, item.review ? (item.review === "normal" ? "✔ normal" : "✖ defect") : ""));

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # fits drifting lines: not in -m "not slow"
+
 pytest.importorskip("torch")
 
 from runtime.global_stats import LIGHTING_STATS, image_statistics  # noqa: E402

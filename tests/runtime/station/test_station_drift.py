@@ -14,6 +14,8 @@ from station_harness import Broker, DaemonProcess, Probe, station_config
 from runtime.global_stats import LIGHTING_STATS
 from runtime.image_io import list_images, read_image, write_image
 
+pytestmark = pytest.mark.slow  # the station as a subprocess, a real broker: not in -m "not slow"
+
 
 @pytest.fixture
 def darkening_folder(tmp_path):

@@ -31,6 +31,7 @@ from station_harness import (
     Probe,
     copy_images,
     make_certificates,
+    patience,
     station_config,
     wait_until,
 )
@@ -38,6 +39,8 @@ from station_harness import (
 from runtime.detector import Detector
 from runtime.image_io import list_images, read_image
 from runtime.station.messages import iso_time
+
+pytestmark = pytest.mark.slow  # the station as a subprocess, a real broker: not in -m "not slow"
 
 
 def _camera(name: str, bundle: Path, mode: str, **settings) -> dict:
@@ -334,6 +337,36 @@ def test_kill9_publishes_offline_and_a_restart_delivers_the_outbox(
     wait_until(lambda: len(delivered()) >= len(wanted), 30, "the stranded messages to arrive")
     assert [d["seq"] for d in delivered()] == sorted(wanted.values())  # each once, in order
     assert third.stop() == 0
+
+
+def test_rate_hz_is_per_second_of_real_time_for_a_looping_video_and_a_replayed_folder(
+        broker_factory, probe_factory, daemon_factory, board_bundle, boards, tmp_path):
+    # A 10 fps video of 12 frames loops every 1.2 s; read by its own clock it gave 5.4 results a
+    # second at rate_hz 2 (as fast as inference, one frame in five). Paced by the wall clock: 4 a second.
+    video = tmp_path / "line.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 256))
+    for path in list_images(boards / "test" / "good")[:12]:
+        writer.write(cv2.imread(str(path)))
+    writer.release()
+    copy_images(list_images(boards / "test" / "good")[:5], tmp_path / "frames")
+    broker = broker_factory()
+    probe = probe_factory(broker.port)
+    cameras = [_camera("video", board_bundle[0], "continuous", rate_hz=4,
+                       source={"kind": "video", "path": str(video), "reopen": {"min_s": 0.2, "max_s": 0.5}}),
+               _camera("folder", board_bundle[0], "continuous", rate_hz=4, source=_replay(tmp_path / "frames"))]
+    config = station_config(broker.port, cameras, evidence={"save": "none"})
+    daemon = daemon_factory(tmp_path / "station", config).start()
+    for name in ("video", "folder"):
+        probe.wait_for(f"/{name}/result", count=3, timeout=60)
+    window_s = 4.0
+    start = time.time()
+    time.sleep(window_s + 1.0)  # the last second: results started inside the window still on their way
+    assert daemon.stop() == 0
+    for name in ("video", "folder"):
+        inside = [m.data for m in probe.on(f"/{name}/result")
+                  if iso_time(start) <= m.data["timestamp"] < iso_time(start + window_s)]
+        # at most 4 a second (+1 for where the window cuts); fewer only if inference falls behind under load
+        assert window_s * 4 / 2 / patience(1) <= len(inside) <= window_s * 4 + 1, (name, len(inside))
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])

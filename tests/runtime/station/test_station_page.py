@@ -44,6 +44,8 @@ from runtime.station.evidence import EvidenceStore, frame_path
 from runtime.station.history import History
 from runtime.station.messages import BundleInfo, Inspection
 
+pytestmark = pytest.mark.slow  # the station as a subprocess, a real broker: not in -m "not slow"
+
 TOKEN = "line-1-review-token"
 PASSWORD = "anna's password"
 
