@@ -92,7 +92,7 @@ def cmd_update(args: argparse.Namespace) -> None:
     from edge_anomaly.model import TrainedModel
     from edge_anomaly.update import update_model
 
-    model = update_model(TrainedModel.load(args.model), args.add)
+    model = update_model(TrainedModel.load(args.model), args.add, force=args.force)
     out = args.out or args.model
     model.save(out)
     record = model.info["updates"][-1]
@@ -100,6 +100,9 @@ def cmd_update(args: argparse.Namespace) -> None:
           f"{record['bank_entries'][0]} -> {record['bank_entries'][1]} entries, threshold "
           f"{record['threshold'][0]:.4g} -> {record['threshold'][1]:.4g}, {record['seconds']} s; "
           f"export it again to ship it (edge-anomaly export)")
+    if record["forced"]:
+        print(f"warning: {len(record['forced'])} image(s) far above the threshold were added (--force):\n  "
+              + "\n  ".join(record["forced"]))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -243,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--add", required=True, metavar="DIR",
                         help="folder of normal images, e.g. the station's reviewed/<camera>/normal")
     update.add_argument("--out", help="model folder to write (default: replace MODEL)")
+    update.add_argument("--force", action="store_true",
+                        help="add images the model scores far above its threshold too (listed; refused without it)")
     update.set_defaults(run=cmd_update)
 
     evaluate = commands.add_parser("evaluate", help="metrics on an MVTec-layout test set")
