@@ -280,6 +280,28 @@ def copy_images(sources: list[Path], folder: Path) -> list[Path]:
     return copies
 
 
+def page_camera(boards: Path, bundle: Path, folder: Path) -> dict:
+    """The page tests' camera: continuous at 4 frames/s over good and defective boards, so both verdicts come."""
+    test = boards / "test"
+    frames = copy_images([test / "good" / "000.png", test / "missing_component" / "000.png",
+                          test / "good" / "001.png", test / "scratch" / "001.png"], folder)
+    return {"name": "cam", "bundle": str(bundle), "mode": "continuous", "rate_hz": 4,
+            "source": {"kind": "images", "path": str(frames[0].parent)}}
+
+
+def fill_disk(folder: Path) -> Path:
+    """Fill the filesystem under ``folder`` to the last byte with one file, returned (delete it to free the disk)."""
+    filler = folder / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
 def page_port(daemon: DaemonProcess, timeout: float = 30) -> int:
     """The port the station's web server bound (``http.port: 0`` lets the system choose), from its log."""
     return wait_until(lambda: next((e["port"] for e in daemon.log_entries() if "port" in e), None), timeout,
