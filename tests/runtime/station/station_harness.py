@@ -58,7 +58,7 @@ class Broker:
     """A mosquitto process on 127.0.0.1:<port>; ``stop()`` and ``start()`` keep the port."""
 
     def __init__(self, folder: Path, users: dict[str, str] | None = None, persistence: bool = False,
-                 tls: dict[str, Path] | None = None) -> None:
+                 tls: dict[str, Path] | None = None, settings: list[str] | None = None) -> None:
         self.binary = _binary("mosquitto")
         if self.binary is None:
             pytest.skip("mosquitto is not installed (apt-get install mosquitto); the daemon tests need a real broker")
@@ -83,6 +83,7 @@ class Broker:
         if tls:  # a second listener that wants TLS and a client certificate signed by the test CA
             lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {tls['ca']}", f"certfile {tls['server_cert']}",
                       f"keyfile {tls['server_key']}", "require_certificate true"]
+        lines += settings or []  # e.g. "max_queued_messages 100000"
         self.config = folder / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
 
