@@ -83,6 +83,7 @@ _COLUMNS = ("id", "camera", "time", "part_id", "source", "label", "score", "norm
             "confidence", "kind_scores", "regions", "latency_ms", "inference_ms", "bundle_name", "bundle_hash",
             "overlay", "frame", "review")
 _JSON_COLUMNS = ("kind_scores", "regions")
+_INSERT = f"INSERT OR IGNORE INTO inspections ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
 class History:
@@ -103,6 +104,7 @@ class History:
         self._reader.row_factory = sqlite3.Row
         self.prune()
         self._queue: queue.Queue = queue.Queue(MAX_QUEUED)
+        self._pending: dict[str, tuple] = {}  # inspection id -> its queued row, until written (get finds it there)
         self._writer = threading.Thread(target=self._write_queue, name="history", daemon=True)
         self._writer.start()
 
@@ -120,6 +122,7 @@ class History:
                frame_path, None)
         try:
             self._queue.put_nowait(row)
+            self._pending[inspection.id] = row
         except queue.Full:
             self.lost += 1
             if self.lost == 1 or self.lost % 1000 == 0:
@@ -167,8 +170,7 @@ class History:
             try:
                 with self._db:
                     self._db.execute("BEGIN IMMEDIATE")
-                    self._db.executemany(f"INSERT OR IGNORE INTO inspections ({', '.join(_COLUMNS)}) "
-                                         f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+                    self._db.executemany(_INSERT, rows)
                     self._since_prune += len(rows)
                     if self._since_prune >= PRUNE_EVERY:
                         self._prune()
@@ -178,6 +180,8 @@ class History:
                     self._failing = (time.monotonic(), str(exc))
                     log.error("history %s: cannot record inspections (%s); retrying, the line goes on", self.path, exc)
                 return False
+        for row in rows:
+            self._pending.pop(row[0], None)
         if self._failing is not None:
             log.info("history %s: writing again after %.0f s", self.path, time.monotonic() - self._failing[0])
             self._failing = None
@@ -192,6 +196,9 @@ class History:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                pending = self._pending.get(inspection_id)
+                if pending is not None:  # reviewed before the history's thread wrote it: written here, first
+                    self._db.execute(_INSERT, pending)
                 cursor = self._db.execute("INSERT INTO reviews (inspection, camera, verdict, reviewer, time, note) "
                                           "VALUES (?, ?, ?, ?, ?, ?)",
                                           (inspection_id, camera, verdict, reviewer, moment, note))
@@ -226,7 +233,8 @@ class History:
             reviews = self._reader.execute("SELECT verdict, reviewer, time, note, copy FROM reviews "
                                            "WHERE inspection = ? ORDER BY row", (inspection_id,)).fetchall()
         if row is None:
-            return None
+            pending = self._pending.get(inspection_id)
+            return _as_dict(dict(zip(_COLUMNS, pending, strict=True))) | {"reviews": []} if pending else None
         return _as_dict(row) | {"reviews": [dict(review) for review in reviews]}
 
     def search(self, camera: str | None = None, label: str | None = None, kind: str | None = None,
@@ -331,7 +339,7 @@ def _open_or_replace(path: Path) -> sqlite3.Connection:
         return _connect(path)
 
 
-def _as_dict(row: sqlite3.Row) -> dict:
+def _as_dict(row: sqlite3.Row | dict) -> dict:
     item = dict(row)
     for column in _JSON_COLUMNS:
         item[column] = json.loads(item[column])

@@ -566,6 +566,7 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        sock.listen(MAX_CONNECTIONS)  # connections wait in the backlog until the server's loop runs
     except OSError:
         sock.close()
         raise

@@ -171,7 +171,7 @@ def test_attack12_every_bad_path_or_query_value_gets_a_4xx_naming_it(page):
     bad = ["/evidence/x%00.jpg", "/evidence/%00", "/api/inspections?before=1e300", "/api/inspections?before=-1e300",
            "/api/inspections?limit=1e300", "/api/inspections?since=1e999", "/api/scores?hours=nan",
            "/api/inspections/x%00", "/api/inspections/x%00/thumb.jpg", "/api/cameras/%00/live.jpg",
-           "/api/inspections?camera=%00", "/static/%00", "/api/inspections?before=9223372036854775808",
+           "/static/%00", "/api/inspections?before=9223372036854775808",
            "/api/inspections?limit=nan", "/evidence/" + "a/" * 2000 + "x.jpg"]
     for path in bad:
         status, _, body = page.get(path)

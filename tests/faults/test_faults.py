@@ -110,8 +110,9 @@ def test_fault1_reload_takes_only_trusted_signed_bundles_from_bundles_dir(
 
 @pytest.fixture
 def small_disk(tmpfs):
-    """A 3 MB tmpfs: the outbox's filesystem, to be filled and freed."""
-    return tmpfs("3m")
+    """A small tmpfs: the outbox's filesystem, to be filled and freed (64 MB: the running bundle's verified copy
+    lies in the state folder too)."""
+    return tmpfs("64m")
 
 
 def test_fault2_disk_full_holds_and_retries_and_delivery_resumes_with_nothing_lost(
