@@ -104,6 +104,7 @@ class History:
         self._reader.row_factory = sqlite3.Row
         self.prune()
         self._queue: queue.Queue = queue.Queue(MAX_QUEUED)
+        self._closing = threading.Event()
         self._pending: dict[str, tuple] = {}  # inspection id -> its queued row, until written (get finds it there)
         self._writer = threading.Thread(target=self._write_queue, name="history", daemon=True)
         self._writer.start()
@@ -156,10 +157,10 @@ class History:
                     break
             rows = [row for row in batch if row is not None]
             while rows and not self._write(rows):
-                if None in batch:  # closing: what cannot be written now is lost
+                if self._closing.is_set():  # what cannot be written now is lost
                     self.lost += len(rows)
                     break
-                time.sleep(RETRY_S)
+                self._closing.wait(RETRY_S)
             for _ in batch:
                 self._queue.task_done()
             if None in batch:
@@ -287,6 +288,7 @@ class History:
 
     def close(self) -> None:
         """Write what is queued (as far as the database lets), then close."""
+        self._closing.set()
         self._queue.put(None)
         self._writer.join(timeout=30)
         with self._lock, self._read_lock:

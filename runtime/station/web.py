@@ -6,10 +6,11 @@ port (it binds 127.0.0.1 unless told otherwise); a review needs a token or a use
 secrets (:mod:`runtime.station.access`). Evidence is served only from inside the evidence folder.
 
 No client can take the port away from the others: a request head must arrive within
-``HEAD_TIMEOUT_S``, an idle keep-alive connection is closed after uvicorn's ``timeout_keep_alive``,
-one address holds at most ``MAX_PER_CLIENT`` connections (a new one closes that address's oldest
-idle one), and ``/healthz`` is answered on the event loop by its own thread, never behind the page's
-thread pool. Only the configured host names, ``localhost`` and IP literals are served (DNS rebinding).
+``HEAD_TIMEOUT_S`` and a body within ``BODY_TIMEOUT_S``, an idle keep-alive connection is closed
+after uvicorn's ``timeout_keep_alive``, one address holds at most ``MAX_PER_CLIENT`` connections (a
+new one closes that address's oldest idle one), and ``/healthz`` is answered on the event loop by
+its own thread, never behind the page's thread pool. Only the configured host names, ``localhost``
+and IP literals are served (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ CHART_BUCKETS = 360
 WEB_NICE = 5  # the web server's threads run this much "nicer" than the camera threads
 HEAD_TIMEOUT_S = 10.0  # a request's head (line and headers) must arrive within this
 KEEP_ALIVE_S = 5.0  # an idle keep-alive connection is closed after this
+BODY_TIMEOUT_S = 10.0  # a request body (a review's JSON) must arrive within this
 MAX_PER_CLIENT = 32  # connections one client address may hold
 MAX_CONNECTIONS = 512  # all clients together (uvicorn answers 503 beyond)
 MAX_ROW = 2**63 - 1  # SQLite's largest integer
@@ -428,11 +430,20 @@ class StationPage:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return {}, _error(413, f"request body over {limit} bytes")
-        data = b""
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > limit:
-                return {}, _error(413, f"request body over {limit} bytes")
+        async def read() -> bytes | None:
+            data = b""
+            async for chunk in request.stream():
+                data += chunk
+                if len(data) > limit:
+                    return None
+            return data
+
+        try:
+            data = await asyncio.wait_for(read(), BODY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return {}, _error(408, f"request body not received within {BODY_TIMEOUT_S:.0f} s", Connection="close")
+        if data is None:
+            return {}, _error(413, f"request body over {limit} bytes")
         try:
             body = json.loads(data or b"{}")
         except (ValueError, RecursionError):

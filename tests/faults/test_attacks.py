@@ -263,6 +263,14 @@ def test_attack2_idle_and_slow_connections_cannot_starve_health_or_the_page(page
         except ConnectionResetError:
             pass
         assert time.monotonic() - started < 25
+        # a body that never ends is not waited for either
+        inspection = page.anomalous()[0]["id"]
+        request = (f"POST /api/inspections/{inspection}/review HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+                   '{"verd').encode()
+        started = time.monotonic()
+        answer = _raw_request(page.port, request, timeout=30)
+        assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 25, answer[:200]
     finally:
         for sock in idle + slow:
             sock.close()
