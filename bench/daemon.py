@@ -19,6 +19,15 @@ does (``/api/status`` every 2 s, the live frame at most every 0.4 s). Then headl
 Playwright) loads the page: its first contentful paint, and the delay from each result being queued to its row
 in the list and its verdict banner (the banner waits for its frame) with one part a second.
 
+Flood (``--flood-connections N``): N connections to the page's port from this one address, half idle and half
+sending a request head one byte a second, each one the station closes opened again at once (an attacker keeping
+the count up). ``/healthz`` is timed under it (target: under 200 ms), and the trigger latency with and without
+the flood in alternating rounds (target: p95 within 10 %).
+
+Trigger flood (``--trigger-flood N``): N triggers published at once, as fast as paho sends them, on a broker
+with mosquitto's default queue and on one with ``max_queued_messages 100000``: how many got no answer at all
+(neither a result nor ``busy``): what the broker's per-client queue limit drops without a trace.
+
 Without ``--bundle`` a PatchCore model is fitted on generated boards and exported as an OpenVINO
 INT8 bundle when the exporter offers it, else ONNX FP32 (the table says which). Needs the
 ``mosquitto`` binary. Broker, station process and probe client are the station tests' own
@@ -33,6 +42,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -46,7 +56,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "runtime" / "station"))  # the station tests' harness, shared
 
-from station_harness import Broker, DaemonProcess, Probe, fetch, page_port, station_config  # noqa: E402
+from station_harness import (  # noqa: E402
+    PREFIX,
+    STATION,
+    Broker,
+    DaemonProcess,
+    Probe,
+    fetch,
+    page_port,
+    station_config,
+)
 
 from runtime.detector import Detector  # noqa: E402
 from runtime.image_io import list_images, read_image  # noqa: E402
@@ -89,6 +108,10 @@ def percentiles(values: list[float]) -> tuple[float, float]:
     return float(p50), float(p95)
 
 
+def trigger_camera(bundle: Path, images: Path) -> dict:
+    return {"name": "cam", "bundle": str(bundle), "mode": "trigger", "source": {"kind": "images", "path": str(images)}}
+
+
 def start_daemon(work: Path, port: int, camera: dict, name: str) -> DaemonProcess:
     folder = work / name
     shutil.rmtree(folder, ignore_errors=True)
@@ -112,8 +135,7 @@ def bare_latency(bundle: Path, images: list[Path], count: int) -> list[float]:
 
 
 def trigger_latency(work: Path, port: int, bundle: Path, images: Path, count: int) -> dict:
-    daemon = start_daemon(work, port, {"name": "cam", "bundle": str(bundle), "mode": "trigger",
-                                       "source": {"kind": "images", "path": str(images)}}, "trigger-station")
+    daemon = start_daemon(work, port, trigger_camera(bundle, images), "trigger-station")
     probe = Probe(port)
     try:
         wait_online(probe)
@@ -126,6 +148,12 @@ def trigger_latency(work: Path, port: int, bundle: Path, images: Path, count: in
     finally:
         daemon.stop()
         probe.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -238,11 +266,7 @@ class PageClient:
 
 def page_overhead(work: Path, port: int, bundle: Path, images: Path, parts: int, rounds: int = 8) -> dict:
     """Trigger latency and RSS with the page closed and open, alternating ``rounds`` times on one station."""
-    camera = {"name": "cam", "bundle": str(bundle), "mode": "trigger",
-              "source": {"kind": "images", "path": str(images)}}
-    folder = work / "page-station"
-    shutil.rmtree(folder, ignore_errors=True)
-    daemon = DaemonProcess(folder, station_config(port, [camera], **STATION_SETTINGS)).start()
+    daemon = start_daemon(work, port, trigger_camera(bundle, images), "page-station")
     probe = Probe(port)
     figures: dict = {"closed": {"latency": [], "inference": [], "rss": []},
                      "open": {"latency": [], "inference": [], "rss": []}}
@@ -264,6 +288,137 @@ def page_overhead(work: Path, port: int, bundle: Path, images: Path, parts: int,
         daemon.stop()
         probe.close()
     return figures
+
+
+class ConnectionFlood:
+    """``count`` connections to ``port`` from this address, half idle, half sending a request head a byte at a time;
+    each one the server closes is opened again, so the count holds. ``reopened`` counts those."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port = port
+        self.count = count
+        self.reopened = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ConnectionFlood:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _open(self, slow: bool) -> socket.socket | None:
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        except OSError:
+            return None
+        sock.setblocking(False)
+        if slow:
+            sock.send(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        return sock
+
+    def _run(self) -> None:
+        sockets: list[tuple[socket.socket | None, bool]] = [(self._open(n % 2 == 1), n % 2 == 1)
+                                                            for n in range(self.count)]
+        while not self._stop.wait(1.0):
+            for index, (sock, slow) in enumerate(sockets):
+                alive = sock is not None
+                try:
+                    if alive and slow:
+                        sock.send(b"a")  # one more byte of a header that never ends
+                    if alive and sock.recv(1024, socket.MSG_PEEK) == b"":
+                        alive = False
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    alive = False
+                if not alive:
+                    if sock is not None:
+                        sock.close()
+                    sockets[index] = (self._open(slow), slow)
+                    self.reopened += 1
+        for sock, _ in sockets:
+            if sock is not None:
+                sock.close()
+
+
+def flood_overhead(work: Path, port: int, bundle: Path, images: Path, parts: int, connections: int,
+                   rounds: int = 4) -> dict:
+    """/healthz under ``connections`` idle and slow connections, and trigger latency with and without them."""
+    daemon = start_daemon(work, port, trigger_camera(bundle, images), "flood-station")
+    probe = Probe(port)
+    figures: dict = {"connections": connections, "quiet": [], "flooded": [], "health_ms": [], "health_status": [],
+                     "reopened": 0, "cpu": {"quiet": [0.0, 0.0], "flooded": [0.0, 0.0]}}  # [CPU s, wall s]
+    try:
+        wait_online(probe)
+        web = page_port(daemon)
+        triggers(probe, 20, "warm")
+        for round_ in range(rounds):
+            for state in ("quiet", "flooded"):
+                flood = ConnectionFlood(web, connections) if state == "flooded" else contextlib.nullcontext()
+                with flood:
+                    time.sleep(2.0)
+                    cpu, wall = cpu_seconds(daemon.process.pid), time.monotonic()
+                    figures[state] += [ms for ms, _ in triggers(probe, parts // rounds, f"{state}{round_}")]
+                    figures["cpu"][state][0] += cpu_seconds(daemon.process.pid) - cpu
+                    figures["cpu"][state][1] += time.monotonic() - wall
+                    if state == "flooded":
+                        for _ in range(25):
+                            started = time.perf_counter()
+                            status, _, _ = fetch(f"http://127.0.0.1:{web}/healthz", timeout=10)
+                            figures["health_ms"].append((time.perf_counter() - started) * 1000)
+                            figures["health_status"].append(status)
+                            time.sleep(0.2)
+                        figures["reopened"] += flood.reopened
+    finally:
+        daemon.stop()
+        probe.close()
+    return figures
+
+
+def print_flood(figures: dict) -> None:
+    print(f"| trigger -> result, {figures['connections']} idle/slow connections from one address | quiet | flooded "
+          "| change |\n| --- | --- | --- | --- |")
+    for label, index in (("p50 ms", 0), ("p95 ms", 1)):
+        a, b = percentiles(figures["quiet"])[index], percentiles(figures["flooded"])[index]
+        print(f"| {label} | {a:.1f} | {b:.1f} | {100 * (b - a) / a:+.1f}% |")
+    a, b = (100 * figures["cpu"][state][0] / figures["cpu"][state][1] for state in ("quiet", "flooded"))
+    print(f"| station CPU, % of one core | {a:.1f} | {b:.1f} | {b - a:+.1f} points |")
+    health = figures["health_ms"]
+    statuses = sorted(set(figures["health_status"]))
+    print(f"\n/healthz under the flood ({len(health)} requests, statuses {statuses}): p50 {np.median(health):.1f} ms, "
+          f"p95 {np.percentile(health, 95):.1f} ms, max {max(health):.1f} ms (target < 200 ms); "
+          f"{figures['reopened']} flood connections closed by the station and reopened")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def trigger_flood(work: Path, bundle: Path, images: Path, count: int, settings: list[str]) -> int:
+    """Publish ``count`` triggers at once; the number that got no answer (result or cmd/error) at all."""
+    broker = Broker(work / "flood-broker", settings=settings)
+    broker.start()
+    daemon = start_daemon(work, broker.port, trigger_camera(bundle, images), "trigger-flood-station")
+    probe = Probe(broker.port)
+    try:
+        wait_online(probe)
+        for n in range(count):
+            probe.client.publish(f"{PREFIX}/{STATION}/cmd/inspect", json.dumps({"part_id": f"flood-{n}"}), qos=1)
+
+        def answered() -> int:
+            return len({m.data["part_id"] for m in probe.on("/cam/result") + probe.on("/cmd/error")
+                        if m.data and str(m.data.get("part_id", "")).startswith("flood-")})
+
+        last, unchanged = -1, 0
+        while unchanged < 10:  # ten seconds without a new answer
+            time.sleep(1.0)
+            now = answered()
+            unchanged, last = (unchanged + 1, last) if now == last else (0, now)
+        return count - last
+    finally:
+        daemon.stop()
+        probe.close()
+        broker.stop()
 
 
 def triggers(probe: Probe, count: int, tag: str, gap_s: float = 0.0) -> list[tuple[float, dict]]:
@@ -360,6 +515,11 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=20.0, help="soak frame rate (target: 20)")
     parser.add_argument("--page-parts", type=int, default=0,
                         help="parts per state for the page closed/open comparison and chromium timings (0: skip)")
+    parser.add_argument("--flood-connections", type=int, default=0,
+                        help="idle/slow connections for the flood table (target: 300; 0: skip)")
+    parser.add_argument("--flood-parts", type=int, default=400, help="parts per state for the flood comparison")
+    parser.add_argument("--trigger-flood", type=int, default=0,
+                        help="triggers published at once, default and raised broker queue (0: skip)")
     parser.add_argument("--skip-latency", action="store_true", help="skip the trigger latency table")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
@@ -385,6 +545,18 @@ def main() -> None:
         if args.page_parts:
             figures["page"] = page_overhead(work, port, bundle, replay, args.page_parts)
             print_page(figures["page"])
+            print()
+        if args.flood_connections:
+            figures["flood"] = flood_overhead(work, port, bundle, replay, args.flood_parts, args.flood_connections)
+            print_flood(figures["flood"])
+            print()
+        if args.trigger_flood:
+            print(f"| {args.trigger_flood} triggers published at once | no answer at all |\n| --- | --- |")
+            for label, settings in (("mosquitto default (max_queued_messages 1000)", []),
+                                    ("max_queued_messages 100000", ["max_queued_messages 100000"])):
+                lost = trigger_flood(work, bundle, replay, args.trigger_flood, settings)
+                figures.setdefault("trigger_flood", {})[label] = lost
+                print(f"| {label} | {lost} |")
             print()
         if not args.skip_latency:
             bare = bare_latency(bundle, images, args.triggers)

@@ -100,7 +100,7 @@ def cmd_update(args: argparse.Namespace) -> None:
     from edge_anomaly.model import TrainedModel
     from edge_anomaly.update import update_model
 
-    model = update_model(TrainedModel.load(args.model), args.add)
+    model = update_model(TrainedModel.load(args.model), args.add, force=args.force)
     out = args.model if args.in_place else args.out
     model.save(out)
     record = model.info["updates"][-1]
@@ -108,6 +108,9 @@ def cmd_update(args: argparse.Namespace) -> None:
           f"{record['bank_entries'][0]} -> {record['bank_entries'][1]} entries, threshold "
           f"{record['threshold'][0]:.4g} -> {record['threshold'][1]:.4g}, {record['seconds']} s; "
           f"export it again to ship it (edge-anomaly export)")
+    if record["forced"]:
+        print(f"warning: {len(record['forced'])} image(s) far above the threshold were added (--force):\n  "
+              + "\n  ".join(record["forced"]))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -260,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     written = update.add_mutually_exclusive_group(required=True)
     written.add_argument("--out", help="model folder to write the updated model to")
     written.add_argument("--in-place", action="store_true", help="replace MODEL with the updated model")
+    update.add_argument("--force", action="store_true",
+                        help="add images the model scores far above its threshold too (listed; refused without it)")
     update.set_defaults(run=cmd_update)
 
     evaluate = commands.add_parser("evaluate", help="metrics on an MVTec-layout test set")

@@ -4,12 +4,18 @@ The manifest carries everything the edge needs besides the engine: input size an
 order, threshold and score normalisation, concept names, what was quantised, the parity
 figures measured at export, and the SHA-256 of every file. A bundle whose files do not match
 their hashes is refused before any engine touches them. No pickle anywhere.
+
+What runs is what was checked: every file is hashed as it is copied into a private folder (a
+``.tar`` is extracted there), and engines open that copy, so rewriting the bundle's own folder
+after the check changes nothing that runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import weakref
@@ -41,14 +47,16 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle folder and its manifest."""
+    """A verified bundle: ``folder`` is the private copy its files were hashed into (what engines open),
+    ``source`` the folder or ``.tar`` it was opened from (what messages name)."""
 
     folder: Path
     manifest: Manifest
+    source: Path
 
     @property
     def name(self) -> str:
-        return self.manifest.name or self.folder.name
+        return self.manifest.name or self.source.name.removesuffix(".tar")
 
     @property
     def engine(self) -> Engine:
@@ -143,34 +151,62 @@ def pack_bundle(folder: Path, archive: Path, top: str | None = None) -> Path:
 
 
 def open_bundle(path: str | Path, check: ManifestCheck | None = None) -> Bundle:
-    """Open a bundle folder or ``.tar`` and verify every file against the manifest.
+    """Open a bundle folder or ``.tar``, verify every file against the manifest, and keep the verified copy.
 
     ``check(manifest, manifest_path)`` runs before any file is hashed (the station's signature
-    check: a bundle nobody trusted is refused before its files are even read). A ``.tar`` is
-    extracted into a temporary folder that lives as long as the returned Bundle (a daemon
-    swapping bundles for months must not fill the disk).
+    check: a bundle nobody trusted is refused before its files are even read). The files are
+    hashed while they are copied (a ``.tar`` while it is extracted) into a private temporary folder
+    that lives as long as the returned Bundle (a daemon swapping bundles for months must not fill
+    the disk); the Bundle points at that copy, never back at ``path``.
     """
     path = Path(path)
-    if not path.is_file():
-        return _verified(path, check)
-    folder = Path(tempfile.mkdtemp(prefix="edge-anomaly-bundle-"))
+    private = Path(tempfile.mkdtemp(prefix="edge-anomaly-bundle-"))
     try:
-        _extract(path, folder)
-        bundle = _verified(folder, check)
+        if path.is_file():
+            _extract(path, private)
+            bundle = _verified(private, check, source=path)
+        else:
+            bundle = _verified(path, check, source=path, into=private)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
         raise
-    weakref.finalize(bundle, shutil.rmtree, folder, ignore_errors=True)
+    weakref.finalize(bundle, shutil.rmtree, private, ignore_errors=True)
     return bundle
 
 
-def _verified(path: Path, check: ManifestCheck | None = None) -> Bundle:
-    """The bundle in folder ``path``, once its manifest (and ``check``) and every file's hash check out."""
+def _copy_hashed(source: Path, target: Path) -> str:
+    """Copy a regular file (never through a link) and return the SHA-256 of exactly the bytes written."""
+    digest = hashlib.sha256()
+    try:
+        handle = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise BundleError(f"{source}: listed in the manifest but cannot be read ({exc.strerror or exc})") from None
+    with open(handle, "rb") as reader:
+        if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
+            raise BundleError(f"{source}: listed in the manifest but not a regular file")
+        try:
+            with open(target, "xb") as writer:
+                for block in iter(lambda: reader.read(1 << 20), b""):
+                    digest.update(block)
+                    writer.write(block)
+        except OSError as exc:
+            raise BundleError(f"{source}: cannot copy it into {target.parent} to verify it "
+                              f"({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
+def _verified(path: Path, check: ManifestCheck | None = None, source: Path | None = None,
+              into: Path | None = None) -> Bundle:
+    """The bundle in folder ``path``, once its manifest (and ``check``) and every file's hash check out.
+
+    With ``into``, each file is copied there as it is hashed and the Bundle is the copy; without it
+    ``path`` must already be private (an extracted tar)."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        raise BundleError(f"{path}: not a bundle (no {MANIFEST})")
+        raise BundleError(f"{source or path}: not a bundle (no {MANIFEST})")
     with open(manifest_path, "rb") as handle:  # bounded: decode_manifest refuses what is longer than a manifest
-        raw = decode_manifest(handle.read(MAX_MANIFEST_BYTES + 1), str(manifest_path))
+        text = handle.read(MAX_MANIFEST_BYTES + 1)
+    raw = decode_manifest(text, str(manifest_path))
     if check is not None:  # on the file's own JSON, before anything in it is acted on
         check(raw, manifest_path)
     manifest = parse_manifest(raw, str(manifest_path))
@@ -181,8 +217,10 @@ def _verified(path: Path, check: ManifestCheck | None = None) -> Bundle:
         file = path / name
         if file.is_symlink() or not file.is_file():
             raise BundleError(f"{file}: listed in the manifest but missing (or not a regular file)")
-        actual = sha256_file(file)
+        actual = _copy_hashed(file, into / name) if into is not None else sha256_file(file)
         if actual != expected:
             raise BundleError(f"{file}: SHA-256 mismatch (manifest {expected[:12]}…, file {actual[:12]}…); "
                               "the bundle was modified or corrupted")
-    return Bundle(path, manifest)
+    if into is not None:
+        (into / MANIFEST).write_bytes(text)  # the very bytes that were checked (and signed)
+    return Bundle(into or path, manifest, source or path)

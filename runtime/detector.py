@@ -55,10 +55,10 @@ class Detector:
         declared = bundle.manifest.input
         try:
             self.roi = check_roi(roi if roi is not None else declared.roi,
-                                 "roi" if roi is not None else f"{bundle.folder}/manifest.json input.roi")
+                                 "roi" if roi is not None else f"{bundle.source}/manifest.json input.roi")
             self.center_crop = check_center_crop(
                 center_crop if center_crop is not None else declared.center_crop,
-                "center_crop" if center_crop is not None else f"{bundle.folder}/manifest.json input.center_crop")
+                "center_crop" if center_crop is not None else f"{bundle.source}/manifest.json input.center_crop")
         except ValueError as exc:
             raise BundleError(str(exc)) from None
 

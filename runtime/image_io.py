@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MAX_PIXELS = 50_000_000  # the default pixel limit for images from outside (by header, before decoding)
 
 
 class ImageReadError(ValueError):

@@ -108,7 +108,7 @@ def check_bundle(detector, mode: str = "refuse") -> SelfTestReport | None:
     test = manifest.self_test
     if test is None:
         return None
-    where = f"{detector.bundle.folder}/manifest.json self_test"
+    where = f"{detector.bundle.source}/manifest.json self_test"
     stored = np.array([entry.score for entry in test.images])
     images = np.stack([_read(detector.bundle.folder, entry.file, detector.input_size, where) for entry in test.images])
     local = detector.infer(images)[1].astype(np.float64)
@@ -123,13 +123,13 @@ def check_bundle(detector, mode: str = "refuse") -> SelfTestReport | None:
     message = (f"self-test {'passed' if passed else 'FAILED'} on {len(stored)} images: rank correlation {corr:.3f} "
                f"(min {min_rank_corr}), largest score error {error:.3f} spreads (max {max_error})")
     if passed:  # one short line at every load; the CPUs are in the report (the station's status carries it)
-        log.info("bundle %s: %s", detector.bundle.name, message)
+        log.info("bundle %s: %s", detector.bundle.source, message)
         return SelfTestReport(passed, corr, error, len(stored), here.to_dict(), exported, message)
     message += f"; this CPU {here.describe()}, exported on {there.describe() if there else 'an unrecorded CPU'}"
     report = SelfTestReport(passed, corr, error, len(stored), here.to_dict(), exported, message)
     hint = (f"; the engine computes differently on this CPU: export the bundle for it "
             f"(edge-anomaly export --target-isa {here.isa}) or in a higher precision")
     if mode == "refuse":
-        raise SelfTestError(f"{detector.bundle.folder}: {message}{hint}")
-    log.warning("%s: %s%s", detector.bundle.folder, message, hint)
+        raise SelfTestError(f"{detector.bundle.source}: {message}{hint}")
+    log.warning("%s: %s%s", detector.bundle.source, message, hint)
     return report

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from runtime.image_io import MAX_PIXELS
 from runtime.schema import StrictModel, read_yaml, validate
 from runtime.sources import Backoff, redact
 
@@ -167,6 +168,8 @@ class HttpConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
+    hosts: list[str] = Field(default_factory=list, description="host names the page answers to besides localhost "
+                                                                "and IP addresses; any other Host is refused")
     tls: ServerTlsConfig | None = None
     token: Secret | None = Field(None, description="Bearer token that may review (and act) on the page")
     users: dict[str, Secret] = Field(default_factory=dict, description="user -> password (HTTP Basic) who may review")
@@ -268,7 +271,7 @@ class CameraConfig(_Section):
     roi: tuple[int, int, int, int] | None = Field(None, description="x, y, width, height in frame pixels")
     every_nth: int = Field(1, ge=1, description="continuous: inspect one frame in N")
     trigger_queue: int = Field(32, ge=1, le=10000, description="trigger: waiting triggers beyond this get 'busy'")
-    max_image_pixels: int = Field(50_000_000, ge=1, description="folder: larger images (by header) are refused")
+    max_image_pixels: int = Field(MAX_PIXELS, ge=1, description="folder: larger images (by header) are refused")
     rate_hz: float | None = Field(None, gt=0, description="continuous: at most this many inspections a second")
     alert: AlertConfig = Field(default_factory=dict)
     drift: DriftConfig = Field(default_factory=dict)
@@ -290,8 +293,8 @@ class StationConfig(_Section):
     state_dir: ConfigPath = Field(DEFAULT_STATE_DIR, description="outbox and evidence unless set: must be writable")
     bundles_dir: ConfigPath | None = Field(None, description="cmd/reload takes bundles from here only "
                                                              "(default: the folders of the configured bundles)")
-    trust: list[ConfigPath] = Field(default_factory=list, description="public keys; when set, only bundles "
-                                                                      "signed by one of them are loaded")
+    trust: list[ConfigPath] | None = Field(None, description="public keys; when set, only bundles signed by one "
+                                                             "of them are loaded; left out, unsigned bundles run")
     commands: CommandsConfig = Field(default_factory=dict)
     mqtt: MqttConfig = Field(default_factory=dict)
     outbox: OutboxConfig = Field(default_factory=dict)
@@ -307,6 +310,14 @@ class StationConfig(_Section):
     def _prefix(cls, value: str) -> str:
         if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
             raise ValueError(f"{value!r} must be a non-empty topic without wildcards or outer slashes")
+        return value
+
+    @field_validator("trust")
+    @classmethod
+    def _trust_names_keys(cls, value: list[Path] | None) -> list[Path] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list would switch signature checks off: list the public keys bundles must be "
+                             "signed with, or leave 'trust' out to allow unsigned bundles")
         return value
 
     @model_validator(mode="after")

@@ -4,12 +4,16 @@ Cheap while nobody watches: a camera thread only swaps a reference to its latest
 and appends a small summary to a ring; the annotated JPEG is made when a page asks for it, at
 most ``fps`` times a second per camera, and listeners (server-sent event streams on the web
 server's event loop) are woken only if there are any.
+
+Event ids are ``<boot>-<number>``: ``boot`` is new in every process, so an id from before a restart
+(or any id this process never gave out) is unknown, and a page reconnecting with it starts from now.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import threading
 import time
 from collections import deque
@@ -53,6 +57,7 @@ class LiveFeed:
         self._latest: dict[str, _Latest] = {}
         self._events: deque[tuple[int, str, dict]] = deque(maxlen=RING)
         self._numbers = itertools.count(1)
+        self.boot = secrets.token_hex(4)
         self._lock = threading.Lock()
         self._listeners: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
@@ -97,6 +102,18 @@ class LiveFeed:
     def events_after(self, number: int) -> list[tuple[int, str, dict]]:
         with self._lock:
             return [event for event in self._events if event[0] > number]
+
+    def event_id(self, number: int) -> str:
+        return f"{self.boot}-{number}"
+
+    def resume_after(self, last_event_id: str | None) -> int:
+        """The event number a reconnecting page resumes after: its ``Last-Event-ID`` when this process gave it
+        out, else the newest (an id from before a restart, garbled or from the future starts from now)."""
+        newest = self.last_number
+        boot, _, number = (last_event_id or "").partition("-")
+        if boot == self.boot and number.isdigit() and int(number) <= newest:
+            return int(number)
+        return newest
 
     @property
     def last_number(self) -> int:

@@ -42,7 +42,7 @@ def _encode(message: dict) -> bytes:
 
 class MqttLink:
     def __init__(self, config: MqttConfig, topics: Topics, client_id: str, outbox: Outbox,
-                 on_command: Callable[[str, str | None, bytes], None], status: Callable[[], dict]) -> None:
+                 on_command: Callable[[str, str | None, bytes, bool], None], status: Callable[[], dict]) -> None:
         self.config = config
         self.topics = topics
         self.outbox = outbox
@@ -280,7 +280,7 @@ class MqttLink:
         if name == "error":
             return  # our own answers on cmd/error
         try:
-            self._on_command(name, sender, message.payload)
+            self._on_command(name, sender, message.payload, bool(message.retain))
         except Exception:
             log.exception("command %r failed", name[:40])
 

@@ -7,12 +7,18 @@ folders ``edge-anomaly update MODEL --add DIR`` takes; a second review of the sa
 the file, so each frame lies in the folder of its latest verdict. The frame comes from the evidence
 (the raw frame beside the overlay) or, for the camera's latest inspection, from memory; an inspection
 without either (a normal verdict whose evidence was not kept) is reviewed without a frame.
+
+All or nothing: the frame is filed inside the review's transaction (written beside, synced, then
+renamed, so no empty or partial frame is ever filed) and the review is rolled back when it cannot be;
+the earlier copy of a re-reviewed frame is removed only once the new review is committed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,9 +59,24 @@ class Reviews:
         if inspection is None:
             raise ReviewError(f"no inspection {inspection_id[:64]!r} in the history (unknown or pruned)", 404)
         moment = time.time()
-        copy = self._file_frame(inspection, verdict)
-        review = self.history.add_review(inspection_id, inspection["camera"], verdict, reviewer, moment, note,
-                                         str(copy) if copy else None)
+        camera = inspection["camera"]
+        earlier = [path for other in VERDICTS for path in sorted((self.folder / camera / other).glob(
+            f"{inspection_id}.*")) if not path.name.startswith(".")]
+        try:
+            review = self.history.add_review(inspection_id, camera, verdict, reviewer, moment, note,
+                                             lambda: self._file_frame(inspection, verdict, earlier))
+        except sqlite3.Error as exc:
+            log.error("review of inspection %s not recorded: %s", inspection_id, exc, extra={"camera": camera})
+            raise ReviewError(f"the review was not recorded: the history database failed ({exc}); try again", 503) \
+                from None
+        except OSError as exc:
+            log.error("review of inspection %s not recorded: cannot file its frame: %s", inspection_id, exc,
+                      extra={"camera": camera})
+            raise ReviewError(f"the review was not recorded: its frame cannot be filed under {self.folder} "
+                              f"({exc.strerror or exc})", 507) from None
+        for path in earlier:  # the review is committed: the frame now lives in its new verdict's folder only
+            if str(path) != review["copy"]:
+                path.unlink(missing_ok=True)
         message = review_message(self.station, inspection, review)
         self.outbox.put(REVIEW, self.topics.review(inspection["camera"]), message)
         self.notify()
@@ -66,27 +87,42 @@ class Reviews:
                                   "reviewer": reviewer})
         return {**review, "inspection": inspection_id, "camera": inspection["camera"]}
 
-    def _file_frame(self, inspection: dict, verdict: str) -> Path | None:
-        """Put the raw frame into ``reviewed/<camera>/<verdict>/<id>.<jpg|png>``; None when no frame is left."""
+    def _file_frame(self, inspection: dict, verdict: str, earlier: list[Path]) -> Path | None:
+        """Put the raw frame into ``reviewed/<camera>/<verdict>/<id>.<jpg|png>``; None when no frame is left.
+        Raises OSError when it cannot be written whole (nothing, not even an empty file, is left then)."""
         camera, inspection_id = inspection["camera"], inspection["id"]
         folder = self.folder / camera / verdict
         folder.mkdir(parents=True, exist_ok=True)
-        for other in VERDICTS:  # a second review moves the frame to its new verdict (or finds it already there)
-            for earlier in sorted((self.folder / camera / other).glob(f"{inspection_id}.*")):
-                target = folder / earlier.name
-                if earlier != target:
-                    earlier.replace(target)
-                return target
+        if earlier:  # a second review: the frame goes to its new verdict (or is already there)
+            target = folder / earlier[0].name
+            if earlier[0] != target:
+                _write_whole(target, lambda partial: shutil.copyfile(earlier[0], partial))
+            return target
         source = frame_path(inspection["overlay"]) if inspection["overlay"] else None
         if source is not None and source.is_file():
             target = folder / f"{inspection_id}.jpg"
-            shutil.copyfile(source, target)
+            _write_whole(target, lambda partial: shutil.copyfile(source, partial))
             return target
         latest = self.live.latest_frame(camera)
         if latest is not None and latest[0] == inspection_id:
             target = folder / f"{inspection_id}.png"
-            write_image(target, latest[1])
+            _write_whole(target, lambda partial: write_image(partial, latest[1]))
             return target
         log.warning("inspection %s reviewed without a frame: its evidence was not kept (evidence.save: all keeps "
                     "every frame)", inspection_id, extra={"camera": camera, "inspection": inspection_id})
         return None
+
+
+def _write_whole(target: Path, write) -> None:
+    """``write(partial)`` beside ``target``, synced and renamed into place: ``target`` is whole or absent."""
+    partial = target.with_name(f".partial-{target.name}")  # hidden: never listed, never sent
+    try:
+        write(partial)
+        with open(partial, "rb+") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                raise OSError(f"{partial}: nothing was written")
+            os.fsync(handle.fileno())
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import tempfile
 import threading
@@ -26,6 +27,7 @@ from pathlib import Path
 from runtime.signing import TrustList
 from runtime.station.config import CameraConfig, ConfigError, StationConfig, load_config
 from runtime.station.evidence import EvidenceStore
+from runtime.station.history import HISTORY, corruption
 from runtime.station.inspection import Inspector, LoadedBundle, load_bundle
 from runtime.station.logs import setup_logging
 from runtime.station.messages import Topics, error_message, iso_time, status_message
@@ -42,6 +44,7 @@ RESTART_ONLY = ("station", "prefix", "mqtt", "outbox", "evidence", "http", "stat
                 "bundles_dir")
 ENGINE_FIELDS = ("bundle", "backend", "device", "threads", "roi", "self_test")
 MAX_PART_ID = 128
+SCRATCH = "tmp"  # under state_dir: the station's own temporary folder
 STALL_S = 60.0  # a worker that shows no sign of life this long (outside an inspection) is reported stalled
 
 
@@ -208,6 +211,8 @@ class Station:
                 problems.append(f"{worker.name} thread is dead: commands are not served")
         if self.outbox.problem:
             problems.append(self.outbox.problem)
+        if self.page is not None and self.page.history.problem:
+            problems.append(self.page.history.problem)
         if not self.link.connected:
             problems.append("not connected to the broker")
         return problems
@@ -267,15 +272,20 @@ class Station:
 
     # -- commands (the MQTT network thread only queues them: it never blocks) ----------------------
 
-    def handle_command(self, name: str, sender: str | None, payload: bytes) -> None:
+    def handle_command(self, name: str, sender: str | None, payload: bytes, retained: bool = False) -> None:
         limit = self.config.commands.max_bytes
         if len(payload) > limit:  # refused before parsing, and not queued
             self._command_error(name, f"payload of {len(payload)} bytes exceeds the limit of {limit}", payload)
             return
+        if retained:  # the broker replays a retained command at every connect: it is never acted on
+            self._command_error(name, f"retained message on cmd/{name[:40]} ignored: commands are taken only when "
+                                "published live (clear it: publish an empty retained message on that topic)",
+                                payload, **_answer_fields(payload))
+            return
         with self._accepting:  # a command is queued before the stop, or refused after it: never lost between
             if not self._stopping:
                 if not self.commands.put(name, sender, payload):
-                    self._command_error(name, "busy: too many commands waiting", payload)
+                    self._command_error(name, "busy: too many commands waiting", payload, **_answer_fields(payload))
                 return
         self._refuse_at_stop(name, sender, payload)
 
@@ -297,12 +307,11 @@ class Station:
             else:
                 raise CommandError(f"unknown command {name[:40]!r} (known: inspect, reload)")
         except CommandError as exc:
-            fields = {key: body[key] for key in ("part_id", "camera")
-                      if isinstance(body.get(key), str | int) and len(str(body[key])) <= MAX_PART_ID}
-            self._command_error(name, str(exc), payload, **fields)
+            self._command_error(name, str(exc), payload, **_answer_fields(body))
         except Exception as exc:  # a bug: answered all the same, with no traceback on the wire
             log.exception("command %s failed", name[:40])
-            self._command_error(name, f"internal error ({type(exc).__name__}); see the station log", payload)
+            self._command_error(name, f"internal error ({type(exc).__name__}); see the station log", payload,
+                                **_answer_fields(body))
 
     def _authorise(self, name: str, sender: str | None, body: dict) -> None:
         rules = self.config.commands
@@ -345,6 +354,8 @@ class Station:
         if not isinstance(part_id, str) or not part_id.strip() or len(part_id) > MAX_PART_ID:
             raise CommandError(f"'part_id' must be a non-empty string of at most {MAX_PART_ID} characters, "
                                f"got {_short(part_id)}")
+        if not _is_text(part_id):
+            raise CommandError(f"'part_id' must be valid Unicode text (no lone surrogates), got {_short(part_id)}")
         for worker in self._target_cameras(body, mode="trigger"):
             row = self.outbox.accept_trigger(worker.name, part_id)
             if not worker.trigger(Trigger(part_id, time.time(), time.perf_counter(), row)):
@@ -522,6 +533,31 @@ def command_digest_input(body: dict) -> bytes:
                       ensure_ascii=False).encode()
 
 
+def _is_text(value: str) -> bool:
+    """False for a string JSON can carry but UTF-8 cannot (a lone surrogate such as "\\ud800")."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _answer_fields(body: dict | bytes) -> dict:
+    """A command's ``part_id`` and ``camera`` as its answer names them, so a PLC can match every answer to its
+    trigger (a payload that is not a JSON object has none)."""
+    if isinstance(body, bytes):
+        try:
+            body = _parse_body(body)
+        except CommandError:
+            return {}
+    fields = {}
+    for key in ("part_id", "camera"):
+        value = body.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and len(str(value)) <= MAX_PART_ID:
+            fields[key] = str(value) if key == "part_id" else value
+    return fields
+
+
 def _parse_body(payload: bytes) -> dict:
     if not payload.strip():
         return {}
@@ -570,6 +606,11 @@ def check(config: StationConfig) -> list[str]:
         problem = _writable(folder) if folder is not None else None
         if problem:
             problems.append(f"state: {problem} (set state_dir, outbox.path or evidence.dir)")
+    if config.http.enabled:
+        history = config.state_dir / HISTORY
+        broken = corruption(history)
+        if broken:
+            print(f"history {history} is corrupt ({broken}): at start it is moved aside and a fresh one begun")
     for root in config.reload_roots:
         if not root.is_dir():
             problems.append(f"bundles_dir: {root} is not a folder")
@@ -596,4 +637,14 @@ def serve(config_path: str | Path, check_only: bool = False) -> None:
         return
     setup_logging(config.log.level, config.log.format)
     log.info("config %s loaded", config_path, extra={"config": config.model_dump(mode="json")})
+    use_private_scratch(config.state_dir / SCRATCH)
     Station(Path(config_path), config).run()
+
+
+def use_private_scratch(folder: Path) -> None:
+    """Make ``folder`` this process's temporary folder (verified bundle copies, extracted tars), emptied first:
+    what a station killed with -9 left there is removed at the next start instead of piling up in /tmp.
+    Only this station uses its state folder, so nothing in it belongs to anyone else."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True)
+    tempfile.tempdir = str(folder)

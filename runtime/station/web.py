@@ -4,11 +4,19 @@ A Starlette app served by uvicorn on one thread of its own (one event loop; the 
 database reads and JPEG work, run in its small thread pool). Reading is open to whoever reaches the
 port (it binds 127.0.0.1 unless told otherwise); a review needs a token or a user from the station's
 secrets (:mod:`runtime.station.access`). Evidence is served only from inside the evidence folder.
+
+No client can take the port away from the others: a request head must arrive within
+``HEAD_TIMEOUT_S`` and a body within ``BODY_TIMEOUT_S``, an idle keep-alive connection is closed
+after uvicorn's ``timeout_keep_alive``, one address holds at most ``MAX_PER_CLIENT`` connections (a
+new one closes that address's oldest idle one), and ``/healthz`` is answered on the event loop by
+its own thread, never behind the page's thread pool. Only the configured host names, ``localhost``
+and IP literals are served (DNS rebinding).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -29,15 +37,18 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from runtime import package_version
-from runtime.station.access import Access, cross_site
+from runtime.station.access import Access, cross_site, known_host
 from runtime.station.evidence import frame_path
-from runtime.station.history import History
+from runtime.station.history import HISTORY, History
 from runtime.station.live import LiveFeed
 from runtime.station.review import ReviewError, Reviews
 
@@ -54,6 +65,12 @@ MAX_REVIEWED_TAR = 5000  # the newest reviewed frames one download carries
 VERDICT_FOLDERS = ("normal", "defect")
 CHART_BUCKETS = 360
 WEB_NICE = 5  # the web server's threads run this much "nicer" than the camera threads
+HEAD_TIMEOUT_S = 10.0  # a request's head (line and headers) must arrive within this
+KEEP_ALIVE_S = 5.0  # an idle keep-alive connection is closed after this
+BODY_TIMEOUT_S = 10.0  # a request body (a review's JSON) must arrive within this
+MAX_PER_CLIENT = 32  # connections one client address may hold
+MAX_CONNECTIONS = 512  # all clients together (uvicorn answers 503 beyond)
+MAX_ROW = 2**63 - 1  # SQLite's largest integer
 VERDICT_LABELS = {"normal": "normal", "anomalous": "anomalous"}
 # The page runs only its own script and is never framed (no other site can lay it under a click).
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; frame-ancestors 'none'; "
@@ -91,20 +108,6 @@ class _Thumbnails:
         return self._cache.get(key)
 
 
-def _reviewed_frames(folder: Path) -> list[Path]:
-    """The frames filed in one reviewed folder (what review.py writes: .jpg, .png).
-
-    The page's count and the tar both use this, so the count says what a download carries; anything
-    else in the folder (a note, a temporary file) is neither counted nor sent.
-    """
-    try:
-        with os.scandir(folder) as entries:
-            return [Path(entry.path) for entry in entries if entry.is_file() and not entry.name.startswith(".")
-                    and entry.name.lower().endswith((".jpg", ".png"))]
-    except OSError:  # nothing reviewed yet
-        return []
-
-
 def _tar_of(frames: list[Path], top: str, beside: Path) -> Path:
     """An uncompressed tar (JPEGs do not compress) of ``frames`` under ``top/``, written next to the reviewed
     folder rather than in memory; the caller deletes it once sent."""
@@ -119,6 +122,16 @@ def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _whole(params, name: str, default: int | None = None) -> int | None:
+    """A whole-number query value from 0 to ``MAX_ROW`` (a row or a count), else ValueError naming it."""
+    number = _number(params, name, default)
+    if number is None:
+        return None
+    if number != int(number) or not 0 <= number <= MAX_ROW:
+        raise ValueError(f"{name} must be a whole number from 0 to {MAX_ROW}, got {params.get(name)[:40]!r}")
+    return int(number)
+
+
 def _number(params, name: str, default: float | None = None) -> float | None:
     value = params.get(name)
     if value in (None, ""):
@@ -128,7 +141,7 @@ def _number(params, name: str, default: float | None = None) -> float | None:
     except ValueError:
         raise ValueError(f"{name} must be a number, got {value[:40]!r}") from None
     if not np.isfinite(number):
-        raise ValueError(f"{name} must be finite")
+        raise ValueError(f"{name} must be finite, got {value[:40]!r}")
     return number
 
 
@@ -140,7 +153,7 @@ class StationPage:
         config = station.config
         self.station = station
         self.config = config.http
-        self.history = History(config.state_dir / "history.sqlite", config.http.history.max_inspections,
+        self.history = History(config.state_dir / HISTORY, config.http.history.max_inspections,
                                config.http.history.max_days)
         self.live = LiveFeed(config.http.live_fps)
         self.access = Access.from_config(config.http)
@@ -148,6 +161,7 @@ class StationPage:
                                station.topics, station.link_notify, self.live)
         self.evidence_dir = config.evidence.dir.resolve() if station.evidence is not None else None
         self._thumbnails = _Thumbnails()
+        self._health_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="health")
         self.server = WebServer(self.app(), config.http)
 
     def observe(self, inspection, frame: np.ndarray) -> None:
@@ -168,6 +182,7 @@ class StationPage:
     def stop(self) -> None:
         self.live.close()
         self.server.stop()
+        self._health_thread.shutdown(wait=True)
         self.history.close()
 
     # -- the app -------------------------------------------------------------------------------------
@@ -189,13 +204,14 @@ class StationPage:
             Route("/evidence/{path:path}", self.evidence),
             Mount("/static", StaticFiles(directory=PAGE)),
         ]
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, middleware=[Middleware(RequestGuard, hosts=self.config.hosts)])
 
     def index(self, request: Request) -> Response:
         return FileResponse(PAGE / "index.html", headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
 
-    def healthz(self, request: Request) -> JSONResponse:
-        healthy, details = self.station.health()
+    async def healthz(self, request: Request) -> JSONResponse:
+        """On a thread of its own: whatever holds the page's thread pool, health answers."""
+        healthy, details = await asyncio.get_running_loop().run_in_executor(self._health_thread, self.station.health)
         return JSONResponse({"status": "ok" if healthy else "degraded", **details}, status_code=200 if healthy else 503)
 
     def metrics(self, request: Request) -> Response:
@@ -212,7 +228,7 @@ class StationPage:
             signature = loaded.detector.bundle.manifest.signature if loaded is not None else None
             cameras[name] = {**beat["cameras"].get(name, {}), **described,
                              "threshold": loaded.info.threshold if loaded else None,
-                             "reviewed": {verdict: len(_reviewed_frames(self.reviews.folder / name / verdict))
+                             "reviewed": {verdict: len(self._reviewed_frames(name, verdict))
                                           for verdict in VERDICT_FOLDERS},
                              "signature": {"signed": signature is not None,
                                            "key_id": signature.key_id if signature else None,
@@ -226,8 +242,11 @@ class StationPage:
             "evidence": {"bytes": evidence.total_bytes if evidence else 0,
                          "max_bytes": evidence.max_bytes if evidence else 0,
                          "disk_free_bytes": disk.free if disk else None, "save": station.config.evidence.save},
-            "history": {"inspections": self.history.count(), "write_failures": self.history.write_failures},
+            "history": {"inspections": self.history.count(), "write_failures": self.history.write_failures,
+                        "lost": self.history.lost},
             "review": {"enabled": self.access.enabled, "methods": self.access.methods},
+            "trust": {"required": station.trust is not None,
+                      "keys": sorted(station.trust.keys) if station.trust is not None else []},
             "cameras": cameras,
         })
 
@@ -239,14 +258,14 @@ class StationPage:
         reviewed = {"yes": True, "no": False}.get(params.get("reviewed", ""))
         try:
             since, until = _number(params, "since"), _number(params, "until")
-            limit = int(_number(params, "limit", 50))
-            before = _number(params, "before")
+            limit = _whole(params, "limit", 50)
+            before = _whole(params, "before")
         except ValueError as exc:
             return _error(400, str(exc))
         rows = self.history.search(camera=params.get("camera") or None, label=verdict,
                                    kind=params.get("kind") or None, since=since, until=until, reviewed=reviewed,
                                    limit=max(1, min(limit, MAX_LIST)),
-                                   before_row=int(before) if before is not None else None)
+                                   before_row=before)
         return JSONResponse({"inspections": [self._with_links(row) for row in rows]})
 
     def api_inspection(self, request: Request) -> JSONResponse:
@@ -309,12 +328,9 @@ class StationPage:
 
     async def events(self, request: Request) -> Response:
         """Server-sent events: ``inspection`` (each result), ``review``; a reconnecting page resumes from
-        ``Last-Event-ID`` within the ring."""
+        ``Last-Event-ID`` within the ring (an id this process did not give out starts from now)."""
         live = self.live
-        try:
-            last = int(request.headers.get("last-event-id") or live.last_number)
-        except ValueError:
-            last = live.last_number
+        last = live.resume_after(request.headers.get("last-event-id"))
 
         async def stream():
             nonlocal last
@@ -325,7 +341,8 @@ class StationPage:
                     wake.clear()
                     for number, name, data in live.events_after(last):
                         last = number
-                        yield f"id: {number}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+                        text = json.dumps(data, separators=(",", ":"))
+                        yield f"id: {live.event_id(number)}\nevent: {name}\ndata: {text}\n\n"
                     try:
                         await asyncio.wait_for(wake.wait(), KEEPALIVE_S)
                     except asyncio.TimeoutError:
@@ -344,8 +361,8 @@ class StationPage:
         if refused:
             return None, _error(403, f"cross-site request refused: {refused}")
         client = request.client.host if request.client else "?"
-        if self.access.locked_out(client):
-            return None, _error(429, "too many failed logins from this address: wait a minute")
+        if self.access.locked_out(client, request.headers.get("authorization")):
+            return None, _error(429, "this credential failed too often from this address: wait a minute")
         who = self.access.identify(request.headers.get("authorization"), client)
         if who is None:
             return None, _error(401, "this needs the station's token (Bearer) or a user and password (Basic)",
@@ -361,16 +378,29 @@ class StationPage:
         camera, verdict = request.path_params["camera"], request.path_params["verdict"]
         if camera not in self.station.workers or verdict not in VERDICT_FOLDERS:
             return _error(404, f"no camera {camera[:64]!r} or verdict {verdict[:16]!r} (normal or defect)")
-        # files are named by inspection id (random), so "newest" is by the time they were filed
-        frames = sorted(_reviewed_frames(self.reviews.folder / camera / verdict), key=lambda p: p.stat().st_mtime_ns)
+        frames = await asyncio.to_thread(self._reviewed_frames, camera, verdict)
         if not frames:
             return _error(404, f"no frames reviewed as {verdict} on camera {camera} yet")
-        frames = frames[-MAX_REVIEWED_TAR:]
         archive = await asyncio.to_thread(_tar_of, frames, f"{camera}-{verdict}", self.reviews.folder)
         log.info("%d reviewed %s frames of camera %s downloaded by %s", len(frames), verdict, camera, who,
                  extra={"camera": camera})
         return FileResponse(archive, media_type="application/x-tar", filename=f"{camera}-reviewed-{verdict}.tar",
                             background=BackgroundTask(archive.unlink, missing_ok=True))
+
+    def _reviewed_frames(self, camera: str, verdict: str) -> list[Path]:
+        """The newest ``MAX_REVIEWED_TAR`` frames whose latest committed review is ``verdict``, oldest first, as
+        filed (whole, inside the camera's verdict folder): what the page counts and the download carries. A file
+        in the folder without its review (a station killed between the two) is neither."""
+        folder = (self.reviews.folder / camera / verdict).resolve()
+        frames = []
+        for path in self.history.reviewed_frames(camera, verdict, MAX_REVIEWED_TAR):
+            try:
+                whole = path.resolve().parent == folder and path.is_file() and path.stat().st_size > 0
+            except OSError:
+                whole = False
+            if whole:
+                frames.append(path)
+        return frames[::-1]
 
     async def api_review(self, request: Request) -> JSONResponse:
         who, refusal = self._signed_in(request)
@@ -400,11 +430,20 @@ class StationPage:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return {}, _error(413, f"request body over {limit} bytes")
-        data = b""
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > limit:
-                return {}, _error(413, f"request body over {limit} bytes")
+        async def read() -> bytes | None:
+            data = b""
+            async for chunk in request.stream():
+                data += chunk
+                if len(data) > limit:
+                    return None
+            return data
+
+        try:
+            data = await asyncio.wait_for(read(), BODY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return {}, _error(408, f"request body not received within {BODY_TIMEOUT_S:.0f} s", Connection="close")
+        if data is None:
+            return {}, _error(413, f"request body over {limit} bytes")
         try:
             body = json.loads(data or b"{}")
         except (ValueError, RecursionError):
@@ -412,6 +451,80 @@ class StationPage:
         if not isinstance(body, dict):
             return {}, _error(400, "body must be a JSON object")
         return body, None
+
+
+class RequestGuard:
+    """ASGI middleware: a request naming a host this station does not answer to (a DNS-rebinding page) gets 421,
+    one whose path holds a NUL byte 400, before any route sees it."""
+
+    def __init__(self, app: Callable, hosts: list[str]) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            host = Headers(scope=scope).get("host", "")
+            refusal = None
+            if not known_host(host, self.hosts):
+                refusal = _error(421, f"host {host[:100]!r} is not this station: it answers to localhost, IP "
+                                      f"addresses and the names in http.hosts")
+            elif "\0" in scope["path"]:
+                refusal = _error(400, f"path {scope['path'][:100]!r} contains a NUL byte")
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with the two limits it lacks: a request head must arrive within ``HEAD_TIMEOUT_S``
+    of the connection (or of the previous response), and one client address holds at most ``MAX_PER_CLIENT``
+    connections: a new one closes that address's oldest idle connection, or is closed when none is idle."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _opened = 0.0
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._opened = time.monotonic()
+        address = self.client[0] if self.client else None
+        same = [c for c in self.connections if c is not self and c.client and c.client[0] == address]
+        if len(same) >= MAX_PER_CLIENT:
+            idle = [c for c in same if c.idle]
+            if not idle:
+                transport.close()
+                return
+            min(idle, key=lambda c: c._opened).transport.close()
+        self._await_head()
+
+    @property
+    def idle(self) -> bool:
+        """No request in progress: waiting for a head (or for the rest of one)."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def _await_head(self) -> None:
+        self._cancel_head_timer()
+        waiting_after = self.cycle
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out, waiting_after)
+
+    def _head_timed_out(self, waiting_after) -> None:
+        self._head_timer = None
+        if self.cycle is waiting_after and self.idle and not self.transport.is_closing():
+            self.transport.close()
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
 
 
 class WebServer:
@@ -424,7 +537,8 @@ class WebServer:
         self._socket = _bind(config.host, config.port)
         self._config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", ws="none", server_header=False,
-            timeout_graceful_shutdown=3, limit_concurrency=200,
+            timeout_graceful_shutdown=3, limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=KEEP_ALIVE_S,
+            http=GuardedH11Protocol,
             ssl_certfile=str(tls.cert) if tls else None, ssl_keyfile=str(tls.key) if tls else None,
             ssl_keyfile_password=tls.key_password.value().get_secret_value() if tls and tls.key_password else None)
         self._config.load()  # a certificate that does not load fails here, at start-up
@@ -463,6 +577,7 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        sock.listen(MAX_CONNECTIONS)  # connections wait in the backlog until the server's loop runs
     except OSError:
         sock.close()
         raise

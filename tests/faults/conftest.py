@@ -4,7 +4,9 @@ keys, and a ``bundles_dir`` holding the board bundle signed by the station's tru
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -70,3 +72,23 @@ def probe(broker):
     probe = Probe(broker.port)
     yield probe
     probe.close()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size)`` -> a fresh tmpfs of that size (``"3m"``) to fill; needs root and mount(8), else the test is
+    skipped. Unmounted at the end."""
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"tmpfs-{len(mounts)}"
+        folder.mkdir()
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                               capture_output=True).returncode != 0:
+            pytest.skip("needs root and mount(8) for a small tmpfs")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -21,7 +21,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from station_harness import STATION, copy_images, free_port, station_config, wait_until
+from station_harness import STATION, copy_images, fill_disk, free_port, station_config, wait_until
 
 from runtime.image_io import list_images
 
@@ -111,15 +111,10 @@ def test_fault1_reload_takes_only_trusted_signed_bundles_from_bundles_dir(
 # -- 2. a brief disk-full killed the sender for good ---------------------------------------------------------
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MB tmpfs (root only): the outbox's filesystem, to be filled and freed."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root and mount(8) for a small tmpfs")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_disk(tmpfs):
+    """A small tmpfs: the outbox's filesystem, to be filled and freed (64 MB: the running bundle's verified copy
+    lies in the state folder too)."""
+    return tmpfs("64m")
 
 
 def test_fault2_disk_full_holds_and_retries_and_delivery_resumes_with_nothing_lost(
@@ -132,14 +127,7 @@ def test_fault2_disk_full_holds_and_retries_and_delivery_resumes_with_nothing_lo
                             http={"enabled": True, "port": port})
     station = stations(config)
     probe.wait_for("/cont/result", count=3)
-    filler = small_disk / "filler"
-    with open(filler, "wb") as handle:  # fill the disk to the last byte
-        try:
-            while True:
-                handle.write(b"\0" * 65536)
-                handle.flush()
-        except OSError:
-            pass
+    filler = fill_disk(small_disk)
     status, health = wait_until(lambda: (lambda h: h if h[0] == 503 else None)(_health(port)), 20,
                                 "health to turn red on the full disk")
     assert any("cannot be written" in problem and "held in memory" in problem for problem in health["problems"])

@@ -170,7 +170,8 @@ function showCameraStatus(name, info, threshold) {
   capture.className = info.capture_warning ? "capture warn" : "capture";
   const bundle = info.bundle || {}, signature = info.signature || {}, selfTest = bundle.self_test;
   const signed = signature.verified ? `signed by ${signature.key_id}, verified` :
-                 signature.signed ? `signed by ${signature.key_id} (no trust list: not checked)` : "unsigned";
+                 signature.signed ? `signed by ${signature.key_id} (no trust list: not checked)` :
+                 "unsigned (no trust list: unsigned bundles allowed)";
   const tested = selfTest ? (selfTest.passed === false ? "self-test FAILED" : "self-test passed") : "no self-test";
   $(".bundle", camera.card).replaceChildren("bundle ", el("b", {}, bundle.name || "?"),
     ` · ${(bundle.hash || "").slice(0, 12)} · ${signed} · ${tested} · threshold ${fixed(threshold, 3)}`);

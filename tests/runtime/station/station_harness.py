@@ -67,7 +67,7 @@ class Broker:
     """A mosquitto process on 127.0.0.1:<port>; ``stop()`` and ``start()`` keep the port."""
 
     def __init__(self, folder: Path, users: dict[str, str] | None = None, persistence: bool = False,
-                 tls: dict[str, Path] | None = None) -> None:
+                 tls: dict[str, Path] | None = None, settings: list[str] | None = None) -> None:
         self.binary = _binary("mosquitto")
         if self.binary is None:
             pytest.skip("mosquitto is not installed (apt-get install mosquitto); the daemon tests need a real broker")
@@ -92,6 +92,7 @@ class Broker:
         if tls:  # a second listener that wants TLS and a client certificate signed by the test CA
             lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {tls['ca']}", f"certfile {tls['server_cert']}",
                       f"keyfile {tls['server_key']}", "require_certificate true"]
+        lines += settings or []  # e.g. "max_queued_messages 100000"
         self.config = folder / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
 
@@ -290,6 +291,28 @@ def copy_images(sources: list[Path], folder: Path) -> list[Path]:
         shutil.copyfile(source, target)
         copies.append(target)
     return copies
+
+
+def page_camera(boards: Path, bundle: Path, folder: Path) -> dict:
+    """The page tests' camera: continuous at 4 frames/s over good and defective boards, so both verdicts come."""
+    test = boards / "test"
+    frames = copy_images([test / "good" / "000.png", test / "missing_component" / "000.png",
+                          test / "good" / "001.png", test / "scratch" / "001.png"], folder)
+    return {"name": "cam", "bundle": str(bundle), "mode": "continuous", "rate_hz": 4,
+            "source": {"kind": "images", "path": str(frames[0].parent)}}
+
+
+def fill_disk(folder: Path) -> Path:
+    """Fill the filesystem under ``folder`` to the last byte with one file, returned (delete it to free the disk)."""
+    filler = folder / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
 
 
 def page_port(daemon: DaemonProcess, timeout: float = 30) -> int:

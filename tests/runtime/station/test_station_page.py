@@ -29,9 +29,9 @@ from station_harness import (
     Broker,
     DaemonProcess,
     Probe,
-    copy_images,
     fetch,
     make_certificates,
+    page_camera,
     page_port,
     station_config,
     wait_until,
@@ -76,13 +76,9 @@ def page(board_bundle, boards, tmp_path_factory):
     root = tmp_path_factory.mktemp("page")
     broker = Broker(root / "broker")
     broker.start()
-    test = boards / "test"
-    frames = copy_images([test / "good" / "000.png", test / "missing_component" / "000.png",
-                          test / "good" / "001.png", test / "scratch" / "001.png"], root / "frames")
+    camera = page_camera(boards, board_bundle[0], root / "frames")
     certificates = make_certificates(root / "certificates")
     (root / "token").write_text(TOKEN + "\n")
-    camera = {"name": "cam", "bundle": str(board_bundle[0]), "mode": "continuous", "rate_hz": 4,
-              "source": {"kind": "images", "path": str(frames[0].parent)}}
     config = station_config(broker.port, [camera], http={
         "enabled": True, "port": 0, "token": {"file": str(root / "token")}, "users": {"anna": {"env": "ANNA_PW"}},
         "tls": {"cert": str(certificates["server_cert"]), "key": str(certificates["server_key"])}})
@@ -277,12 +273,13 @@ def test_a_reconnecting_page_resumes_after_its_last_event_id(page):
     with _open_events(page) as stream:
         seen = _read_events(stream, 3)
     assert len(seen) == 3, "fewer than 3 events within 10 s at 4 frames/s"
-    assert [int(event["id"]) for event in seen] == sorted({int(event["id"]) for event in seen})
+    numbers = [int(event["id"].rpartition("-")[2]) for event in seen]  # <boot>-<number>
+    assert numbers == sorted(set(numbers)) and len({event["id"].rpartition("-")[0] for event in seen}) == 1
     with _open_events(page, last_event_id=seen[0]["id"]) as stream:
         assert _read_events(stream, 2) == seen[1:]
     with _open_events(page, last_event_id="not-a-number") as stream:
         fresh = _read_events(stream, 1)
-    assert fresh and int(fresh[0]["id"]) > int(seen[-1]["id"])
+    assert fresh and int(fresh[0]["id"].rpartition("-")[2]) > numbers[-1]
 
 
 def test_sigterm_stops_the_station_cleanly_with_a_page_open(page):
@@ -319,7 +316,8 @@ def test_history_is_bounded_by_count_and_age_and_keeps_reviewed_inspections(tmp_
     history.record(_inspection(0, now - 3 * 86400), None)  # too old
     for number in range(1, 131):
         history.record(_inspection(number, now - 130 + number, "anomalous" if number % 10 == 0 else "normal"), None)
-    history.add_review("i5", "cam", "normal", "anna", now, None, None)
+    assert history.flush()  # rows are written by the history's own thread
+    history.add_review("i5", "cam", "normal", "anna", now, None)
     history.prune()
     kept = {row["id"] for row in history.search(limit=500)}
     assert "i0" not in kept and "i5" in kept and "i130" in kept
@@ -359,10 +357,12 @@ def test_access_takes_the_token_or_a_user_and_locks_out_guessing():
     for wrong in (None, "", "Bearer to", "Bearer tok2", "Basic !!!", "Basic " + base64.b64encode(b"bob:pw").decode(),
                   "Token tok"):
         assert access.identify(wrong, "b") is None
-    assert not access.locked_out("b")
-    for _ in range(3):
+    assert not access.locked_out("b", "Bearer tok")
+    for _ in range(10):
         access.identify("Bearer x", "b")
-    assert access.locked_out("b") and not access.locked_out("a")
+        access.identify(None, "c")  # no credentials: not a failed login
+    assert access.locked_out("b", "Bearer tok") and not access.locked_out("a", "Bearer tok")
+    assert not access.locked_out("b", basic) and not access.locked_out("c", "Bearer tok")  # only what was guessed
     assert not Access(None, {}).enabled and Access(None, {"u": SecretStr("p")}).methods == ["password"]
     assert cross_site({"origin": "https://station:9108"}, "station:9108") is None
     assert cross_site({}, "station:9108") is None
