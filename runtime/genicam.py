@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -73,7 +73,6 @@ class GenicamStatus(SourceStatus):
     missing_packets: int = 0
     resent_packets: int = 0
     incomplete_frames: int = 0
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,6 +155,14 @@ class GenicamSource:
         """The next frame: after a software trigger (``trigger: software``), the next exposed one (a line), or the
         newest (free run; older queued frames are dropped, a trigger must see the part in front of it now).
         Raises :class:`SourceError` when no frame comes within ``timeout_s``."""
+        try:
+            return self._read()
+        except SourceError:
+            raise
+        except Exception as exc:  # GLib.Error: the camera stopped answering its control channel
+            raise SourceError(f"{self.name}: {exc}") from None
+
+    def _read(self) -> Frame:
         timeout_us = int(self.settings.timeout_s * 1e6)
         if self.settings.trigger == "software":
             self._drain()

@@ -222,6 +222,10 @@ class CameraWorker:
             self.stats.error(self.name, "camera")
             self._on_trigger_error(trigger, self.name, f"camera {self.name} lost: {exc}")
             raise
+        except Exception as exc:  # a source's unexpected error restarts the camera, but the trigger is answered
+            self.stats.error(self.name, "camera")
+            self._on_trigger_error(trigger, self.name, f"camera {self.name} failed: {type(exc).__name__}: {exc}")
+            raise
         if not self._inspect(frame.image, _label(frame), trigger.part_id, trigger.received, trigger.received_perf,
                              trigger.row, frame.camera_frame):
             self._on_trigger_error(trigger, self.name, "inspection failed (see the station log)")

@@ -132,3 +132,15 @@ class Station:
         subscription = await self.client.create_subscription(20, events)
         await subscription.subscribe_events(self.system, ua.NodeId(1024, self.mv))
         return events
+
+
+async def wait_async(read, predicate, timeout: float = 10.0):
+    """The first value ``await read()`` gives that satisfies ``predicate``, polled every 50 ms."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await read()
+        if predicate(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out; last value {value!r}")
+        await asyncio.sleep(0.05)

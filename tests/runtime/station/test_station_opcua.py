@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from asyncua import Client, ua  # noqa: E402  (opcua_harness skipped the module when asyncua is absent)
 from opcua_harness import (
+    Client,
     Station,
     connect,
     make_client_certificate,
     make_station_certificate,
     trust,
+    ua,
+    wait_async,
 )
 from station_harness import Broker, DaemonProcess, Probe, copy_images, free_port, station_config, wait_until
 
@@ -185,17 +187,6 @@ def test_start_single_job_answers_with_result_ready_like_the_mqtt_result(line, e
             await client.disconnect()
 
     run(scenario())
-
-
-async def wait_async(read, predicate, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await read()
-        if predicate(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out; last value {value!r}")
-        await asyncio.sleep(0.05)
 
 
 def test_the_plc_handshake_answers_each_trigger_once(line):
