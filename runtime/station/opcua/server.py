@@ -49,7 +49,8 @@ class OpcUaServer:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        """False once the server's thread has ended (not before it started: the page may answer /healthz first)."""
+        return self._thread.ident is None or self._thread.is_alive()
 
     def start(self) -> None:
         self._thread.start()
@@ -142,7 +143,7 @@ class OpcUaServer:
         page = self.station.page
         if page is None:
             return None
-        return f"{page.scheme}://{self.station.config.http.host}:{page.port}"
+        return f"{page.server.scheme}://{self.station.config.http.host}:{page.server.port}"
 
     async def _deliver(self) -> None:
         """What the station reported, in its order, until stop() queues None."""

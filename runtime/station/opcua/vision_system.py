@@ -145,13 +145,16 @@ class VisionSystems:
             return
         async with system.lock:  # a trigger being submitted is registered before its answer is matched
             job = system.jobs.pop(inspection.trigger, None) if inspection.trigger is not None else None
-        result = self._result(system, inspection, job)
-        system.results.append(result)
+        try:
+            result = self._result(system, inspection, job)
+            system.results.append(result)
+        finally:  # the job ends whatever happened to its report, and before ResultReady: a client that starts the
+            # next job on the event finds the machine Ready
+            if job is not None and job.via == "handshake":
+                await self._handshake_answer(system, inspection.trigger, ERROR_NONE, "", inspection)
+            if job is not None and job.via == "method" and system.automatic == mv.SINGLE_EXECUTION:
+                await self.transition(system, "automatic", mv.READY)
         await self._fire_result_ready(system, result, inspection, job)
-        if job is not None and job.via == "handshake":
-            await self._handshake_answer(system, inspection.trigger, ERROR_NONE, "", inspection)
-        if job is not None and job.via == "method" and system.automatic == mv.SINGLE_EXECUTION:
-            await self.transition(system, "automatic", mv.READY)
 
     async def on_trigger_failed(self, row: int | None, camera: str, error: str) -> None:
         system = self.systems.get(camera)

@@ -10,6 +10,7 @@ import asyncio
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,9 +72,11 @@ class Events:
 
     def __init__(self) -> None:
         self.received: list = []
+        self.at: dict[int, float] = {}  # id(event) -> time.perf_counter() at arrival (events are frozen objects)
         self.arrived = asyncio.Event()
 
     def event_notification(self, event) -> None:
+        self.at[id(event)] = time.perf_counter()
         self.received.append(event)
         self.arrived.set()
 

@@ -24,7 +24,16 @@ from opcua_harness import (
     ua,
     wait_async,
 )
-from station_harness import Broker, DaemonProcess, Probe, copy_images, free_port, station_config, wait_until
+from station_harness import (
+    Broker,
+    DaemonProcess,
+    Probe,
+    copy_images,
+    fetch,
+    free_port,
+    station_config,
+    wait_until,
+)
 
 from runtime.detector import Detector
 from runtime.image_io import read_image
@@ -68,7 +77,7 @@ def line(board_bundle, boards, tmp_path_factory):
     port = free_port()
     config = station_config(broker.port, [{"name": "cam", "bundle": str(bundle), "mode": "trigger",
                                             "source": {"kind": "images", "path": str(root / "frames")}}],
-                            bundles_dir=str(bundles),
+                            bundles_dir=str(bundles), http={"enabled": True, "port": 0},
                             opcua={"enabled": True, "port": port, "max_calls_per_s": 200,
                                    "users": {"plc": {"file": str(root / "plc.password")}}})
     daemon = DaemonProcess(root / "station", config)
@@ -161,6 +170,9 @@ def test_start_single_job_answers_with_result_ready_like_the_mqtt_result(line, e
                 assert content["inspection"] == mqtt[part_id]["inspection"]  # the same inspection, both ways
                 assert content["label"] == mqtt[part_id]["label"]
                 assert content["score"] == pytest.approx(mqtt[part_id]["score"])
+            for content in by_part.values():  # the evidence link leads to the same inspection on the station's page
+                status, _, body = fetch(content["evidence_url"])
+                assert status == 200 and json.loads(body)["id"] == content["inspection"]
             wanted = {line.images[0].name: by_part["OPC-0"], line.images[1].name: by_part["OPC-1"]}
             assert {expected[name].label for name in wanted} == {"normal", "anomalous"}
             for name, content in wanted.items():
