@@ -38,8 +38,8 @@ SIZE = (0, 0, 1280, 1024)
 def stream(camera: FakeCamera, minutes: float, fps: float) -> dict:
     settings = GenicamSettings(camera=camera.serial, frame_rate=fps, roi=SIZE, pixel_format="Mono8")
     source = GenicamSource(settings)
-    first = last = None
-    received = 0
+    last = None
+    sent = received = 0
     try:
         end = time.monotonic() + minutes * 60
         while time.monotonic() < end:  # pop every buffer in order: nothing is drained on purpose
@@ -53,19 +53,22 @@ def stream(camera: FakeCamera, minutes: float, fps: float) -> dict:
             if frame is None:
                 continue
             frame_id = frame.camera_frame["frame_id"]
-            first = frame_id if first is None else first
+            if last is not None:  # GigE Vision 1.x block ids are 16 bits and skip 0 when they wrap
+                sent += frame_id - last if frame_id > last else frame_id + 0xFFFF - last
+            else:
+                sent = 1
             last = frame_id
             received += 1
         source._count_packets()
     finally:
         source.close()
     status = source.status
-    return {"sent": (last - first + 1) if first is not None else 0, "received": received,
+    return {"sent": sent, "received": received,
             "incomplete": status.incomplete_frames, "missing_packets": status.missing_packets,
             "resent_packets": status.resent_packets, "seconds": minutes * 60}
 
 
-def triggered(camera: FakeCamera, work: Path, bundle: Path, seconds: float, hz: float) -> dict:
+def triggered(camera: FakeCamera, work: Path, bundle: Path, seconds: float, hz: float, evidence: str) -> dict:
     broker = Broker(work / "broker")
     broker.start()
     folder = work / "genicam-station"
@@ -73,7 +76,7 @@ def triggered(camera: FakeCamera, work: Path, bundle: Path, seconds: float, hz: 
     source = {"kind": "genicam", "reopen": {"min_s": 0.2, "max_s": 1},
               "genicam": {"camera": camera.serial, "trigger": "software", "roi": list(SIZE), "pixel_format": "Mono8"}}
     config = station_config(broker.port, [{"name": "cam", "bundle": str(bundle), "mode": "trigger", "source": source}],
-                            heartbeat_s=5)
+                            heartbeat_s=5, evidence={"save": evidence})
     daemon = DaemonProcess(folder, config).start()
     probe = Probe(broker.port)
     sent: dict[str, float] = {}
@@ -100,8 +103,8 @@ def triggered(camera: FakeCamera, work: Path, bundle: Path, seconds: float, hz: 
         daemon.stop()
         probe.close()
         broker.stop()
-    latencies = [(message.at - sent[part]) * 1000 for part, message in answers.items() if message.topic.endswith(
-        "/result")]
+    results = [message for message in answers.values() if message.topic.endswith("/result")]
+    latencies = [(message.at - sent[message.data["part_id"]]) * 1000 for message in results]
     counts: dict[str, int] = {}
     for message in probe.on("/cam/result") + probe.on("/cmd/error"):
         part = (message.data or {}).get("part_id")
@@ -110,7 +113,9 @@ def triggered(camera: FakeCamera, work: Path, bundle: Path, seconds: float, hz: 
     return {"triggers": len(sent), "results": sum(m.topic.endswith("/result") for m in answers.values()),
             "errors": sum(m.topic.endswith("/error") for m in answers.values()),
             "unanswered": len(sent) - len(answers), "answered_twice": sum(c > 1 for c in counts.values()),
-            "latency": latencies}
+            "latency": latencies, "inference": [m.data["latency_ms"]["inference"] for m in results],
+            "in_station": [m.data["latency_ms"]["total"] for m in results],
+            "anomalous": sum(m.data["label"] == "anomalous" for m in results)}
 
 
 def _answers(probe: Probe, sent: dict[str, float]) -> dict:
@@ -128,6 +133,8 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--trigger-seconds", type=float, default=60.0)
     parser.add_argument("--trigger-hz", type=float, default=10.0)
+    parser.add_argument("--evidence", default="anomalous", choices=("anomalous", "all", "none"),
+                        help="the station's evidence.save (the fake camera's test pattern is anomalous to the boards)")
     parser.add_argument("--bundle", help="bundle (default: bench/daemon.py's generated boards bundle)")
     parser.add_argument("--work", default="/tmp/edge-anomaly-bench-daemon")
     args = parser.parse_args()
@@ -147,15 +154,22 @@ def main() -> None:
                   f"{figures['missing_packets']} / {figures['resent_packets']} |\n")
         if args.trigger_seconds > 0:
             bundle = Path(args.bundle) if args.bundle else build_bundle(work)
-            figures = triggered(camera, work, bundle, args.trigger_seconds, args.trigger_hz)
+            figures = triggered(camera, work, bundle, args.trigger_seconds, args.trigger_hz, args.evidence)
             p50, p95 = percentiles(figures["latency"]) if figures["latency"] else (float("nan"),) * 2
-            print(f"| station, software trigger at {args.trigger_hz:g} Hz for {args.trigger_seconds:g} s | |\n"
+            print(f"| station, software trigger at {args.trigger_hz:g} Hz for {args.trigger_seconds:g} s, evidence "
+                  f"{args.evidence} | |\n"
                   "| --- | --- |")
             print(f"| triggers / results / errors | {figures['triggers']} / {figures['results']} / "
                   f"{figures['errors']} |")
             print(f"| unanswered / answered twice | {figures['unanswered']} / {figures['answered_twice']} |")
             print(f"| cmd/inspect published -> result received, p50 / p95 / max ms | {p50:.1f} / {p95:.1f} / "
                   f"{max(figures['latency'], default=float('nan')):.1f} |")
+            for label, key in (("of which: trigger received -> result queued (in the station)", "in_station"),
+                               ("of which: inference", "inference")):
+                values = figures[key]
+                p50, p95 = percentiles(values) if values else (float("nan"),) * 2
+                print(f"| {label}, p50 / p95 ms | {p50:.1f} / {p95:.1f} |")
+            print(f"| results anomalous (the fake pattern is not a board) | {figures['anomalous']} |")
             print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     finally:
         camera.kill()
