@@ -33,6 +33,9 @@ def run_opcua_certificate(args: argparse.Namespace) -> None:
     from runtime.station.opcua.security import application_uri, describe_certificate, make_certificate
 
     config = load_config(args.config)
+    if args.if_enabled and not config.opcua.enabled:
+        print(f"{args.config}: opcua is not enabled; no certificate made")
+        return
     certificate, key = asyncio.run(make_certificate(config.opcua, config.station))
     print(f"OPC UA certificate {certificate} (key {key}) for {application_uri(config.station)}: "
           f"{describe_certificate(certificate)}; trust clients by copying their certificates into "
@@ -57,6 +60,8 @@ def register(subparsers) -> None:
         "opcua-certificate", help="make the station's own OPC UA certificate and key (kept if they exist) and its "
                                   "empty client trust folder, at the paths station.yaml's opcua: names")
     certificate.add_argument("--config", required=True, help="station YAML")
+    certificate.add_argument("--if-enabled", action="store_true",
+                             help="do nothing unless the config enables opcua (what install.sh runs)")
     certificate.set_defaults(run=run_opcua_certificate)
 
     sign = subparsers.add_parser("sign", help="sign an existing bundle (folder, its .tar twin, or a .tar)")
