@@ -27,6 +27,10 @@ the flood in alternating rounds (target: p95 within 10 %).
 Trigger flood (``--trigger-flood N``): N triggers published at once, as fast as paho sends them, on a broker
 with mosquitto's default queue and on one with ``max_queued_messages 100000``: how many got no answer at all
 (neither a result nor ``busy``): what the broker's per-client queue limit drops without a trace.
+OPC UA (``--opcua-parts N``): one station with its OPC UA server on; in alternating rounds, a paho client triggers
+with ``cmd/inspect`` and waits for the ``result``, and an asyncua client (Basic256Sha256 sign-and-encrypt, a user)
+calls ``StartSingleJob`` and waits for the job's ``ResultReady`` event (its subscription publishes every 10 ms);
+both one part at a time, as a PLC would.
 
 Without ``--bundle`` a PatchCore model is fitted on generated boards and exported as an OpenVINO
 INT8 bundle when the exporter offers it, else ONNX FP32 (the table says which). Needs the
@@ -63,8 +67,10 @@ from station_harness import (  # noqa: E402
     DaemonProcess,
     Probe,
     fetch,
+    free_port,
     page_port,
     station_config,
+    wait_until,
 )
 
 from runtime.detector import Detector  # noqa: E402
@@ -506,6 +512,82 @@ def print_page(figures: dict) -> None:
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
+PUBLISHING_MS = 10  # the OPC UA client's subscription publishing interval: events wait for the next publish
+
+
+def opcua_against_mqtt(work: Path, port: int, bundle: Path, images: Path, parts: int, rounds: int = 6) -> dict:
+    """StartSingleJob -> ResultReady against cmd/inspect -> result on one station, in alternating rounds (ms)."""
+    import asyncio
+
+    from opcua_harness import Events, Station, connect, make_client_certificate, make_station_certificate, trust, ua
+
+    folder = work / "opcua-station"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "bench.password").write_text("bench-password\n")
+    opcua_port = free_port()
+    camera = {"name": "cam", "bundle": str(bundle), "mode": "trigger",
+              "source": {"kind": "images", "path": str(images)}}
+    config = station_config(port, [camera], **STATION_SETTINGS, opcua={
+        "enabled": True, "port": opcua_port, "max_calls_per_s": 1000,
+        "users": {"bench": {"file": str(folder / "bench.password")}}})
+    daemon = DaemonProcess(folder, config)
+    make_station_certificate(daemon.config_path)
+    cert, key = make_client_certificate(folder / "client", "bench")
+    trust(cert, folder / "opcua" / "trusted")
+    daemon.start()
+    probe = Probe(port)
+    figures = {"mqtt": [], "opcua": []}
+
+    async def run() -> None:
+        client = await connect(f"opc.tcp://127.0.0.1:{opcua_port}", folder / "opcua" / "server-cert.der", cert, key,
+                               "bench", "bench-password")
+        try:
+            station = await Station.find(client, "cam")
+            events = Events()
+            subscription = await client.create_subscription(PUBLISHING_MS, events)
+            await subscription.subscribe_events(station.system, ua.NodeId(1024, station.mv))
+
+            async def opcua_parts(count: int, tag: str) -> list[float]:
+                times = []
+                for n in range(count):
+                    sent = time.perf_counter()
+                    job, _ = await station.start_single_job(f"{tag}-{n}")
+                    event = await events.wait_for(lambda e, job=job: e.JobId.Id == job.Id, timeout=30)
+                    times.append((events.at[id(event)] - sent) * 1000)
+                return times
+
+            loop = asyncio.get_running_loop()
+            await opcua_parts(10, "warm-opcua")
+            await loop.run_in_executor(None, triggers, probe, 10, "warm-mqtt")
+            for round_ in range(rounds):
+                answers = await loop.run_in_executor(None, triggers, probe, parts // rounds, f"mqtt{round_}")
+                figures["mqtt"] += [ms for ms, _ in answers]
+                figures["opcua"] += await opcua_parts(parts // rounds, f"opcua{round_}")
+        finally:
+            await client.disconnect()
+
+    try:
+        wait_online(probe)
+        wait_until(lambda: "OPC UA server on" in daemon.log, 60, "the OPC UA server")
+        asyncio.run(run())
+    finally:
+        daemon.stop()
+        probe.close()
+    return figures
+
+
+def print_opcua(figures: dict) -> None:
+    mqtt, opcua = percentiles(figures["mqtt"]), percentiles(figures["opcua"])
+    print(f"| trigger -> answer, {len(figures['mqtt'])} parts each, one at a time, alternating rounds | p50 ms | "
+          f"p95 ms |\n| --- | --- | --- |")
+    print(f"| MQTT: cmd/inspect published -> result received | {mqtt[0]:.1f} | {mqtt[1]:.1f} |")
+    print(f"| OPC UA: StartSingleJob called -> ResultReady event received | {opcua[0]:.1f} | {opcua[1]:.1f} |")
+    verdict = "met" if opcua[1] <= mqtt[1] + 10 else "not met"
+    print(f"\nOPC UA p95 {opcua[1]:.1f} ms against MQTT p95 + 10 ms = {mqtt[1] + 10:.1f} ms: {verdict}; "
+          f"load average after: {os.getloadavg()[0]:.2f}\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", help="bundle folder or .tar (default: fit and export one on generated boards)")
@@ -520,6 +602,8 @@ def main() -> None:
     parser.add_argument("--flood-parts", type=int, default=400, help="parts per state for the flood comparison")
     parser.add_argument("--trigger-flood", type=int, default=0,
                         help="triggers published at once, default and raised broker queue (0: skip)")
+    parser.add_argument("--opcua-parts", type=int, default=0,
+                        help="parts per protocol for OPC UA StartSingleJob against the MQTT trigger (0: skip)")
     parser.add_argument("--skip-latency", action="store_true", help="skip the trigger latency table")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
@@ -542,6 +626,9 @@ def main() -> None:
     port = broker.port
     figures: dict = {"bundle": str(bundle), "engine": f"{engine.format} {engine.precision}"}
     try:
+        if args.opcua_parts:
+            figures["opcua"] = opcua_against_mqtt(work, port, bundle, replay, args.opcua_parts)
+            print_opcua(figures["opcua"])
         if args.page_parts:
             figures["page"] = page_overhead(work, port, bundle, replay, args.page_parts)
             print_page(figures["page"])

@@ -42,6 +42,7 @@ class Frame:
     index: int  # frame number in a video or stream (counting skipped frames); 0 for a still image
     image: np.ndarray  # RGB uint8
     fps: float | None = None  # set for videos and live sources, whose overlays are written as video
+    camera_frame: dict | None = None  # an industrial camera's own frame id and timestamp (runtime.genicam)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from runtime.genicam import GenicamSettings
 from runtime.image_io import MAX_PIXELS
 from runtime.schema import StrictModel, read_yaml, validate
 from runtime.sources import Backoff, redact
@@ -199,6 +200,38 @@ class CommandsConfig(_Section):
     max_bytes: int = Field(65536, ge=256, description="larger payloads are refused before parsing")
 
 
+class OpcUaConfig(_Section):
+    """The OPC UA server (OPC 40100-1 Machine Vision and a PLC handshake; docs/opcua.md): off unless enabled.
+
+    Only ``Basic256Sha256`` sign-and-encrypt is offered, with the station's own certificate (``edge-anomaly
+    opcua-certificate`` makes it at install); a client's certificate must lie in ``trusted_clients`` and it
+    must sign in as one of ``users``: no anonymous session, so no anonymous read or write.
+    """
+
+    enabled: bool = False
+    host: str = Field("127.0.0.1", description="address to bind: loopback unless a PLC on the line must reach it")
+    port: int = Field(4840, ge=0, le=65535)
+    certificate: ConfigPath | None = Field(None, description="server certificate (DER); default "
+                                                              "<state_dir>/opcua/server-cert.der")
+    private_key: ConfigPath | None = Field(None, description="its key (PEM); default <state_dir>/opcua/server-key.pem")
+    trusted_clients: ConfigPath | None = Field(None, description="folder of trusted client certificates (DER or "
+                                                                  "PEM); default <state_dir>/opcua/trusted")
+    users: dict[str, Secret] = Field(default_factory=dict, description="user -> password; at least one")
+    max_sessions: int = Field(10, ge=1, le=1000)
+    max_subscriptions: int = Field(20, ge=1, le=10000, description="across all sessions")
+    max_calls_per_s: float = Field(50.0, gt=0, description="method calls and handshake writes, per user")
+    max_message_bytes: int = Field(1_048_576, ge=65536, le=64 * 1_048_576, description="larger requests are refused")
+    results_kept: int = Field(1000, ge=1, le=100_000, description="per camera, for GetResultById / "
+                                                                    "GetResultListFiltered")
+    heartbeat_s: float = Field(1.0, gt=0, description="the handshake's Heartbeat counter ticks this often")
+
+    @model_validator(mode="after")
+    def _users_when_enabled(self) -> OpcUaConfig:
+        if self.enabled and not self.users:
+            raise ValueError("an enabled OPC UA server needs 'users' (no anonymous sessions are offered)")
+        return self
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -212,11 +245,13 @@ class LogConfig(_Section):
 class SourceConfig(_Section):
     """Where a continuous or trigger camera gets frames."""
 
-    kind: Literal["camera", "stream", "video", "images"]
+    kind: Literal["camera", "stream", "video", "images", "genicam"]
     device: int | None = Field(None, description="camera: V4L2/DirectShow index")
     url: str | None = Field(None, description="stream: RTSP/HTTP URL")
     path: ConfigPath | None = Field(None, description="video: file; images: folder replayed in name order")
     loop: bool = Field(True, description="video/images: start again at the end")
+    genicam: GenicamSettings | None = Field(None, description="genicam: a GigE Vision / USB3 Vision camera "
+                                                              "through Aravis (runtime/genicam.py)")
     reopen: Backoff = Backoff(min_s=0.5, max_s=30.0)
 
     @field_serializer("url")
@@ -226,7 +261,8 @@ class SourceConfig(_Section):
 
     @model_validator(mode="after")
     def _needs(self) -> SourceConfig:
-        needed = {"camera": "device", "stream": "url", "video": "path", "images": "path"}[self.kind]
+        needed = {"camera": "device", "stream": "url", "video": "path", "images": "path", "genicam": "genicam"}[
+            self.kind]
         if getattr(self, needed) is None:
             raise ValueError(f"a {self.kind!r} source needs {needed!r}")
         return self
@@ -300,6 +336,7 @@ class StationConfig(_Section):
     outbox: OutboxConfig = Field(default_factory=dict)
     evidence: EvidenceConfig = Field(default_factory=dict)
     http: HttpConfig = Field(default_factory=dict)
+    opcua: OpcUaConfig = Field(default_factory=dict)
     log: LogConfig = Field(default_factory=dict)
     heartbeat_s: float = Field(10.0, gt=0)
     drain_timeout_s: float = Field(10.0, ge=0, description="SIGTERM: how long to wait for the outbox to empty")
@@ -338,6 +375,15 @@ class StationConfig(_Section):
             update["evidence"] = self.evidence.model_copy(update={"dir": self.state_dir / "evidence"})
         return self.model_copy(update=update) if update else self
 
+    @model_validator(mode="after")
+    def _opcua_defaults(self) -> StationConfig:
+        """The OPC UA server's certificate, key and trust list default to ``<state_dir>/opcua/``."""
+        folder = self.state_dir / "opcua"
+        defaults = {"certificate": folder / "server-cert.der", "private_key": folder / "server-key.pem",
+                    "trusted_clients": folder / "trusted"}
+        update = {name: path for name, path in defaults.items() if getattr(self.opcua, name) is None}
+        return self.model_copy(update={"opcua": self.opcua.model_copy(update=update)}) if update else self
+
     @property
     def reload_roots(self) -> list[Path]:
         """Folders ``cmd/reload`` may take bundles from (symlinks resolved)."""
@@ -359,7 +405,7 @@ def parse_config(data: object, source: str, base: Path | None = None) -> Station
     config = validate(StationConfig, data, source, "station config", ConfigError, context={"base": base},
                       secret_fields=SECRET_FIELDS)
     for secret in (config.mqtt.password, config.mqtt.tls.key_password if config.mqtt.tls else None,
-                   config.commands.hmac_key, *config.http.secrets):
+                   config.commands.hmac_key, *config.http.secrets, *config.opcua.users.values()):
         if secret is not None:
             secret.value()  # fail at start-up, not at the first reconnect
     return config

@@ -108,7 +108,7 @@ class Inspector:
         return monitor.state.to_dict() if monitor is not None else {"state": "off"}
 
     def inspect(self, frame: np.ndarray, source: str, part_id: str | None, started: float,
-                started_perf: float, answers: int | None = None) -> Inspection:
+                started_perf: float, answers: int | None = None, camera_frame: dict | None = None) -> Inspection:
         """Run the detector and queue the messages; ``started``/``started_perf`` date the trigger or frame;
         ``answers`` is the accepted trigger's outbox row, deleted with the result."""
         loaded = self.loaded  # one detector for the whole frame, even if a reload swaps it meanwhile
@@ -119,7 +119,8 @@ class Inspector:
         inspection = Inspection(
             station=self.station, camera=self.camera.name, source=source, part_id=part_id, started=started,
             result=result, bundle=loaded.info, regions=boxes[:self.camera.alert.max_regions],
-            heatmap_path=heatmap_path, total_ms=(time.perf_counter() - started_perf) * 1000, id=inspection_id)
+            heatmap_path=heatmap_path, total_ms=(time.perf_counter() - started_perf) * 1000, id=inspection_id,
+            trigger=answers, camera_frame=camera_frame)
         if result.is_anomalous:  # the alert first: a station killed in between has answered the trigger anyway
             self.outbox.put(ALERT, self.topics.alert(self.camera.name),
                             alert_message(inspection, self._thumbnail(frame, boxes), self.camera.alert.jpeg_quality))

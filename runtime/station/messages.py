@@ -107,6 +107,8 @@ class Inspection:
     regions: list[tuple[int, int, int, int]]  # x, y, w, h in full-frame pixels, largest first
     heatmap_path: str | None
     total_ms: float
+    trigger: int | None = None  # the accepted trigger's outbox row this inspection answers (None: not triggered)
+    camera_frame: dict | None = None  # a GenICam camera's frame id and timestamp for the frame
 
 
 def _verdict(inspection: Inspection) -> dict:
@@ -129,7 +131,7 @@ def _verdict(inspection: Inspection) -> dict:
         "bundle": {"name": inspection.bundle.name, "hash": inspection.bundle.hash},
         "latency_ms": {"inference": round(result.latency_ms, 3), "total": round(inspection.total_ms, 3)},
         "heatmap_path": inspection.heatmap_path,
-    }
+    } | ({"camera_frame": inspection.camera_frame} if inspection.camera_frame is not None else {})
 
 
 def result_message(inspection: Inspection) -> dict:

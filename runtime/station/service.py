@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # Settings that belong to the process, not to a camera: SIGHUP reports them, a restart applies them.
 RESTART_ONLY = ("station", "prefix", "mqtt", "outbox", "evidence", "http", "state_dir", "trust", "commands",
-                "bundles_dir")
+                "bundles_dir", "opcua")
 ENGINE_FIELDS = ("bundle", "backend", "device", "threads", "roi", "self_test")
 MAX_PART_ID = 128
 SCRATCH = "tmp"  # under state_dir: the station's own temporary folder
@@ -132,6 +132,11 @@ class Station:
         self._reload_lock = threading.Lock()
         self.trust = TrustList.load(config.trust) if config.trust else None
         self.page = StationPage(self) if config.http.enabled else None  # binds its port: a taken one fails here
+        self.opcua = None
+        if config.opcua.enabled:  # asyncua is an optional extra: imported only when the server is wanted
+            from runtime.station.opcua.server import OpcUaServer
+
+            self.opcua = OpcUaServer(config.opcua, self)
         shared: dict[tuple, LoadedBundle] = {}
         self.workers: dict[str, CameraWorker] = {}
         for camera in config.cameras:
@@ -159,12 +164,18 @@ class Station:
 
     def _make_worker(self, camera: CameraConfig, loaded: LoadedBundle) -> CameraWorker:
         inspector = Inspector(self.config.station, camera, loaded, self.topics, self.outbox, self.link_notify,
-                              self.stats, self.evidence, self.config.evidence.save,
-                              self.page.observe if self.page is not None else None)
+                              self.stats, self.evidence, self.config.evidence.save, self._observe)
         return CameraWorker(camera, inspector, self.stats, self.on_camera_state, self.answer_trigger_error)
 
     def link_notify(self) -> None:
         self.link.notify()
+
+    def _observe(self, inspection, frame) -> None:
+        """Every inspection, after its messages are in the outbox: the page's history and the OPC UA server."""
+        if self.page is not None:
+            self.page.observe(inspection, frame)
+        if self.opcua is not None:
+            self.opcua.observe(inspection)
 
     # -- what the station tells the world ---------------------------------------------------------
 
@@ -209,6 +220,8 @@ class Station:
         for worker in (self.commands, self.reloads):
             if not worker.alive and not self._stopping:
                 problems.append(f"{worker.name} thread is dead: commands are not served")
+        if self.opcua is not None and not self.opcua.alive and not self._stopping:
+            problems.append("opcua server thread is dead: PLCs and MES get no answers")
         if self.outbox.problem:
             problems.append(self.outbox.problem)
         if self.page is not None and self.page.history.problem:
@@ -260,6 +273,8 @@ class Station:
         self.outbox.put(ERROR, self.topics.command_error,
                         error_message("inspect", error, part_id=trigger.part_id, camera=camera), answers=trigger.row)
         self.link.notify()
+        if self.opcua is not None:
+            self.opcua.trigger_failed(trigger.row, camera, error)
 
     def _answer_unanswered_triggers(self) -> None:
         """Triggers an earlier run accepted but never answered (it was killed): say so, naming each part."""
@@ -348,20 +363,39 @@ class Station:
         return workers
 
     def _command_inspect(self, body: dict) -> None:
-        part_id = body.get("part_id")
-        if isinstance(part_id, int) and not isinstance(part_id, bool):
-            part_id = str(part_id)
-        if not isinstance(part_id, str) or not part_id.strip() or len(part_id) > MAX_PART_ID:
-            raise CommandError(f"'part_id' must be a non-empty string of at most {MAX_PART_ID} characters, "
-                               f"got {_short(part_id)}")
-        if not _is_text(part_id):
-            raise CommandError(f"'part_id' must be valid Unicode text (no lone surrogates), got {_short(part_id)}")
+        part_id = checked_part_id(body.get("part_id"))
         for worker in self._target_cameras(body, mode="trigger"):
-            row = self.outbox.accept_trigger(worker.name, part_id)
-            if not worker.trigger(Trigger(part_id, time.time(), time.perf_counter(), row)):
-                self.answer_trigger_error(Trigger(part_id, time.time(), time.perf_counter(), row), worker.name,
-                                          f"busy: camera {worker.name} already has {worker.waiting} trigger(s) "
-                                          "waiting; this one is not inspected")
+            self._accept_trigger(worker, part_id)
+
+    def _accept_trigger(self, worker: CameraWorker, part_id: str) -> int:
+        """Record the trigger in the outbox, then queue it; from here on it is answered, by a result or an error."""
+        row = self.outbox.accept_trigger(worker.name, part_id)
+        if not worker.trigger(Trigger(part_id, time.time(), time.perf_counter(), row)):
+            self.answer_trigger_error(Trigger(part_id, time.time(), time.perf_counter(), row), worker.name,
+                                      f"busy: camera {worker.name} already has {worker.waiting} trigger(s) "
+                                      "waiting; this one is not inspected")
+        return row
+
+    def submit_trigger(self, camera: str, part_id: object) -> int:
+        """A trigger from the OPC UA server (a method or the PLC handshake), with cmd/inspect's rules and guarantees;
+        returns the trigger's outbox row, which its result (``Inspection.trigger``) or error names."""
+        part_id = checked_part_id(part_id)
+        with self._accepting:
+            if self._stopping:
+                raise CommandError(f"station is {SHUTTING_DOWN}")
+            return self._accept_trigger(self._target_cameras({"camera": camera}, mode="trigger")[0], part_id)
+
+    def reload_camera(self, camera: str, bundle: str) -> str | None:
+        """OPC UA's PrepareRecipe: cmd/reload's checks (bundles_dir, drop folders, hashes, signature) and swap, done
+        now; returns None when the camera runs the bundle, else why not (also answered on cmd/error, as cmd/reload).
+        Raises CommandError for a camera or path that is refused before loading."""
+        try:
+            worker = self._target_cameras({"camera": camera})[0]
+            path = self._allowed_bundle(bundle)
+        except CommandError as exc:
+            self._command_error("reload", str(exc), camera=camera)
+            raise
+        return self.reload_bundles([worker.name], path)[worker.name]
 
     def _command_reload(self, body: dict) -> None:
         bundle = body.get("bundle")
@@ -388,9 +422,11 @@ class Station:
                                f"({', '.join(str(root) for root in roots)}): refused")
         return resolved
 
-    def reload_bundles(self, cameras: list[str], bundle: Path | None) -> None:
+    def reload_bundles(self, cameras: list[str], bundle: Path | None) -> dict[str, str | None]:
         """Load each camera's new bundle (default: its configured path) and swap it in; a bundle that fails
-        to load, its hash and signature checks included, is refused and the running one stays."""
+        to load, its hash and signature checks included, is refused and the running one stays. Returns each
+        camera's refusal (None: it runs the new bundle)."""
+        outcome: dict[str, str | None] = {}
         with self._reload_lock:
             for name in cameras:
                 worker = self.workers[name]
@@ -399,14 +435,16 @@ class Station:
                 try:
                     loaded = load_bundle(path, worker.config, self.trust)
                 except Exception as exc:
-                    self._command_error("reload", f"bundle {path} refused: {exc}; camera {name} keeps "
-                                        f"{old.name} ({old.hash[:12]})", camera=name, bundle=str(path))
+                    outcome[name] = f"bundle {path} refused: {exc}; camera {name} keeps {old.name} ({old.hash[:12]})"
+                    self._command_error("reload", outcome[name], camera=name, bundle=str(path))
                     continue
+                outcome[name] = None
                 worker.inspector.swap(loaded)
                 log.info("camera %s now runs bundle %s (%s), was %s (%s)", name, loaded.info.name,
                          loaded.info.hash[:12], old.name, old.hash[:12],
                          extra={"camera": name, "bundle": loaded.info.name, "hash": loaded.info.hash})
         self.link.publish_status()
+        return outcome
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -431,6 +469,8 @@ class Station:
         self.link.start()
         if self.page is not None:
             self.page.start()
+        if self.opcua is not None:
+            self.opcua.start()  # a port taken or a certificate missing stops the station here
         for worker in self.workers.values():
             worker.start()
         log.info("station %s serving %d camera(s)", self.config.station, len(self.workers),
@@ -464,6 +504,8 @@ class Station:
             worker.stop()
         for worker in self.workers.values():
             worker.join()
+        if self.opcua is not None:  # every accepted trigger is answered by now: the last results are out
+            self.opcua.stop()
         if self.link.connected:
             self.link.drain(self.config.drain_timeout_s)
         self.link.publish_now(self.topics.heartbeat, self.heartbeat())
@@ -525,6 +567,18 @@ class Station:
         self.workers[new.name] = replacement
         log.info("SIGHUP: camera %s (re)started in %s mode", new.name, new.mode)
         replacement.start()
+
+
+def checked_part_id(part_id: object) -> str:
+    """A trigger's part id (cmd/inspect's or OPC UA's): a non-empty string (an integer is taken as its digits)."""
+    if isinstance(part_id, int) and not isinstance(part_id, bool):
+        part_id = str(part_id)
+    if not isinstance(part_id, str) or not part_id.strip() or len(part_id) > MAX_PART_ID:
+        raise CommandError(f"'part_id' must be a non-empty string of at most {MAX_PART_ID} characters, "
+                           f"got {_short(part_id)}")
+    if not _is_text(part_id):
+        raise CommandError(f"'part_id' must be valid Unicode text (no lone surrogates), got {_short(part_id)}")
+    return part_id
 
 
 def command_digest_input(body: dict) -> bytes:
@@ -599,6 +653,10 @@ def check(config: StationConfig) -> list[str]:
         attempt(config.mqtt.tls.check_files)
     if config.http.tls is not None:
         attempt(config.http.tls.check_files)
+    if config.opcua.enabled:
+        from runtime.station.opcua.security import check_files
+
+        attempt(lambda: check_files(config.opcua))
     trust = attempt(lambda: TrustList.load(config.trust)) if config.trust else None
     if config.trust and trust is None:
         problems.append("trust: keys unreadable, so no bundle can be checked against them")

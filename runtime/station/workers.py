@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from runtime.image_io import ImageReadError, read_image
 from runtime.sources import CaptureSource, FolderReplay, Frame, SourceError, WallClockPace
@@ -23,6 +24,9 @@ from runtime.station.config import CameraConfig, SourceConfig
 from runtime.station.inspection import Inspector
 from runtime.station.stats import StationStats
 from runtime.station.watch import FolderWatcher
+
+if TYPE_CHECKING:
+    from runtime.genicam import GenicamSource
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ class Trigger:
 
 
 def open_source(settings: SourceConfig, every_nth: int = 1, rate_hz: float | None = None,
-                pace: WallClockPace | None = None) -> CaptureSource | FolderReplay:
+                pace: WallClockPace | None = None) -> CaptureSource | FolderReplay | GenicamSource:
     """The camera's frame source; a failed open raises SourceError at once (the worker backs off).
 
     Files stand in for a camera: a folder is replayed at ``rate_hz`` a second of real time, a video at its
@@ -47,6 +51,10 @@ def open_source(settings: SourceConfig, every_nth: int = 1, rate_hz: float | Non
     pace to each reopening of a looping video, so the rate holds across the seam)."""
     if settings.kind == "images":
         return FolderReplay(settings.path, loop=settings.loop, every_nth=every_nth, fps=rate_hz)
+    if settings.kind == "genicam":  # Aravis is optional: imported only for a GenICam camera
+        from runtime.genicam import GenicamSource
+
+        return GenicamSource(settings.genicam, every_nth=every_nth, max_fps=rate_hz)
     target = settings.device if settings.kind == "camera" else (
         settings.url if settings.kind == "stream" else settings.path)
     if settings.kind == "video" and not settings.path.is_file():
@@ -147,10 +155,10 @@ class CameraWorker:
             self._set_state(STOPPED)
 
     def _inspect(self, frame, source: str, part_id: str | None, started: float, started_perf: float,
-                 answers: int | None = None) -> bool:
+                 answers: int | None = None, camera_frame: dict | None = None) -> bool:
         self.busy_since = time.monotonic()
         try:
-            self.inspector.inspect(frame, source, part_id, started, started_perf, answers)
+            self.inspector.inspect(frame, source, part_id, started, started_perf, answers, camera_frame)
             return True
         except Exception as exc:
             log.error("camera %s: inspection of %s failed: %s", self.name, source, exc,
@@ -205,7 +213,7 @@ class CameraWorker:
             return
         # dated once the frame is in hand: waiting for the next frame (rate_hz, the camera's own pace) is no latency
         started, started_perf = time.time(), time.perf_counter()
-        self._inspect(frame.image, _label(frame), None, started, started_perf)
+        self._inspect(frame.image, _label(frame), None, started, started_perf, camera_frame=frame.camera_frame)
 
     def _serve_trigger(self, source: CaptureSource | FolderReplay) -> None:
         try:
@@ -222,8 +230,12 @@ class CameraWorker:
             self.stats.error(self.name, "camera")
             self._on_trigger_error(trigger, self.name, f"camera {self.name} lost: {exc}")
             raise
+        except Exception as exc:  # a source's unexpected error restarts the camera, but the trigger is answered
+            self.stats.error(self.name, "camera")
+            self._on_trigger_error(trigger, self.name, f"camera {self.name} failed: {type(exc).__name__}: {exc}")
+            raise
         if not self._inspect(frame.image, _label(frame), trigger.part_id, trigger.received, trigger.received_perf,
-                             trigger.row):
+                             trigger.row, frame.camera_frame):
             self._on_trigger_error(trigger, self.name, "inspection failed (see the station log)")
 
     def _reject_triggers(self, reason: str) -> None:
