@@ -26,8 +26,9 @@ def test_synthetic_defects_are_local_and_visible(boards, kind):
 def test_search_prefers_the_candidate_that_separates_defects_and_respects_the_budget(boards, capsys):
     training = TrainingSet.scan(boards)
     candidates = (
-        # a scorer that sees only the coarsest stage cannot tell a small defect from normal
-        Candidate("coarse", "patchcore", {"layers": ["stage6"], "coreset_ratio": 0.05}, 64 * 64),
+        # a scorer that sees only the coarsest stage cannot tell a small defect from normal; both at one input
+        # size, so that neither costs more per image (a costlier one must win on AUROC: see the test below)
+        Candidate("coarse", "patchcore", {"layers": ["stage6"], "coreset_ratio": 0.05}, 160 * 192),
         Candidate("fine", "patchcore", {"coreset_ratio": 0.05}, 160 * 192),
     )
     choice = choose_configuration(training, candidates=candidates)
