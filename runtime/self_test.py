@@ -123,7 +123,7 @@ def check_bundle(detector, mode: str = "refuse") -> SelfTestReport | None:
     message = (f"self-test {'passed' if passed else 'FAILED'} on {len(stored)} images: rank correlation {corr:.3f} "
                f"(min {min_rank_corr}), largest score error {error:.3f} spreads (max {max_error})")
     if passed:  # one short line at every load; the CPUs are in the report (the station's status carries it)
-        log.info("bundle %s: %s", detector.bundle.source, message)
+        log.info("bundle %s: %s", detector.bundle.name, message)
         return SelfTestReport(passed, corr, error, len(stored), here.to_dict(), exported, message)
     message += f"; this CPU {here.describe()}, exported on {there.describe() if there else 'an unrecorded CPU'}"
     report = SelfTestReport(passed, corr, error, len(stored), here.to_dict(), exported, message)
