@@ -71,7 +71,9 @@ def line(board_bundle, boards, tmp_path_factory):
     (other / "manifest.json").write_text(json.dumps({**manifest, "name": "boards-v2"}))
     test = boards / "test"
     images = copy_images([test / "good" / "000.png", test / "missing_component" / "000.png"], root / "frames")
-    broker = Broker(root / "broker")
+    # persistent, with a durable probe: after the broker-down test restarts it, a result the station's outbox
+    # delivers before the probe has reconnected waits for the probe instead of being lost (a race, seen under load)
+    broker = Broker(root / "broker", persistence=True)
     broker.start()
     (root / "plc.password").write_text(PASSWORD + "\n")
     port = free_port()
@@ -86,7 +88,7 @@ def line(board_bundle, boards, tmp_path_factory):
     trust(cert, root / "station" / "opcua" / "trusted")
     untrusted = make_client_certificate(root / "stranger", "stranger")
     daemon.start()
-    probe = Probe(broker.port)
+    probe = Probe(broker.port, client_id="opcua-line-probe", durable=True)
     probe.wait_for("/status", lambda d: d["state"] == "online" and d["cameras"]["cam"]["state"] == "ok", timeout=60)
     wait_until(lambda: "OPC UA server on" in daemon.log, 30, "the OPC UA server to start")
     yield Line(broker, daemon, probe, root, f"opc.tcp://127.0.0.1:{port}", root / "station" / "opcua" /
