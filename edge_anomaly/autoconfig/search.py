@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from sklearn.metrics import roc_auc_score
+from torch.utils.flop_counter import FlopCounterMode
 
 from edge_anomaly.autoconfig.synthetic_defects import synthetic_defect_set
 from edge_anomaly.backbones import build_extractor
