@@ -52,7 +52,7 @@ def test_a_boards_input_limits_shrink_the_candidates_size():
     assert with_input_size(PatchCoreParams(), 1.25, None).input_size == (224, 288)
 
 
-def test_a_costlier_candidate_must_be_clearly_better_on_both_measures():
+def test_the_cheapest_candidate_wins_unless_a_costlier_one_is_clearly_better():
     from edge_anomaly.autoconfig.search import Trial, best_trial
 
     def trial(name: str, auroc: float, recall: float, gflop: float) -> Trial:
@@ -67,6 +67,12 @@ def test_a_costlier_candidate_must_be_clearly_better_on_both_measures():
     assert best_trial([default, trial("top-3", 0.950, 0.85, 2.1)]) is default
     # costlier and clearly better on both: worth it
     assert best_trial([default, trial("patchcore 384", 0.984, 0.95, 4.6)]).candidate == "patchcore 384"
+    # the generated boards' case: the cheapest that is about as good wins, in whatever order they were tried
+    large = trial("patchcore 384", 0.956, 0.85, 2.33)
+    padim = Trial("padim", "padim", (224, 288), 0.941, 0.77, 0.64, 3.2, 1.0, True)
+    assert best_trial([trial("patchcore", 0.880, 0.60, 0.94), large, padim]) is padim
+    assert best_trial([trial("patchcore", 0.880, 0.60, 0.94), large, padim, trial("top-3", 0.99, 0.9, 0.7)]).candidate \
+        == "top-3"
     # out of the budget: never, however good
     over = Trial("patchcore 384", "patchcore", (384, 384), 0.999, 1.0, 4.6, 23.0, 1.0, False)
     assert best_trial([default, over]) is default
