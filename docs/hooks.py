@@ -149,15 +149,17 @@ def boards_page() -> str:
     return "\n\n".join(parts)
 
 
-GENERATED = {
-    "station-config": config_reference,
-    "readme": lambda: readme_for_site((ROOT / "README.md").read_text()),
-    "devices": boards_page,
-}
+GENERATED = {"station-config": config_reference, "devices": boards_page}
+# a page that is wholly another file on the site (its own text is what GitHub shows in docs/)
+WHOLE_PAGES = {"readme": lambda: readme_for_site((ROOT / "README.md").read_text())}
 
 
 def fill(markdown: str) -> str:
-    """Replace every ``<!-- generated: NAME -->`` line with what ``GENERATED[NAME]`` renders."""
+    """Replace every ``<!-- generated: NAME -->`` line with what ``GENERATED[NAME]`` renders (``WHOLE_PAGES``: the
+    page)."""
+    for name, render in WHOLE_PAGES.items():
+        if MARKER.format(name) in markdown:
+            return render()
     for name, render in GENERATED.items():
         if MARKER.format(name) in markdown:
             markdown = markdown.replace(MARKER.format(name), render())
