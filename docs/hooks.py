@@ -4,6 +4,7 @@
   ``runtime/station/config.py`` (names, types, bounds, defaults, the ``Field`` descriptions), so it cannot drift.
 - ``index.md``: the README itself, its GitHub links (``docs/x.md``, ``ARCHITECTURE.md``) rewritten for the site.
 - ``boards.md``: ``devices/README.md`` (package data, so it stays there) and every ``devices/results/*.md``.
+- ``export.md``: the parity check's default tolerances, from ``exporters/parity.py``.
 
 ``tests/test_docs.py`` renders the same functions; ``mkdocs build --strict`` (in ``.ci/run``) checks every link.
 """
@@ -149,7 +150,18 @@ def boards_page() -> str:
     return "\n\n".join(parts)
 
 
-GENERATED = {"station-config": config_reference, "devices": boards_page}
+def parity_tolerances() -> str:
+    """The export's default parity tolerances per precision, from ``exporters.parity.DEFAULT_TOLERANCES``."""
+    from exporters.parity import DEFAULT_TOLERANCES
+
+    lines = ["| precision | max heatmap diff | min rank corr | max image AUROC drop | max pixel AUROC drop |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {precision} | {t.max_heatmap_diff} | {t.min_score_rank_corr} | {t.max_image_auroc_drop} | "
+              f"{t.max_pixel_auroc_drop} |" for precision, t in DEFAULT_TOLERANCES.items()]
+    return "\n".join(lines) + "\n"
+
+
+GENERATED = {"station-config": config_reference, "devices": boards_page, "parity-tolerances": parity_tolerances}
 # a page that is wholly another file on the site (its own text is what GitHub shows in docs/)
 WHOLE_PAGES = {"readme": lambda: readme_for_site((ROOT / "README.md").read_text())}
 
