@@ -56,15 +56,8 @@ def fit_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from edge_anomaly.autoconfig.search import CANDIDATES, THOROUGH_CANDIDATES, Choice, fit_as_configured
+    from edge_anomaly.autoconfig.search import CANDIDATES, THOROUGH_CANDIDATES, fit_as_configured
     from edge_anomaly.data.training_set import TrainingSet
-
-    def announce(choice: Choice) -> None:
-        print(choice.table())
-        chosen = choice.record()["chosen"]
-        height, width = choice.params.input_size
-        print(f"\nautomatic configuration chose the candidate {chosen!r} ({choice.template}, input {width}x{height}; "
-              f"judged on {'synthetic defects' if choice.defects == 'synthetic' else choice.defects})\n")
 
     size_problem = None
     if args.device:
@@ -74,7 +67,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     training = TrainingSet.scan(args.data, args.every_nth, args.max_frames)
     model, _ = fit_as_configured(training, args.template, args.config, fit_overrides(args), args.defects,
                                  args.max_latency_ms, size_problem,
-                                 THOROUGH_CANDIDATES if args.thorough else CANDIDATES, announce)
+                                 THOROUGH_CANDIDATES if args.thorough else CANDIDATES,
+                                 announce=lambda choice: print(choice.announcement()))
     template = model.template
     if args.add:
         from edge_anomaly.update import update_model

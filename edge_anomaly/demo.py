@@ -79,7 +79,7 @@ def run_demo(out_dir: str | Path, data: str | Path | None = None, template: str 
             if template in (None, "auto") else f"fitting {template}")
     steps.say(f"{what} on the still images of {training.folder}")
     model, _ = fit_as_configured(training, template, overrides=overrides,
-                                 announce=lambda choice: print(choice.table() + "\n"))
+                                 announce=lambda choice: print(choice.announcement()))
     template = model.template
     model.save(out_dir / "model")
     steps.say(f"evaluating the {template} model on {data / 'test'}; report in {out_dir / 'report'}")

@@ -147,6 +147,13 @@ class Choice:
                          f"{t.seconds:.1f} | {'yes' if t is best else note} |")
         return "\n".join(lines)
 
+    def announcement(self) -> str:
+        """The table and one line naming the chosen candidate, as ``fit`` and the demo print them."""
+        height, width = self.params.input_size
+        judged = "synthetic defects" if self.defects == "synthetic" else self.defects
+        return (f"{self.table()}\n\nautomatic configuration chose the candidate {self.record()['chosen']!r} "
+                f"({self.template}, input {width}x{height}; judged on {judged})\n")
+
     def record(self) -> dict:
         best = best_trial(self.trials)
         return {"defects": self.defects, "chosen": best.candidate if best else None, "seconds": round(self.seconds, 1),
