@@ -25,7 +25,7 @@ class EngineSpec:
 
     name: str  # the backend: --backend, a device profile's runtime.backend
     title: str  # the engine's own spelling, for messages and help
-    format: str  # the bundle format it writes and runs natively: engine.format, --format
+    format: str  # the bundle format it writes and runs natively (one row per format): engine.format, --format
     suffix: str  # the model file's suffix in a bundle (model<suffix>)
     package: str  # the Python module whose presence means the engine is installed
     extra: str  # the pyproject extra that installs it: pip install "edge-anomaly[<extra>]"

@@ -57,7 +57,7 @@ def test_every_row_is_consistent_with_the_rest_of_the_code_base(spec):
     assert f'\n{spec.extra} = ["{spec.package}' in (ROOT / "pyproject.toml").read_text()  # the extra installs it
     backend_class = getattr(importlib.import_module(spec.module), spec.class_name)  # the engine itself stays unloaded
     assert backend_class.name == spec.name
-    assert BY_NAME[spec.name] is spec and BY_FORMAT[spec.format] is spec
+    assert BY_NAME[spec.name] is spec and BY_FORMAT[spec.format] is spec  # names and formats unique
 
 
 def test_engine_files_take_the_roles_from_the_table(tmp_path):
