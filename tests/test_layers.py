@@ -189,3 +189,21 @@ def test_the_scan_sees_lazy_string_and_type_only_imports(tmp_path, monkeypatch):
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_package_is_scanned(package):
     assert any(module_name(path).startswith(f"{package}.") for path in source_files())
+
+
+def test_the_entry_point_seams_are_installed_as_declared():
+    """pyproject.toml's seams (runtime/entry_points.py) are in the installed metadata and load; a stale
+    editable install fails here, naming the reinstall, rather than as missing subcommands."""
+    tomllib = pytest.importorskip("tomllib")
+    from importlib import metadata
+
+    from runtime.entry_points import COMMANDS, DEVICE_PROFILES, load_device_profile
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert set(declared) == {COMMANDS, DEVICE_PROFILES}
+    for group, entries in declared.items():
+        installed = {entry.name: entry.value for entry in metadata.entry_points(group=group)}
+        assert installed == entries, f"reinstall for the entry points of {group}: pip install --no-deps -e ."
+    assert load_device_profile("intel-core-cpu").runtime.backend == "openvino"
+    with pytest.raises(ValueError, match="unknown device profile 'no-such-board'"):
+        load_device_profile("no-such-board")
