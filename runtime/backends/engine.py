@@ -60,7 +60,8 @@ class EngineFiles:
                  batch: Batch | None = None, inference_precision: str | None = None) -> EngineFiles:
         """An exported model file (OpenVINO: the .xml, its .bin beside it)."""
         path = Path(path)
-        weights = BY_FORMAT[engine_format].weights_suffix
+        spec = BY_FORMAT.get(engine_format)  # an unknown format is refused by choose_backend, naming the known ones
+        weights = spec.weights_suffix if spec else None
         files = {"model": path, **({"weights": path.with_suffix(weights)} if weights else {})}
         return cls(engine_format, files, input_size, batch or DynamicBatch(), inference_precision or "f32")
 

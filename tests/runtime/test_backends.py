@@ -71,7 +71,7 @@ def test_engine_files_take_the_roles_from_the_table(tmp_path):
     with pytest.raises(BundleError, match="the tensorrt backend cannot run a onnx bundle"):
         EngineFiles.of_model(tmp_path / "model.onnx", "onnx", (64, 64)).model_file("tensorrt")
     with pytest.raises(BundleError, match=f"engine format 'nosuch' is not one of {', '.join(ENGINE_FORMATS)}"):
-        choose_backend(EngineFiles("nosuch", {"model": tmp_path / "m.nosuch"}, (64, 64)))
+        choose_backend(EngineFiles.of_model(tmp_path / "m.nosuch", "nosuch", (64, 64)))
 
 
 def test_the_manifest_and_the_profiles_accept_exactly_the_tables_names():
