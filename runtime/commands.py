@@ -1,8 +1,9 @@
 """The runtime's measurement behind ``edge-anomaly bench`` (registered by devices.commands, which adds a
 device profile's defaults and ``--record``): latency, throughput and peak memory of a bundle.
 
-Only the standard library is imported at module level: the parser is built on every call of
-``edge-anomaly``, also on an edge box.
+Only the standard library and the engine table (runtime.backends, no engine) are imported at module
+level: the parser is built on every call of ``edge-anomaly``, also on an edge box. The shared engine
+flags (``add_engine_arguments``) serve ``predict`` and ``bench``.
 """
 
 from __future__ import annotations
