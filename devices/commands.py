@@ -1,10 +1,17 @@
-"""``edge-anomaly devices`` and ``edge-anomaly package``, registered into the main command by edge_anomaly.cli."""
+"""``edge-anomaly devices``, ``package`` and ``bench``, registered into the main command through the entry points
+of pyproject.toml (``edge_anomaly.commands``).
+
+``bench`` is the runtime's measurement (runtime.commands) with a device profile's engine settings as defaults
+and ``--record`` into its results table: the profile is this package's, and the runtime imports nothing above it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+from runtime.commands import DEFAULT_FRAME_SIZE, add_engine_arguments, frame_size
 
 
 def _shapes(profile) -> str:
@@ -79,3 +86,65 @@ def register(subparsers) -> None:
                               "install.sh installs them with --require-hashes")
     package.add_argument("--out", type=Path, required=True, help="the tar to write, e.g. station.tar")
     package.set_defaults(run=run_package)
+
+
+def run_bench(args: argparse.Namespace) -> None:
+    from runtime.commands import bench, print_figures
+
+    engine = {"backend": args.backend or "auto", "device": args.engine_device, "threads": args.threads,
+              "batch": args.batch or 1}
+    target, profile = args.bundle, _device_profile(args.device, args.record)
+    if profile is not None:  # the board's engine, device, threads and batch, unless given
+        from runtime.bundle import open_bundle
+
+        opened = open_bundle(args.bundle)
+        target = opened.folder  # a .tar is unpacked once
+        engine = profile.engine_settings(opened.engine.format, args.backend, args.threads, args.batch)
+        engine["device"] = args.engine_device or engine["device"]
+    figures = bench(target, **engine, frames=args.frames, warmup=args.warmup, frame_size=args.frame_size,
+                    image=args.image, pipelined=args.pipelined)
+    if args.record:
+        from devices.results import format_row, record
+
+        print(f"recorded in {record(profile, format_row(figures, opened.manifest), args.results)}")
+    print_figures(figures, args.json)
+
+
+def _device_profile(name: str | None, record: bool):
+    """The device profile named by ``--device`` (None without one; ``--record`` needs one)."""
+    from devices import load_profile, profile_names
+
+    if name in profile_names():
+        return load_profile(name)
+    if record:
+        raise ValueError("--record needs --device PROFILE (edge-anomaly devices lists them)")
+    if name is None:
+        return None
+    raise ValueError(f"--device {name!r}: not a device profile (known: {', '.join(profile_names())}); "
+                     f"an engine device goes to --engine-device, e.g. --engine-device {name}")
+
+
+def register_bench(subparsers) -> None:
+    """Add ``bench`` to ``subparsers``."""
+    bench = subparsers.add_parser(
+        "bench", help="latency, throughput and memory of a bundle on this machine (no torch needed)",
+        description="Times Detector.predict end to end (decoded frame in, result out) on one frame repeated.")
+    bench.add_argument("bundle", type=Path, help="bundle folder or .tar")
+    bench.add_argument("--batch", type=int, help="frames per predict call (default: the profile's, else 1)")
+    add_engine_arguments(bench, None, "default: the profile's, else auto", "the profile's, else the engine's choice")
+    bench.add_argument("--device", metavar="PROFILE", help="device profile (edge-anomaly devices): its engine, "
+                       "engine device, threads and batch become the defaults")
+    bench.add_argument("--frames", type=int, default=50, help="timed calls (default 50)")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
+    bench.add_argument("--frame-size", type=frame_size, default=frame_size(DEFAULT_FRAME_SIZE), metavar="WxH",
+                       help=f"synthetic frame size (default {DEFAULT_FRAME_SIZE})")
+    bench.add_argument("--image", help="time this image instead of a synthetic frame")
+    bench.add_argument("--pipelined", action="store_true",
+                       help="stream frames through the pipelined runner (throughput mode)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object (latency_ms_median, "
+                       "latency_ms_p95, throughput_fps, peak_rss_mb, ...)")
+    bench.add_argument("--record", action="store_true",
+                       help="append the figures to the profile's results table (devices/results/PROFILE.md)")
+    bench.add_argument("--results", type=Path, metavar="DIR",
+                       help="folder of results tables for --record (default: devices/results of the checkout)")
+    bench.set_defaults(run=run_bench)

@@ -11,15 +11,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from runtime.backends import BACKENDS, ENGINE_DEVICE_HELP, ENGINE_FORMATS, RUNS
 from runtime.cpu import ISAS
 from runtime.manifest import PRECISIONS
 from runtime.schema import StrictModel, read_yaml, validate
 
-Backend = Literal["onnxruntime", "openvino", "tensorrt"]
+Backend = Literal[BACKENDS]
 Isa = Literal[ISAS]
 Precision = Literal[PRECISIONS]
-# The bundle formats each backend reads (runtime.backends: ONNX and TensorRT bundles carry an ONNX model).
-RUNS = {"onnxruntime": ("onnx", "tensorrt"), "openvino": ("openvino", "onnx", "tensorrt"), "tensorrt": ("tensorrt",)}
 
 
 class ProfileError(ValueError):
@@ -29,7 +28,7 @@ class ProfileError(ValueError):
 class ExportSettings(StrictModel):
     """Defaults for ``edge-anomaly export --device``; the keys match the command's flags."""
 
-    format: Literal["onnx", "openvino", "tensorrt"]
+    format: Literal[ENGINE_FORMATS]
     precision: Precision
     isa: Isa | None = Field(None, description="the board CPU's instruction-set level, which picks the INT8 recipe "
                             "(exporters.recipes); none: the exporting CPU's. --target-isa overrides it")
@@ -50,7 +49,7 @@ class RuntimeSettings(StrictModel):
     """Defaults for ``Detector.load`` (and so for ``bench``, ``predict`` and the station's cameras)."""
 
     backend: Backend
-    device: str | None = Field(None, description="CPU, GPU, NPU (OpenVINO); CUDA (onnxruntime); cuda:N (TensorRT)")
+    device: str | None = Field(None, description=ENGINE_DEVICE_HELP)
     threads: int | None = Field(None, ge=1, description="engine CPU threads; none: the engine's choice")
     batch: int = Field(1, ge=1, description="frames per inference call")
     fallback: Fallback | None = Field(None, description="the engine to use when the main one is missing")

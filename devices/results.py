@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
 from devices import FOLDER, SOURCE_ROOT, DeviceProfile
 from runtime import package_version
+from runtime.backends.accelerators import accelerator
 from runtime.manifest import Manifest
 
 COLUMNS = ("date (UTC)", "machine", "bundle", "engine", "backend / device", "mode", "batch", "threads", "frame",
@@ -50,25 +49,6 @@ def cpu_model() -> str:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{model}, {cores} cores"
-
-
-def accelerator(backend: str, device: str | None) -> str | None:
-    """The GPU or NPU's name when the bench ran on one."""
-    device = (device or "CPU").upper()
-    if backend == "tensorrt" or device.startswith("CUDA"):
-        board = Path("/proc/device-tree/model")  # Jetson: the module's name
-        if board.is_file():
-            return board.read_text().strip("\x00\n ")
-        if shutil.which("nvidia-smi"):
-            query = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                   capture_output=True, text=True, check=False)
-            return query.stdout.splitlines()[0].strip() if query.returncode == 0 and query.stdout else "NVIDIA GPU"
-        return "NVIDIA GPU"
-    if backend == "openvino" and device != "CPU":
-        import openvino as ov
-
-        return str(ov.Core().get_property(device, "FULL_DEVICE_NAME"))
-    return None
 
 
 def _delta(value: float | None) -> str:

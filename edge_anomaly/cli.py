@@ -1,7 +1,10 @@
 """The ``edge-anomaly`` command.
 
 Every command imports what it needs when it runs: ``predict`` and ``bench`` on a bundle must
-work on an edge box where torch is not installed.
+work on an edge box where torch is not installed. The training side's commands are built here;
+the other packages' (export, bench, serve, devices, ...) register themselves through the entry
+points ``edge_anomaly.commands`` of pyproject.toml (runtime/entry_points.py), so this package,
+below them, imports none of them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import sys
 from pathlib import Path
 
 from edge_anomaly import __version__
-from runtime.commands import ENGINE_DEVICE_HELP
+from runtime.commands import add_engine_arguments
+from runtime.entry_points import COMMANDS, registered
 
 DESCRIPTION = """Visual anomaly detection from the workstation to the production line:
 learn what normal looks like from good images, export the detector, run it on an edge box."""
@@ -61,9 +65,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
     size_problem = None
     if args.device:
-        from devices import load_profile
+        from runtime.entry_points import load_device_profile
 
-        size_problem = load_profile(args.device).input.problem
+        size_problem = load_device_profile(args.device).input.problem
     training = TrainingSet.scan(args.data, args.every_nth, args.max_frames)
     model, _ = fit_as_configured(training, args.template, args.config, fit_overrides(args), args.defects,
                                  args.max_latency_ms, size_problem,
@@ -212,14 +216,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nmodel in {Path(args.out) / 'model'}, report in {Path(args.out) / 'report'}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-anomaly", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"edge-anomaly {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug logging, and the libraries' own logs and warnings during export")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_fit(commands) -> None:
+    """``fit``: learn normal from good images."""
     fit = commands.add_parser("fit", help="learn normal from good images (and videos)")
     fit.add_argument("--data", required=True,
                      help="folder of normal images and/or videos, an MVTec category root, or one video file")
@@ -249,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="model folder to write")
     fit.set_defaults(run=cmd_fit)
 
+
+def _add_update_and_evaluate(commands) -> None:
+    """``update`` (reviewed normals into a PatchCore model) and ``evaluate``."""
     update = commands.add_parser("update", help="add reviewed normal images to a PatchCore model and recalibrate "
                                  "its threshold, without a full refit")
     update.add_argument("model", help="model folder (from edge-anomaly fit)")
@@ -273,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "and the defects under noise (how the model fares under a real camera)")
     evaluate.set_defaults(run=cmd_evaluate)
 
+
+def _add_predict(commands) -> None:
+    """``predict``: verdicts for images, folders, videos, cameras and streams."""
     predict = commands.add_parser("predict", help="heatmaps and verdicts for images, folders and videos")
     predict.add_argument("model", help="model folder or exported bundle")
     predict.add_argument("inputs", nargs="+",
@@ -280,11 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "or rtsp:// / http:// stream URLs")
     predict.add_argument("--out", help="folder for predictions.jsonl and overlays (default: JSON lines on stdout)")
     predict.add_argument("--batch", type=int, default=1, help="frames per inference call")
-    predict.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino", "tensorrt"],
-                         help="engine for a bundle (default: by the bundle's format and what is installed)")
-    predict.add_argument("--engine-device", metavar="DEVICE", help=ENGINE_DEVICE_HELP)
+    add_engine_arguments(predict, "auto", "engine for a bundle (default: by the bundle's format and what is installed)",
+                         "the engine's choice")
     predict.add_argument("--device", help=argparse.SUPPRESS)  # a device profile elsewhere: refused with a pointer
-    predict.add_argument("--threads", type=int, help="engine CPU threads (default: the engine's choice)")
     predict.add_argument("--roi", type=_roi, metavar="X,Y,W,H",
                          help="inspect only this rectangle of each frame, in frame pixels (bundles)")
     predict.add_argument("--center-crop", type=float, metavar="FRACTION",
@@ -299,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="overlap decoding, preprocessing and inference (bundles; higher throughput)")
     predict.set_defaults(run=cmd_predict)
 
+
+def _add_templates_and_demo(commands) -> None:
+    """``templates`` (the choices and their hyperparameters) and ``demo``."""
     templates = commands.add_parser("templates", help="list templates and their hyperparameters")
     templates.set_defaults(run=cmd_templates)
 
@@ -309,14 +314,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="edge-anomaly-demo", help="output folder (default: ./edge-anomaly-demo)")
     demo.set_defaults(run=cmd_demo)
 
-    # Commands of the other packages register themselves; their modules import nothing heavy.
-    from devices import commands as devices_commands
-    from exporters import commands as export_commands
-    from runtime import commands as runtime_commands
-    from runtime.station import commands as daemon_commands
 
-    for module in (export_commands, runtime_commands, daemon_commands, devices_commands):
-        module.register(commands)
+def _add_package_commands(commands) -> None:
+    """The other packages' commands (export, bench, serve, devices, ...), each added by its entry point."""
+    for register in registered(COMMANDS):
+        register(commands)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-anomaly", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edge-anomaly {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and the libraries' own logs and warnings during export")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_fit, _add_update_and_evaluate, _add_predict, _add_templates_and_demo, _add_package_commands):
+        add(commands)
     return parser
 
 

@@ -1,10 +1,11 @@
-"""``edge-anomaly export``: registered into the main command by edge_anomaly.cli."""
+"""``edge-anomaly export``: registered into the main command through pyproject.toml's entry points."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from runtime.backends import ENGINE_FORMATS, ONNX_FORMAT
 from runtime.cpu import ISAS
 
 PROFILE_KEYS = ("format", "precision", "batch", "static", "max_batch", "isa")
@@ -12,16 +13,16 @@ PROFILE_KEYS = ("format", "precision", "batch", "static", "max_batch", "isa")
 
 def device_export_settings(name: str) -> dict:
     """The ``export`` section of device profile ``name``: defaults for the flags the user did not give."""
-    from devices import load_profile
+    from runtime.entry_points import load_device_profile
 
-    return load_profile(name).export.model_dump()
+    return load_device_profile(name).export.model_dump()
 
 
 def check_input_size(device: str, size: tuple[int, int]) -> None:
     """Refuse a model whose input the board cannot take (memory, NPU tiling), naming profile, limit and value."""
-    from devices import load_profile
+    from runtime.entry_points import load_device_profile
 
-    problem = load_profile(device).input.problem(size)
+    problem = load_device_profile(device).input.problem(size)
     if problem:
         raise ValueError(f"device profile {device!r}: model input {size[0]}x{size[1]} does not fit ({problem}); "
                          "fit the model with a smaller --set input_size=[H,W] or choose another profile")
@@ -35,7 +36,7 @@ def export_settings(device: str | None, flags: dict) -> dict:
     """
     from exporters.recipes import target_isa
 
-    settings = {"format": "onnx", "precision": "fp32", "batch": 1, "static": False, "max_batch": 32, "isa": None,
+    settings = {"format": ONNX_FORMAT, "precision": "fp32", "batch": 1, "static": False, "max_batch": 32, "isa": None,
                 "precision_by_isa": {}}
     if device:
         settings.update(device_export_settings(device))
@@ -109,7 +110,7 @@ def register(subparsers) -> None:
     export = subparsers.add_parser(
         "export", help="export a model as an ONNX, OpenVINO or TensorRT bundle, parity-checked against PyTorch")
     export.add_argument("model", help="model folder")
-    export.add_argument("--format", choices=["onnx", "openvino", "tensorrt"], help="engine format (default onnx)")
+    export.add_argument("--format", choices=ENGINE_FORMATS, help=f"engine format (default {ONNX_FORMAT})")
     export.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
                         help="default fp32; bf16: OpenVINO on CPUs with AVX-512 BF16 or AMX")
     export.add_argument("--target-isa", dest="isa", choices=ISAS,

@@ -33,7 +33,7 @@ from exporters.parity import (
 from exporters.recipes import Int8Recipe, int8_recipe, target_isa
 from exporters.steps import Steps
 from runtime import self_test
-from runtime.backends import NATIVE_BACKEND, EngineFiles, open_engine, run_batched
+from runtime.backends import BY_FORMAT, NATIVE_BACKEND, ONNX_FORMAT, EngineFiles, open_engine, run_batched
 from runtime.cpu import local_cpu
 from runtime.manifest import ENGINE_FORMATS, PRECISIONS, DynamicBatch, Manifest, StaticBatch
 
@@ -214,16 +214,17 @@ class ModelExporter:
                       max_batch: int, recipe: Int8Recipe | None) -> dict[str, str]:
         trace = self.onnx_trace(batch, max_batch)
         calibration = self.data.calibration
+        files = BY_FORMAT[fmt].bundle_files()  # the file names the runtime's loader expects
         if fmt == "openvino":
             from exporters.openvino_export import export_openvino
 
-            export_openvino(trace, out / "model.xml", precision, parts=parts, calibration=calibration,
+            export_openvino(trace, out / files["model"], precision, parts=parts, calibration=calibration,
                             batch=batch or 1, overflow_fix=recipe is not None and recipe.saturates)
-            return {"model": "model.xml", "weights": "model.bin"}
-        onnx_file = out / "model.onnx"
+            return files
+        onnx_file = out / files.get("onnx", files["model"])
         if precision == "fp32":
             shutil.copyfile(trace, onnx_file)
-        elif precision == "fp16" and fmt == "onnx":
+        elif precision == "fp16" and fmt == ONNX_FORMAT:
             from exporters.onnx_precision import convert_fp16
 
             convert_fp16(trace, onnx_file, parts)
@@ -234,14 +235,14 @@ class ModelExporter:
 
             quantize_int8(trace, onnx_file, calibration, parts, batch=batch or 1, symmetric=fmt == "tensorrt",
                           uint8_weights=recipe is not None and recipe.saturates)
-        if fmt == "onnx":
-            return {"model": "model.onnx"}
+        if fmt == ONNX_FORMAT:
+            return files
         from exporters.tensorrt_export import build_engine
 
         height, width = self.model.input_size
-        build_engine(onnx_file, out / "model.engine", precision, height=height, width=width, batch=batch,
+        build_engine(onnx_file, out / files["model"], precision, height=height, width=width, batch=batch,
                      max_batch=max_batch, fp32_nodes_from=None if "scorer" in parts else trace)
-        return {"model": "model.engine", "onnx": "model.onnx"}
+        return files
 
     def _engine_section(self, fmt: str, precision: str, parts: list[str], files: dict[str, str],
                         batch: int | None, max_batch: int) -> dict:

@@ -9,9 +9,8 @@ import onnx
 import torch
 
 from edge_anomaly.graph import AnomalyGraph
+from runtime.backends import INPUT_NAME, OUTPUT_NAMES  # the tensor names every engine reads
 
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("heatmap", "score")
 OPSET = 18
 TENSOR_ELEMENT_LIMIT = 2**31 - 1  # TensorRT refuses any tensor with more elements
 

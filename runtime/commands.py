@@ -1,7 +1,9 @@
-"""Runtime commands (``bench``), registered into the main command by edge_anomaly.cli.
+"""The runtime's measurement behind ``edge-anomaly bench`` (registered by devices.commands, which adds a
+device profile's defaults and ``--record``): latency, throughput and peak memory of a bundle.
 
-Only the standard library is imported at registration: the parser is built on every call of
-``edge-anomaly``, also on an edge box.
+Only the standard library and the engine table (runtime.backends, no engine) are imported at module
+level: the parser is built on every call of ``edge-anomaly``, also on an edge box. The shared engine
+flags (``add_engine_arguments``) serve ``predict`` and ``bench``.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
+
+from runtime.backends import BACKENDS, ENGINE_DEVICE_HELP
 
 DEFAULT_FRAME_SIZE = "1920x1080"
-ENGINE_DEVICE_HELP = "where the engine runs: CPU, GPU or NPU (OpenVINO); CUDA (onnxruntime); cuda:N (TensorRT)"
 
 
 def peak_rss_mb() -> float:
@@ -33,7 +35,8 @@ def synthetic_frame(width: int, height: int):
     return np.clip(shading + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
 
 
-def _frame_size(text: str) -> tuple[int, int]:
+def frame_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` for --frame-size."""
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -92,24 +95,17 @@ def bench(bundle: str, *, batch: int = 1, threads: int | None = None, backend: s
     }
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
-    engine = {"backend": args.backend or "auto", "device": args.engine_device, "threads": args.threads,
-              "batch": args.batch or 1}
-    target, profile = args.bundle, _device_profile(args.device, args.record)
-    if profile is not None:  # the board's engine, device, threads and batch, unless given
-        from runtime.bundle import open_bundle
+def add_engine_arguments(parser: argparse.ArgumentParser, backend_default: str | None, backend_help: str,
+                         threads_default: str) -> None:
+    """``--backend``, ``--engine-device`` and ``--threads``: which engine runs a bundle, where, on how many threads."""
+    parser.add_argument("--backend", default=backend_default, choices=("auto", *BACKENDS), help=backend_help)
+    parser.add_argument("--engine-device", metavar="DEVICE", help=ENGINE_DEVICE_HELP)
+    parser.add_argument("--threads", type=int, help=f"engine CPU threads (default: {threads_default})")
 
-        opened = open_bundle(args.bundle)
-        target = opened.folder  # a .tar is unpacked once
-        engine = profile.engine_settings(opened.engine.format, args.backend, args.threads, args.batch)
-        engine["device"] = args.engine_device or engine["device"]
-    figures = bench(target, **engine, frames=args.frames, warmup=args.warmup, frame_size=args.frame_size,
-                    image=args.image, pipelined=args.pipelined)
-    if args.record:
-        from devices.results import format_row, record
 
-        print(f"recorded in {record(profile, format_row(figures, opened.manifest), args.results)}")
-    if args.json:
+def print_figures(figures: dict, as_json: bool = False) -> None:
+    """:func:`bench`'s figures as one JSON object, or a line naming the run and a Markdown table."""
+    if as_json:
         print(json.dumps(figures))
         return
     print(f"{figures['bundle']}: {figures['engine']} on {figures['backend']} {figures['device'] or ''}, "
@@ -119,49 +115,3 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print("| ---: | ---: | ---: | ---: |")
     print(f"| {figures['latency_ms_median']:.1f} | {figures['latency_ms_p95']:.1f} | {figures['throughput_fps']:.1f} "
           f"| {figures['peak_rss_mb']:.0f} |")
-
-
-def _device_profile(name: str | None, record: bool):
-    """The device profile named by ``--device`` (None without one; ``--record`` needs one)."""
-    from devices import load_profile, profile_names
-
-    if name in profile_names():
-        return load_profile(name)
-    if record:
-        raise ValueError("--record needs --device PROFILE (edge-anomaly devices lists them)")
-    if name is None:
-        return None
-    raise ValueError(f"--device {name!r}: not a device profile (known: {', '.join(profile_names())}); "
-                     f"an engine device goes to --engine-device, e.g. --engine-device {name}")
-
-
-def register(subparsers) -> None:
-    """Add the runtime's subcommands to ``subparsers``."""
-    bench_parser = subparsers.add_parser(
-        "bench", help="latency, throughput and memory of a bundle on this machine (no torch needed)",
-        description="Times Detector.predict end to end (decoded frame in, result out) on one frame repeated.")
-    bench_parser.add_argument("bundle", type=Path, help="bundle folder or .tar")
-    bench_parser.add_argument("--batch", type=int, help="frames per predict call (default: the profile's, else 1)")
-    bench_parser.add_argument("--threads", type=int,
-                              help="engine CPU threads (default: the profile's, else the engine's choice)")
-    bench_parser.add_argument("--backend", choices=["auto", "onnxruntime", "openvino", "tensorrt"],
-                              help="default: the profile's, else auto")
-    bench_parser.add_argument("--device", metavar="PROFILE",
-                              help="device profile (edge-anomaly devices): its engine, engine device, threads and "
-                                   "batch become the defaults")
-    bench_parser.add_argument("--engine-device", metavar="DEVICE", help=ENGINE_DEVICE_HELP)
-    bench_parser.add_argument("--frames", type=int, default=50, help="timed calls (default 50)")
-    bench_parser.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
-    bench_parser.add_argument("--frame-size", type=_frame_size, default=_frame_size(DEFAULT_FRAME_SIZE),
-                              metavar="WxH", help=f"synthetic frame size (default {DEFAULT_FRAME_SIZE})")
-    bench_parser.add_argument("--image", help="time this image instead of a synthetic frame")
-    bench_parser.add_argument("--pipelined", action="store_true",
-                              help="stream frames through the pipelined runner (throughput mode)")
-    bench_parser.add_argument("--json", action="store_true",
-                              help="print one JSON object (latency_ms_median, latency_ms_p95, throughput_fps, "
-                                   "peak_rss_mb, ...)")
-    bench_parser.add_argument("--record", action="store_true",
-                              help="append the figures to the profile's results table (devices/results/PROFILE.md)")
-    bench_parser.add_argument("--results", type=Path, metavar="DIR",
-                              help="folder of results tables for --record (default: devices/results of the checkout)")
-    bench_parser.set_defaults(run=cmd_bench)

@@ -22,6 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_serializer
 
+from runtime.backends import ENGINE_FORMATS
 from runtime.cpu import ISAS
 from runtime.schema import StrictModel, validate
 
@@ -29,7 +30,6 @@ BUNDLE_FORMAT = "edge-anomaly-bundle"
 SCHEMA_VERSION = 4
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 4 << 20  # a manifest is a few kB; anything near this is not one
-ENGINE_FORMATS = ("onnx", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -114,7 +114,7 @@ class Int8Recipe(_Section):
 class Engine(_Section):
     _omitted_when_none = frozenset({"calibration", "score_alignment", "int8_recipe", "inference_precision"})
 
-    format: Literal["onnx", "openvino", "tensorrt"]
+    format: Literal[ENGINE_FORMATS]  # runtime.backends.ENGINES
     precision: Literal[PRECISIONS]
     quantized: list[str] = []
     parts: dict[str, str] = {}

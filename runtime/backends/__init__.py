@@ -1,152 +1,98 @@
-"""Inference engines behind one call: uint8 NHWC images in, (heatmaps, raw scores) out.
+"""The engine table: one :class:`EngineSpec` per inference engine, and every list of engines derived from it.
 
-The one place that opens an engine, for the edge (from a verified bundle) and for the exporter
-(from the files it has just written, before a bundle exists: the parity check measures the
-very loader an edge box runs). :func:`run_batched` is the one loop feeding any number of
-images in engine-sized calls.
-
-Each backend imports its engine only when chosen, so an edge box needs just the one it uses.
-"auto" takes the engine of the files' format when it is installed, else another installed
-engine that can read one of the files (every ONNX and TensorRT bundle carries an ONNX model,
-which ONNX Runtime and OpenVINO both read).
+The manifest's allowed formats, the device profiles' backends and the formats each runs, the
+command line's ``--backend`` and ``--format`` choices and the graph's tensor names all come
+from :data:`ENGINES`; adding an engine is one row here plus its backend module (ARCHITECTURE.md,
+How to add). Rows name their backend class by module path and class name, so reading the table
+imports no engine library, not even numpy: the CLI builds its parser from it on every call, also
+on an edge box. The opening API (:func:`open_engine`, :class:`EngineFiles`, :func:`run_batched`)
+lives in ``runtime.backends.engine`` and is re-exported here when first used.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
-import numpy as np
-
-from runtime.bundle import Bundle
-from runtime.manifest import ENGINE_FORMATS, Batch, BundleError, DynamicBatch
-
-BACKENDS = ("onnxruntime", "openvino", "tensorrt")
-PERFORMANCE_MODES = ("latency", "throughput")
-_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
-# Which backends can run each engine format, the format's own engine first.
-_CANDIDATES = {
-    "onnx": ("onnxruntime", "openvino"),
-    "openvino": ("openvino",),
-    "tensorrt": ("tensorrt", "onnxruntime", "openvino"),
-}
-_OWN_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
-NATIVE_BACKEND = {engine_format: backends[0] for engine_format, backends in _CANDIDATES.items()}
-
-
-class Backend(Protocol):
-    name: str
-    max_batch: int  # the most images one infer call takes
-    static_batch: bool  # True: every call must have exactly max_batch images
-
-    def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+# The traced graph's tensors: uint8 NHWC images in, a heatmap per image and a raw score per image out.
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("heatmap", "score")
+ONNX_FORMAT = "onnx"  # the one format several engines read: every bundle that carries it can fall back
 
 
 @dataclass(frozen=True)
-class EngineFiles:
-    """What an engine is opened from: a bundle's engine section, or the files an export just wrote.
+class EngineSpec:
+    """What the rest of the code base knows of one engine; its behaviour is in ``module``.``class_name``."""
 
-    ``files`` maps roles to paths: ``model`` (the format's own file), ``weights`` (OpenVINO's
-    .bin beside the .xml), ``onnx`` (the ONNX twin of a TensorRT engine). ``inference_precision``
-    is OpenVINO's CPU precision the export's parity check ran at (f32, or bf16 for a bf16 bundle).
-    """
+    name: str  # the backend: --backend, a device profile's runtime.backend
+    title: str  # the engine's own spelling, for messages and help
+    format: str  # the bundle format it writes and runs natively (one row per format): engine.format, --format
+    suffix: str  # the model file's suffix in a bundle (model<suffix>)
+    package: str  # the Python module whose presence means the engine is installed
+    extra: str  # the pyproject extra that installs it: pip install "edge-anomaly[<extra>]"
+    devices: tuple[str, ...]  # engine devices (--engine-device), the default first
+    precisions: tuple[str, ...]  # export precisions of its format (runtime.manifest.PRECISIONS)
+    module: str  # the backend class's module, imported only when the engine is opened
+    class_name: str
+    reads_onnx: bool  # also runs the ONNX model of another format's bundle
+    onnx_twin: bool = False  # its bundles carry model.onnx beside the model (file role "onnx")
+    weights_suffix: str | None = None  # a weights file beside the model (file role "weights")
+    options: tuple[str, ...] = ()  # open_engine settings its class takes besides device (threads, performance)
 
-    format: str
-    files: dict[str, Path]
-    input_size: tuple[int, int]
-    batch: Batch = DynamicBatch()
-    inference_precision: str = "f32"
-
-    @classmethod
-    def of_bundle(cls, bundle: Bundle) -> EngineFiles:
-        engine = bundle.engine
-        return cls(engine.format, {role: bundle.path(role) for role in engine.files}, bundle.input_size, engine.batch,
-                   engine.inference_precision or "f32")
-
-    @classmethod
-    def of_model(cls, path: Path, engine_format: str, input_size: tuple[int, int],
-                 batch: Batch | None = None, inference_precision: str | None = None) -> EngineFiles:
-        """An exported model file (OpenVINO: the .xml, its .bin beside it)."""
-        path = Path(path)
-        files = {"model": path, **({"weights": path.with_suffix(".bin")} if engine_format == "openvino" else {})}
-        return cls(engine_format, files, input_size, batch or DynamicBatch(), inference_precision or "f32")
-
-    def model_file(self, backend: str) -> Path:
-        """The file ``backend`` reads: its own format's model, else the ONNX twin."""
-        if backend not in _CANDIDATES[self.format]:
-            raise BundleError(f"{self.files['model'].parent}: the {backend} backend cannot run a {self.format} "
-                              f"bundle (it can run: {', '.join(_CANDIDATES[self.format])})")
-        role = "model" if _OWN_FORMAT[backend] == self.format or self.format != "tensorrt" else "onnx"
-        if role not in self.files:
-            raise BundleError(f"{self.files['model'].parent}: engine.files has no {role!r} entry")
-        return self.files[role]
+    def bundle_files(self) -> dict[str, str]:
+        """File role -> file name in a bundle of this format (the manifest's ``engine.files``)."""
+        files = {"model": f"model{self.suffix}"}
+        if self.weights_suffix:
+            files["weights"] = f"model{self.weights_suffix}"
+        if self.onnx_twin:
+            files["onnx"] = f"model.{ONNX_FORMAT}"
+        return files
 
 
-def is_installed(backend: str) -> bool:
-    return importlib.util.find_spec(_PACKAGES[backend]) is not None
+ENGINES: tuple[EngineSpec, ...] = (
+    EngineSpec("onnxruntime", "ONNX Runtime", ONNX_FORMAT, ".onnx", "onnxruntime", "onnxruntime", ("CPU", "CUDA"),
+               ("fp32", "fp16", "int8"), "runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend",
+               reads_onnx=True, options=("threads",)),
+    EngineSpec("openvino", "OpenVINO", "openvino", ".xml", "openvino", "openvino", ("CPU", "GPU", "NPU"),
+               ("fp32", "fp16", "bf16", "int8"), "runtime.backends.openvino_backend", "OpenVinoBackend",
+               reads_onnx=True, weights_suffix=".bin", options=("threads", "performance")),
+    EngineSpec("tensorrt", "TensorRT", "tensorrt", ".engine", "tensorrt", "tensorrt", ("cuda:N",),
+               ("fp32", "fp16", "int8"), "runtime.backends.tensorrt_backend", "TensorRtBackend",
+               reads_onnx=False, onnx_twin=True),
+)
+BY_NAME = {spec.name: spec for spec in ENGINES}
+BY_FORMAT = {spec.format: spec for spec in ENGINES}
+BACKENDS = tuple(BY_NAME)
+ENGINE_FORMATS = tuple(BY_FORMAT)
+PERFORMANCE_MODES = ("latency", "throughput")
 
 
-def choose_backend(files: EngineFiles, backend: str = "auto") -> str:
-    """The backend name for ``files``: the one asked for, or the first installed that can run them."""
-    if files.format not in ENGINE_FORMATS:
-        raise BundleError(f"engine format {files.format!r} is not one of {', '.join(ENGINE_FORMATS)}")
-    if backend != "auto":
-        if backend not in BACKENDS:
-            raise ValueError(f"backend {backend!r} is not one of auto, {', '.join(BACKENDS)}")
-        files.model_file(backend)
-        return backend
-    for candidate in _CANDIDATES[files.format]:
-        if is_installed(candidate):
-            return candidate
-    extras = " or ".join(f'"edge-anomaly[{name}]"' for name in _CANDIDATES[files.format])
-    raise ImportError(f"{files.files['model'].parent}: no engine installed for a {files.format} bundle: "
-                      f"pip install {extras}")
+def _candidates(engine_format: str) -> tuple[str, ...]:
+    """The backends that can run a bundle of ``engine_format``, the format's own engine first."""
+    own = BY_FORMAT[engine_format]
+    carries_onnx = engine_format == ONNX_FORMAT or own.onnx_twin
+    return (own.name, *(spec.name for spec in ENGINES if spec is not own and spec.reads_onnx and carries_onnx))
 
 
-def open_engine(source: Bundle | EngineFiles, backend: str = "auto", device: str | None = None,
-                threads: int | None = None, performance: str = "latency") -> Backend:
-    """Start the engine for a bundle or engine files: by name, or ("auto") by what is installed and the format.
+CANDIDATES = {engine_format: _candidates(engine_format) for engine_format in ENGINE_FORMATS}
+NATIVE_BACKEND = {spec.format: spec.name for spec in ENGINES}
+# The bundle formats each backend runs (a device profile's runtime.backend against its export.format).
+RUNS = {name: tuple(fmt for fmt, backends in CANDIDATES.items() if name in backends) for name in BACKENDS}
+ENGINE_DEVICE_HELP = "where the engine runs: " + "; ".join(
+    f"{', '.join(spec.devices)} ({spec.title})" for spec in ENGINES)
 
-    ``performance`` is "latency" (one frame as fast as possible) or "throughput" (several
-    frames in flight, for the pipelined runner); engines without such a switch ignore it.
-    """
-    if performance not in PERFORMANCE_MODES:
-        raise ValueError(f"performance {performance!r} is not one of {', '.join(PERFORMANCE_MODES)}")
-    files = source if isinstance(source, EngineFiles) else EngineFiles.of_bundle(source)
-    name = choose_backend(files, backend)
-    if name == "onnxruntime":
-        from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(files, device=device, threads=threads)
-    if name == "openvino":
-        from runtime.backends.openvino_backend import OpenVinoBackend
-
-        return OpenVinoBackend(files, device=device, threads=threads, performance=performance)
-    from runtime.backends.tensorrt_backend import TensorRtBackend
-
-    return TensorRtBackend(files, device=device)
+# The opening API, imported on first use: it needs numpy, the manifest and the bundle.
+_ENGINE_API = ("Backend", "EngineFiles", "choose_backend", "is_installed", "open_engine", "run_batched")
 
 
-def run_batched(backend: Backend, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Raw float32 (heatmaps, scores) for any number of stacked inputs, in calls the engine takes.
+def __getattr__(name: str):
+    """``from runtime.backends import open_engine`` (and the rest of the opening API) without loading it here."""
+    if name in _ENGINE_API:
+        from runtime.backends import engine
 
-    Up to ``max_batch`` images per call; an engine with a fixed batch gets its last call padded
-    with copies of the last image, whose outputs are dropped.
-    """
-    limit, static = backend.max_batch, backend.static_batch
-    if len(inputs) == limit or (not static and len(inputs) < limit):
-        heatmaps, scores = backend.infer(np.ascontiguousarray(inputs))
-    else:
-        heatmap_parts, score_parts = [], []
-        for start in range(0, len(inputs), limit):
-            chunk = inputs[start:start + limit]
-            count = len(chunk)
-            if static and count < limit:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], limit - count, axis=0)])
-            heatmap, score = backend.infer(np.ascontiguousarray(chunk))
-            heatmap_parts.append(heatmap[:count])
-            score_parts.append(score[:count])
-        heatmaps, scores = np.concatenate(heatmap_parts), np.concatenate(score_parts)
-    return heatmaps.astype(np.float32, copy=False), scores.astype(np.float32, copy=False)
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["BACKENDS", "BY_FORMAT", "BY_NAME", "CANDIDATES", "ENGINES", "ENGINE_DEVICE_HELP", "ENGINE_FORMATS",
+           "INPUT_NAME", "NATIVE_BACKEND", "ONNX_FORMAT", "OUTPUT_NAMES", "PERFORMANCE_MODES", "RUNS", "EngineSpec",
+           *_ENGINE_API]

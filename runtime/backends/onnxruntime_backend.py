@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.backends import EngineFiles
+from runtime.backends import OUTPUT_NAMES
+from runtime.backends.engine import EngineFiles
 
 
 class OnnxRuntimeBackend:
@@ -34,5 +35,5 @@ class OnnxRuntimeBackend:
         self.input_name = self.session.get_inputs()[0].name
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        heatmap, score = self.session.run(["heatmap", "score"], {self.input_name: inputs})
+        heatmap, score = self.session.run(list(OUTPUT_NAMES), {self.input_name: inputs})
         return heatmap, score

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from runtime.backends import EngineFiles
+from runtime.backends import OUTPUT_NAMES
+from runtime.backends.engine import EngineFiles
 from runtime.manifest import BundleError
 
 # Called with (tag, (heatmaps, scores)) when a request finishes, or (tag, exception) when it fails.
@@ -53,8 +54,7 @@ class OpenVinoBackend:
             self.compiled = core.compile_model(model, self.device, config)
         except RuntimeError as exc:
             raise BundleError(f"{path}: OpenVINO could not compile the model for {self.device}: {exc}") from None
-        self._heatmap = self.compiled.output("heatmap")
-        self._score = self.compiled.output("score")
+        self._heatmap, self._score = (self.compiled.output(name) for name in OUTPUT_NAMES)
         self._requests = threading.local()
 
     @property

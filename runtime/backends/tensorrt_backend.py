@@ -12,11 +12,9 @@ import threading
 
 import numpy as np
 
-from runtime.backends import EngineFiles
+from runtime.backends import INPUT_NAME, OUTPUT_NAMES
+from runtime.backends.engine import EngineFiles
 from runtime.manifest import BundleError
-
-INPUT = "images"
-OUTPUTS = ("heatmap", "score")
 
 
 def _cudart():
@@ -59,9 +57,11 @@ class TensorRtBackend:
         self.context = self.engine.create_execution_context()
         self.max_batch, self.static_batch = files.batch.max_batch, files.batch.static
         height, width = files.input_size
-        self.dtypes = {name: np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))) for name in (INPUT, *OUTPUTS)}
-        largest = {INPUT: (self.max_batch, height, width, 3), "heatmap": (self.max_batch, height, width),
-                   "score": (self.max_batch,)}
+        self.dtypes = {name: np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+                       for name in (INPUT_NAME, *OUTPUT_NAMES)}
+        heatmap, score = OUTPUT_NAMES
+        largest = {INPUT_NAME: (self.max_batch, height, width, 3), heatmap: (self.max_batch, height, width),
+                   score: (self.max_batch,)}
         self.buffers = {name: _check(cudart.cudaMalloc(int(np.prod(shape)) * self.dtypes[name].itemsize))
                         for name, shape in largest.items()}
         for name, pointer in self.buffers.items():
@@ -76,15 +76,15 @@ class TensorRtBackend:
 
     def _infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cudart = self.cudart
-        inputs = np.ascontiguousarray(inputs, dtype=self.dtypes[INPUT])
-        if not self.context.set_input_shape(INPUT, inputs.shape):
+        inputs = np.ascontiguousarray(inputs, dtype=self.dtypes[INPUT_NAME])
+        if not self.context.set_input_shape(INPUT_NAME, inputs.shape):
             raise ValueError(f"TensorRT engine refuses input shape {inputs.shape} (batch up to {self.max_batch})")
-        _check(cudart.cudaMemcpyAsync(self.buffers[INPUT], inputs.ctypes.data, inputs.nbytes,
+        _check(cudart.cudaMemcpyAsync(self.buffers[INPUT_NAME], inputs.ctypes.data, inputs.nbytes,
                                       cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
         if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError("TensorRT execution failed")
         outputs = []
-        for name in OUTPUTS:
+        for name in OUTPUT_NAMES:
             host = np.empty(tuple(self.context.get_tensor_shape(name)), self.dtypes[name])
             _check(cudart.cudaMemcpyAsync(host.ctypes.data, self.buffers[name], host.nbytes,
                                           cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
