@@ -17,7 +17,6 @@ import numpy as np
 
 from runtime.capture_check import CaptureCheck
 from runtime.detector import Detector
-from runtime.predict_files import annotate
 from runtime.signing import TrustList
 from runtime.station.config import CameraConfig
 from runtime.station.drift import DriftMonitor
@@ -33,7 +32,7 @@ from runtime.station.messages import (
 )
 from runtime.station.outbox import ALERT, RESULT, Outbox
 from runtime.station.stats import StationStats
-from runtime.visualize import anomaly_regions, thumbnail
+from runtime.visualize import annotate, anomaly_regions, thumbnail
 
 log = logging.getLogger(__name__)
 
