@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from station_harness import (
+
+from runtime.image_io import list_images
+from tests.harness.station import (
     STATION,
     Broker,
     DaemonProcess,
@@ -38,8 +40,6 @@ from station_harness import (
     station_config,
     wait_until,
 )
-
-from runtime.image_io import list_images
 
 TOKEN = "line-1-review-token"
 PASSWORD = "anna's password"

@@ -14,7 +14,8 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from station_harness import Broker, DaemonProcess, Probe, copy_images, page_port, patience, station_config
+
+from tests.harness.station import Broker, DaemonProcess, Probe, copy_images, page_port, patience, station_config
 
 pytestmark = pytest.mark.slow  # the station and a real browser: not in -m "not slow"
 

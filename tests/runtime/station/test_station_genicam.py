@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/runtime: the fake camera helper
-from fake_camera import FakeCamera, aravis_or_skip  # noqa: E402
-from opcua_harness import (  # noqa: E402
+from tests.harness.fake_camera import FakeCamera, aravis_or_skip
+from tests.harness.opcua import (
     Station,
     connect,
     make_client_certificate,
@@ -22,7 +19,7 @@ from opcua_harness import (  # noqa: E402
     ua,
     wait_async,
 )
-from station_harness import Broker, DaemonProcess, Probe, free_port, station_config, wait_until  # noqa: E402
+from tests.harness.station import Broker, DaemonProcess, Probe, free_port, station_config, wait_until
 
 
 def test_start_single_job_inspects_a_software_triggered_gige_frame_and_survives_the_camera_leaving(

@@ -24,7 +24,11 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from station_harness import (
+
+from runtime.detector import Detector
+from runtime.image_io import list_images, read_image
+from runtime.station.messages import iso_time
+from tests.harness.station import (
     STATION,
     Broker,
     DaemonProcess,
@@ -35,10 +39,6 @@ from station_harness import (
     station_config,
     wait_until,
 )
-
-from runtime.detector import Detector
-from runtime.image_io import list_images, read_image
-from runtime.station.messages import iso_time
 
 pytestmark = pytest.mark.slow  # the station as a subprocess, a real broker: not in -m "not slow"
 

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from opcua_harness import (
+
+from runtime.detector import Detector
+from runtime.image_io import read_image
+from tests.harness.opcua import (
     Client,
     Station,
     connect,
@@ -24,7 +27,7 @@ from opcua_harness import (
     ua,
     wait_async,
 )
-from station_harness import (
+from tests.harness.station import (
     Broker,
     DaemonProcess,
     Probe,
@@ -34,9 +37,6 @@ from station_harness import (
     station_config,
     wait_until,
 )
-
-from runtime.detector import Detector
-from runtime.image_io import read_image
 
 PASSWORD = "plc-secret-1"
 
