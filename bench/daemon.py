@@ -514,15 +514,7 @@ def opcua_against_mqtt(work: Path, port: int, bundle: Path, images: Path, parts:
     """StartSingleJob -> ResultReady against cmd/inspect -> result on one station, in alternating rounds (ms)."""
     import asyncio
 
-    from tests.harness.opcua import (
-        Events,
-        Station,
-        connect,
-        make_client_certificate,
-        make_station_certificate,
-        trust,
-        ua,
-    )
+    from tests.harness import opcua as plc  # asyncua is optional: imported only for this table
 
     folder = work / "opcua-station"
     shutil.rmtree(folder, ignore_errors=True)
@@ -535,21 +527,21 @@ def opcua_against_mqtt(work: Path, port: int, bundle: Path, images: Path, parts:
         "enabled": True, "port": opcua_port, "max_calls_per_s": 1000,
         "users": {"bench": {"file": str(folder / "bench.password")}}})
     daemon = DaemonProcess(folder, config)
-    make_station_certificate(daemon.config_path)
-    cert, key = make_client_certificate(folder / "client", "bench")
-    trust(cert, folder / "opcua" / "trusted")
+    plc.make_station_certificate(daemon.config_path)
+    cert, key = plc.make_client_certificate(folder / "client", "bench")
+    plc.trust(cert, folder / "opcua" / "trusted")
     daemon.start()
     probe = Probe(port)
     figures = {"mqtt": [], "opcua": []}
 
     async def run() -> None:
-        client = await connect(f"opc.tcp://127.0.0.1:{opcua_port}", folder / "opcua" / "server-cert.der", cert, key,
-                               "bench", "bench-password")
+        client = await plc.connect(f"opc.tcp://127.0.0.1:{opcua_port}", folder / "opcua" / "server-cert.der", cert, key,
+                                   "bench", "bench-password")
         try:
-            station = await Station.find(client, "cam")
-            events = Events()
+            station = await plc.Station.find(client, "cam")
+            events = plc.Events()
             subscription = await client.create_subscription(PUBLISHING_MS, events)
-            await subscription.subscribe_events(station.system, ua.NodeId(1024, station.mv))
+            await subscription.subscribe_events(station.system, plc.ua.NodeId(1024, station.mv))
 
             async def opcua_parts(count: int, tag: str) -> list[float]:
                 times = []
