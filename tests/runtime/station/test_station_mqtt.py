@@ -33,6 +33,7 @@ from tests.harness.station import (
     Broker,
     DaemonProcess,
     Probe,
+    StationLine,
     copy_images,
     make_certificates,
     patience,
@@ -71,11 +72,7 @@ def _renamed_bundle(bundle: Path, target: Path, name: str) -> Path:
 
 
 @dataclass
-class Line:
-    broker: Broker
-    daemon: DaemonProcess
-    probe: Probe
-    root: Path
+class Line(StationLine):
     bundle: Path
     trigger_images: list[Path]
     continuous_images: list[Path]
