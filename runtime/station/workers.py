@@ -61,23 +61,26 @@ def _open_genicam(settings: SourceConfig, every_nth: int, rate_hz: float | None,
 def _open_video(settings: SourceConfig, every_nth: int, rate_hz: float | None, pace: WallClockPace | None) -> Source:
     if not settings.path.is_file():
         raise SourceError(f"{settings.path}: video file not found")
-    return CaptureSource(settings.path, every_nth=every_nth, max_fps=rate_hz, backoff=_no_give_up(settings),
+    return CaptureSource(settings.path, every_nth=every_nth, max_fps=rate_hz, backoff=_opened_once(settings),
                          pace=pace or WallClockPace(1.0 / rate_hz if rate_hz else 0.0), loop=settings.loop)
 
 
-def _open_live(settings: SourceConfig, every_nth: int, rate_hz: float | None, pace: WallClockPace | None) -> Source:
-    target = settings.device if settings.kind == "camera" else settings.url
-    return CaptureSource(target, every_nth=every_nth, max_fps=rate_hz, backoff=_no_give_up(settings))
+def _open_camera(settings: SourceConfig, every_nth: int, rate_hz: float | None, pace: WallClockPace | None) -> Source:
+    return CaptureSource(settings.device, every_nth=every_nth, max_fps=rate_hz, backoff=_opened_once(settings))
 
 
-def _no_give_up(settings: SourceConfig) -> Backoff:
+def _open_stream(settings: SourceConfig, every_nth: int, rate_hz: float | None, pace: WallClockPace | None) -> Source:
+    return CaptureSource(settings.url, every_nth=every_nth, max_fps=rate_hz, backoff=_opened_once(settings))
+
+
+def _opened_once(settings: SourceConfig) -> Backoff:
     """The camera's back-off with no reopening of the source's own (``attempts=0``): a failed open raises at
     once, and the worker backs off and opens it again."""
     return dataclasses.replace(settings.reopen, attempts=0)
 
 
-OPENERS = {"images": _open_folder, "genicam": _open_genicam, "video": _open_video, "camera": _open_live,
-           "stream": _open_live}  # SourceConfig.kind -> how that source is opened
+OPENERS = {"images": _open_folder, "genicam": _open_genicam, "video": _open_video, "camera": _open_camera,
+           "stream": _open_stream}  # SourceConfig.kind -> how that source is opened
 
 
 class CameraWorker:
