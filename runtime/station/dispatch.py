@@ -1,7 +1,7 @@
 """The station's commands, whichever way they arrive: MQTT's ``cmd/<name>`` (the network thread only queues them,
 it never blocks) and the OPC UA server's methods and PLC handshake (``submit_trigger``, ``reload_camera``).
 
-One handler per command (``Dispatcher.handlers``: its names are the commands there are), one authorisation
+One handler per command (``HANDLERS``: its names are the commands there are), one authorisation
 (client ids, the HMAC over canonical JSON and its replay window), one way to answer a refusal (``cmd/error``,
 naming the part and camera), and one door that closes at a stop: a command is taken before it, or answered
 "shutting down".
@@ -30,6 +30,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PART_ID = 128
+
+HANDLERS: dict[str, Callable[[Dispatcher, dict], None]] = {}  # command name -> its handler, filled by @handles
+
+
+def handles(name: str) -> Callable:
+    """Register a Dispatcher method as the handler of ``cmd/<name>``: it gets the parsed, authorised body and
+    raises CommandError to refuse."""
+    def register(method: Callable[[Dispatcher, dict], None]) -> Callable[[Dispatcher, dict], None]:
+        HANDLERS[name] = method
+        return method
+    return register
 
 
 class CommandError(ValueError):
@@ -102,7 +113,6 @@ class Dispatcher:
         self._config = config  # the running config: SIGHUP may change the cameras and their drop folders
         self.cameras = cameras
         self.publisher = publisher
-        self.handlers: dict[str, Callable[[dict], None]] = {"inspect": self._inspect, "reload": self._reload}
         self.stopping = False  # set at SIGTERM: new commands are answered "shutting down"
         self._accepting = threading.Lock()
         self.commands = QueueWorker("commands", self._run, 1000)
@@ -168,10 +178,10 @@ class Dispatcher:
             self._authorise(name, sender, body)
             if self.stopping:
                 raise CommandError(f"station is {SHUTTING_DOWN}")
-            handler = self.handlers.get(name)
+            handler = HANDLERS.get(name)
             if handler is None:
-                raise CommandError(f"unknown command {name[:40]!r} (known: {', '.join(self.handlers)})")
-            handler(body)
+                raise CommandError(f"unknown command {name[:40]!r} (known: {', '.join(HANDLERS)})")
+            handler(self, body)
         except CommandError as exc:
             self.publisher.command_error(name, str(exc), payload, **_answer_fields(body))
         except Exception as exc:  # a bug: answered all the same, with no traceback on the wire
@@ -199,12 +209,14 @@ class Dispatcher:
 
     # -- the handlers ---------------------------------------------------------------------------------
 
+    @handles("inspect")
     def _inspect(self, body: dict) -> None:
         """cmd/inspect: a trigger for the named trigger camera, or for every one."""
         part_id = checked_part_id(body.get("part_id"))
         for worker in self._target_cameras(body, mode="trigger"):
             self._accept_trigger(worker, part_id)
 
+    @handles("reload")
     def _reload(self, body: dict) -> None:
         """cmd/reload: the named camera's (or every camera's) bundle loaded again, or the one named, queued."""
         bundle = body.get("bundle")
