@@ -133,6 +133,37 @@ def logical_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def print_tables(rows: list[dict], videos: list[dict]) -> None:
+    """The accuracy table, each category's per-defect table, and the video cases."""
+    print(f"CPU: {cpu_name()}; torch threads 2; {time.strftime('%Y-%m-%d')}\n")
+    print("| category | template | input (h x w) | image AUROC | pixel AUROC | AUPRO | false-alarm rate | "
+          "miss rate | fit s (of which search) | ms/image median | p95 |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        m = r["metrics"]
+        print(f"| {r['category']} | {r['template']} | {r['input'][0]} x {r['input'][1]} | {fmt(m['image_auroc'])} | "
+              f"{fmt(m['pixel_auroc'])} | {fmt(m['pixel_aupro'])} | {rate(m, 'false_alarm', 'n_good')} | "
+              f"{rate(m, 'miss', 'n_anomalous')} | {r['fit_s']:.0f} ({r['search_s']:.0f}) | "
+              f"{r['latency_ms_median']:.1f} | "
+              f"{r['latency_ms_p95']:.1f} |")
+    for r in rows:
+        c = r["calibration"]
+        print(f"\n{r['category']}: threshold for a false-alarm rate of {c['target_false_alarm_rate']} from "
+              f"{c['n_scores']} k-fold normal scores (estimated {fmt(c['estimated_false_alarm_rate'])}); "
+              f"per defect at the calibrated threshold:\n")
+        print("| defect | n | image AUROC vs good | recall |")
+        print("| --- | ---: | ---: | ---: |")
+        for defect, d in r["metrics"]["per_defect"].items():
+            print(f"| {defect} | {d['n']} | {fmt(d['image_auroc'])} | {fmt(d.get('recall_calibrated'))} |")
+    if videos:
+        print("\n| video case | template | frames of good test parts | flagged | fit s |")
+        print("| --- | --- | ---: | ---: | ---: |")
+        for v in videos:
+            share = v["flagged"] / max(v["frames"], 1)
+            print(f"| {v['category']}: fitted on an mp4 of train/good, judged on an mp4 of test/good | "
+                  f"{v['template']} | {v['frames']} | {v['flagged']} ({share:.1%}) | {v['fit_s']:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=list(CATEGORIES))
@@ -165,33 +196,7 @@ def main() -> None:
             if category in args.video and CATEGORIES[category] is not None:
                 videos.append(video_row(data, args.template, args.set, Path(tmp)))
 
-    print(f"CPU: {cpu_name()}; torch threads 2; {time.strftime('%Y-%m-%d')}\n")
-    print("| category | template | input (h x w) | image AUROC | pixel AUROC | AUPRO | false-alarm rate | "
-          "miss rate | fit s (of which search) | ms/image median | p95 |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        m = r["metrics"]
-        print(f"| {r['category']} | {r['template']} | {r['input'][0]} x {r['input'][1]} | {fmt(m['image_auroc'])} | "
-              f"{fmt(m['pixel_auroc'])} | {fmt(m['pixel_aupro'])} | {rate(m, 'false_alarm', 'n_good')} | "
-              f"{rate(m, 'miss', 'n_anomalous')} | {r['fit_s']:.0f} ({r['search_s']:.0f}) | "
-              f"{r['latency_ms_median']:.1f} | "
-              f"{r['latency_ms_p95']:.1f} |")
-    for r in rows:
-        c = r["calibration"]
-        print(f"\n{r['category']}: threshold for a false-alarm rate of {c['target_false_alarm_rate']} from "
-              f"{c['n_scores']} k-fold normal scores (estimated {fmt(c['estimated_false_alarm_rate'])}); "
-              f"per defect at the calibrated threshold:\n")
-        print("| defect | n | image AUROC vs good | recall |")
-        print("| --- | ---: | ---: | ---: |")
-        for defect, d in r["metrics"]["per_defect"].items():
-            print(f"| {defect} | {d['n']} | {fmt(d['image_auroc'])} | {fmt(d.get('recall_calibrated'))} |")
-    if videos:
-        print("\n| video case | template | frames of good test parts | flagged | fit s |")
-        print("| --- | --- | ---: | ---: | ---: |")
-        for v in videos:
-            share = v["flagged"] / max(v["frames"], 1)
-            print(f"| {v['category']}: fitted on an mp4 of train/good, judged on an mp4 of test/good | "
-                  f"{v['template']} | {v['frames']} | {v['flagged']} ({share:.1%}) | {v['fit_s']:.0f} |")
+    print_tables(rows, videos)
     if logical:
         print(logical_table(logical))
     for line in skipped:

@@ -55,6 +55,18 @@ def flagged(model: TrainedModel, frames: list[np.ndarray]) -> tuple[int, dict[st
     return sum(kinds.values()), kinds
 
 
+def fitted_model(folder: Path | None, data: Path, overrides: list[str]) -> tuple[TrainedModel, str]:
+    """The model to update: loaded from ``folder`` if it is one, else PatchCore fitted (and saved there)."""
+    started = time.perf_counter()
+    if folder is not None and folder.is_dir():
+        return TrainedModel.load(folder), f"model loaded from {folder}"
+    model = fit_model(data, *load_params("patchcore", overrides=overrides))
+    fitted = f"fit {time.perf_counter() - started:.1f} s"
+    if folder is not None:
+        model.save(folder)
+    return model, fitted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=BOTTLE)
@@ -70,15 +82,7 @@ def main() -> None:
     if not (args.data / "train" / "good").is_dir():
         sys.exit(f"no data at {args.data} (see ../shared/data/README.md)")
 
-    started = time.perf_counter()
-    if args.model is not None and args.model.is_dir():
-        model = TrainedModel.load(args.model)
-        fitted = f"model loaded from {args.model}"
-    else:
-        model = fit_model(args.data, *load_params("patchcore", overrides=args.set))
-        fitted = f"fit {time.perf_counter() - started:.1f} s"
-        if args.model is not None:
-            model.save(args.model)
+    model, fitted = fitted_model(args.model, args.data, args.set)
     train = list_images(args.data / "train" / "good")
     picks = np.linspace(0, len(train) - 1, args.reviewed).round().astype(int)
     good = [read_image(p) for p in list_images(args.data / "test" / "good")]

@@ -320,32 +320,39 @@ def _outline_truth(image_rgb: np.ndarray, mask: np.ndarray | None) -> np.ndarray
     return cv2.drawContours(image_rgb.copy(), contours, -1, _TRUTH_RGB, thickness)
 
 
+def _html_table(markdown: str) -> str:
+    rows = [line.strip("|").split("|") for line in markdown.splitlines() if not line.startswith("| ---")]
+    head = "".join(f"<th>{html.escape(cell.strip())}</th>" for cell in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell.strip())}</td>" for cell in row) + "</tr>"
+                   for row in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _embedded_png(png: Path, alt: str) -> str:
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _thumbnail(png: Path, caption: str, page_folder: Path) -> str:
+    """An embedded JPEG thumbnail of an overlay, linked to the full picture (relative to the page)."""
+    picture = cv2.imread(str(png), cv2.IMREAD_COLOR)
+    height = round(picture.shape[0] * THUMBNAIL_WIDTH / picture.shape[1])
+    small = cv2.resize(picture, (THUMBNAIL_WIDTH, height), interpolation=cv2.INTER_AREA)
+    data = base64.b64encode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()).decode()
+    link = html.escape(png.relative_to(page_folder).as_posix())
+    return (f'<figure><a href="{link}"><img src="data:image/jpeg;base64,{data}" alt="{html.escape(caption)}">'
+            f"</a><figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
 def html_report(path: Path, title: str, metrics: dict, roc_png: Path,
                 overlays: Sequence[tuple[Path, str, str]]) -> Path:
     """One HTML file that opens offline: the metrics and model tables and the ROC embedded, each case
     an embedded JPEG thumbnail linked to its full overlay (beside the page, in worst/), inline styles only."""
-    def table(markdown: str) -> str:
-        rows = [line.strip("|").split("|") for line in markdown.splitlines() if not line.startswith("| ---")]
-        head = "".join(f"<th>{html.escape(cell.strip())}</th>" for cell in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(cell.strip())}</td>" for cell in row) + "</tr>"
-                       for row in rows[1:])
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    def embed(png: Path, alt: str) -> str:
-        data = base64.b64encode(png.read_bytes()).decode("ascii")
-        return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-    def thumbnail(png: Path, caption: str) -> str:
-        picture = cv2.imread(str(png), cv2.IMREAD_COLOR)
-        height = round(picture.shape[0] * THUMBNAIL_WIDTH / picture.shape[1])
-        small = cv2.resize(picture, (THUMBNAIL_WIDTH, height), interpolation=cv2.INTER_AREA)
-        data = base64.b64encode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()).decode()
-        link = html.escape(png.relative_to(path.parent).as_posix())
-        return (f'<figure><a href="{link}"><img src="data:image/jpeg;base64,{data}" alt="{html.escape(caption)}">'
-                f"</a><figcaption>{html.escape(caption)}</figcaption></figure>")
+    table, embed = _html_table, _embedded_png
 
     def figures(verdict: str) -> str:
-        return "".join(thumbnail(png, caption) for png, caption, said in overlays if said == verdict) or "<p>none</p>"
+        return ("".join(_thumbnail(png, caption, path.parent) for png, caption, said in overlays if said == verdict)
+                or "<p>none</p>")
 
     def count(verdict: str) -> int:
         return sum(said == verdict for _, _, said in overlays)

@@ -95,7 +95,7 @@ class TlsConfig(_Section):
     ca: ConfigPath | None = Field(None, description="CA bundle; the system's CAs when absent")
     cert: ConfigPath | None = Field(None, description="client certificate (PEM) for mutual TLS")
     key: ConfigPath | None = Field(None, description="client key (PEM)")
-    key_password: Secret | None = None
+    key_password: Secret | None = Field(None, description="password of an encrypted client key")
     insecure: bool = Field(False, description="skip the broker hostname check (test benches only)")
 
     @model_validator(mode="after")
@@ -113,15 +113,15 @@ class TlsConfig(_Section):
 
 
 class MqttConfig(_Section):
-    host: str = "localhost"
-    port: int = Field(1883, ge=1, le=65535)
-    protocol: Literal["3.1.1", "5"] = "5"
+    host: str = Field("localhost", description="broker host")
+    port: int = Field(1883, ge=1, le=65535, description="broker port")
+    protocol: Literal["3.1.1", "5"] = Field("5", description="MQTT version")
     client_id: str | None = Field(None, description="default: edge-anomaly-<station>")
-    keepalive_s: int = Field(30, ge=5)
-    username: str | None = None
-    password: Secret | None = None
-    tls: TlsConfig | None = None
-    reconnect: Backoff = Backoff(min_s=1.0, max_s=30.0)
+    keepalive_s: int = Field(30, ge=5, description="how fast the broker notices a dead daemon on a silent network")
+    username: str | None = Field(None, description="broker user name")
+    password: Secret | None = Field(None, description="broker password")
+    tls: TlsConfig | None = Field(None, description="TLS to the broker (none: plain TCP)")
+    reconnect: Backoff = Field(Backoff(min_s=1.0, max_s=30.0), description="reconnect back-off")
     connect_timeout_s: float = Field(10.0, gt=0, description="how long start-up waits for the broker")
     max_inflight: int = Field(20, ge=1, le=1000, description="QoS 1 messages awaiting PUBACK at once")
 
@@ -138,9 +138,10 @@ class OutboxConfig(_Section):
 
 class EvidenceConfig(_Section):
     dir: ConfigPath | None = Field(None, description="default: <state_dir>/evidence")
-    save: Literal["anomalous", "all", "none"] = "anomalous"
+    save: Literal["anomalous", "all", "none"] = Field("anomalous", description="which inspections keep an overlay "
+                                                                            "and their raw frame")
     max_mb: float = Field(500.0, gt=0, description="oldest overlays are deleted beyond this size")
-    jpeg_quality: int = Field(85, ge=10, le=100)
+    jpeg_quality: int = Field(85, ge=10, le=100, description="the overlays' JPEG quality")
 
 
 class ServerTlsConfig(_Section):
@@ -148,7 +149,7 @@ class ServerTlsConfig(_Section):
 
     cert: ConfigPath = Field(description="server certificate chain (PEM)")
     key: ConfigPath = Field(description="server private key (PEM)")
-    key_password: Secret | None = None
+    key_password: Secret | None = Field(None, description="password of an encrypted server key")
 
     def check_files(self) -> None:
         for name in ("cert", "key"):
@@ -166,9 +167,9 @@ class HistoryConfig(_Section):
 class HttpConfig(_Section):
     """The operations port: /metrics, /healthz and the station's page (read-only without a login)."""
 
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(9108, ge=0, le=65535)
+    enabled: bool = Field(True, description="serve the page, its API, /metrics and /healthz")
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(9108, ge=0, le=65535, description="port to bind")
     hosts: list[str] = Field(default_factory=list, description="host names the page answers to besides localhost "
                                                                 "and IP addresses; any other Host is refused")
     tls: ServerTlsConfig | None = None
@@ -184,7 +185,7 @@ class HttpConfig(_Section):
 
 
 class CommandsConfig(_Section):
-    """Who may command the station, beyond what the broker's ACL already allows (README, "Operations").
+    """Who may command the station, beyond what the broker's ACL already allows (docs/security.md).
 
     ``clients``: a command listed here is taken only from ``cmd/<name>/<client id>`` with a listed
     client id; the broker's ``pattern write <prefix>/+/cmd/+/%c`` ACL line makes that last level
@@ -194,9 +195,10 @@ class CommandsConfig(_Section):
     """
 
     clients: dict[str, list[str]] = Field(default_factory=dict, description="command -> allowed client ids")
-    hmac_key: Secret | None = None
-    hmac_commands: list[str] = Field(default_factory=lambda: ["reload"])
-    hmac_window_s: float = Field(300.0, gt=0)
+    hmac_key: Secret | None = Field(None, description="shared secret the hmac_commands are signed with")
+    hmac_commands: list[str] = Field(default_factory=lambda: ["reload"],
+                                     description="commands that must carry an HMAC when hmac_key is set")
+    hmac_window_s: float = Field(300.0, gt=0, description="how far a signed command's ts may be from the clock")
     max_bytes: int = Field(65536, ge=256, description="larger payloads are refused before parsing")
 
 
@@ -208,16 +210,16 @@ class OpcUaConfig(_Section):
     must sign in as one of ``users``: no anonymous session, so no anonymous read or write.
     """
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="serve OPC UA beside MQTT")
     host: str = Field("127.0.0.1", description="address to bind: loopback unless a PLC on the line must reach it")
-    port: int = Field(4840, ge=0, le=65535)
+    port: int = Field(4840, ge=0, le=65535, description="port to bind")
     certificate: ConfigPath | None = Field(None, description="server certificate (DER); default "
                                                               "<state_dir>/opcua/server-cert.der")
     private_key: ConfigPath | None = Field(None, description="its key (PEM); default <state_dir>/opcua/server-key.pem")
     trusted_clients: ConfigPath | None = Field(None, description="folder of trusted client certificates (DER or "
                                                                   "PEM); default <state_dir>/opcua/trusted")
     users: dict[str, Secret] = Field(default_factory=dict, description="user -> password; at least one")
-    max_sessions: int = Field(10, ge=1, le=1000)
+    max_sessions: int = Field(10, ge=1, le=1000, description="client sessions at once")
     max_subscriptions: int = Field(20, ge=1, le=10000, description="across all sessions")
     max_calls_per_s: float = Field(50.0, gt=0, description="method calls and handshake writes, per user")
     max_message_bytes: int = Field(1_048_576, ge=65536, le=64 * 1_048_576, description="larger requests are refused")
@@ -233,8 +235,8 @@ class OpcUaConfig(_Section):
 
 
 class LogConfig(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["json", "text"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="the lowest level logged")
+    format: Literal["json", "text"] = Field("json", description="json: one object a line on stderr")
 
     @field_validator("level", mode="before")
     @classmethod
@@ -245,14 +247,14 @@ class LogConfig(_Section):
 class SourceConfig(_Section):
     """Where a continuous or trigger camera gets frames."""
 
-    kind: Literal["camera", "stream", "video", "images", "genicam"]
+    kind: Literal["camera", "stream", "video", "images", "genicam"] = Field(description="what the frames come from")
     device: int | None = Field(None, description="camera: V4L2/DirectShow index")
     url: str | None = Field(None, description="stream: RTSP/HTTP URL")
     path: ConfigPath | None = Field(None, description="video: file; images: folder replayed in name order")
     loop: bool = Field(True, description="video/images: start again at the end")
     genicam: GenicamSettings | None = Field(None, description="genicam: a GigE Vision / USB3 Vision camera "
                                                               "through Aravis (runtime/genicam.py)")
-    reopen: Backoff = Backoff(min_s=0.5, max_s=30.0)
+    reopen: Backoff = Field(Backoff(min_s=0.5, max_s=30.0), description="back-off for reopening a failed source")
 
     @field_serializer("url")
     def _without_password(self, url: str | None) -> str | None:
@@ -271,37 +273,37 @@ class SourceConfig(_Section):
 class WatchConfig(_Section):
     """Folder mode: new image files dropped into ``path`` (a camera's FTP drop)."""
 
-    path: ConfigPath
-    poll_s: float = Field(0.5, gt=0)
+    path: ConfigPath = Field(description="the folder watched")
+    poll_s: float = Field(0.5, gt=0, description="how often the folder is listed")
     settle_s: float = Field(1.0, ge=0, description="a file is read once its size stayed the same this long")
     after: Literal["move", "delete"] = Field("move", description="move: into processed/ (failed/ if unreadable)")
 
 
 class AlertConfig(_Section):
-    thumbnail: bool = True
-    thumbnail_px: int = Field(128, ge=16, le=1024)
-    jpeg_quality: int = Field(80, ge=10, le=100)
-    max_regions: int = Field(5, ge=0)
+    thumbnail: bool = Field(True, description="attach a JPEG thumbnail of the worst region")
+    thumbnail_px: int = Field(128, ge=16, le=1024, description="the thumbnail's size in pixels")
+    jpeg_quality: int = Field(80, ge=10, le=100, description="the thumbnail's JPEG quality")
+    max_regions: int = Field(5, ge=0, description="regions listed in an alert, largest first")
 
 
 class DriftConfig(_Section):
     """The drift monitor (runtime.station.drift): frames compared, how often, and for how long a change must hold."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="run the drift monitor")
     window: int = Field(120, ge=10, le=100_000, description="frames compared with the training reference")
     every: int = Field(10, ge=1, description="frames between comparisons")
     persist: int = Field(3, ge=1, description="comparisons in a row that start or clear a drift")
 
 
 class CameraConfig(_Section):
-    name: Annotated[str, AfterValidator(_topic_safe)]
-    bundle: ConfigPath
-    backend: str = "auto"
-    device: str | None = None
-    threads: int | None = Field(None, ge=1)
+    name: Annotated[str, AfterValidator(_topic_safe)] = Field(description="one topic level, unique")
+    bundle: ConfigPath = Field(description="bundle folder or .tar")
+    backend: str = Field("auto", description="the engine, passed to Detector.load")
+    device: str | None = Field(None, description="the engine's device (CPU, GPU, NPU, CUDA, cuda:N)")
+    threads: int | None = Field(None, ge=1, description="the engine's threads")
     self_test: Literal["refuse", "warn"] = Field(
         "refuse", description="when the bundle's self-test fails on this box: refuse it, or warn and report in status")
-    mode: Literal["continuous", "trigger", "folder"]
+    mode: Literal["continuous", "trigger", "folder"] = Field(description="when a frame is inspected")
     source: SourceConfig | None = None
     watch: WatchConfig | None = None
     roi: tuple[int, int, int, int] | None = Field(None, description="x, y, width, height in frame pixels")
@@ -309,7 +311,7 @@ class CameraConfig(_Section):
     trigger_queue: int = Field(32, ge=1, le=10000, description="trigger: waiting triggers beyond this get 'busy'")
     max_image_pixels: int = Field(MAX_PIXELS, ge=1, description="folder: larger images (by header) are refused")
     rate_hz: float | None = Field(None, gt=0, description="continuous: at most this many inspections a second")
-    alert: AlertConfig = Field(default_factory=dict)
+    alert: AlertConfig = Field(default_factory=dict, description="what an alert carries")
     drift: DriftConfig = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -324,23 +326,24 @@ class CameraConfig(_Section):
 
 
 class StationConfig(_Section):
-    station: Annotated[str, AfterValidator(_topic_safe)]
-    prefix: str = "edge-anomaly"
+    station: Annotated[str, AfterValidator(_topic_safe)] = Field(description="station name, one topic level")
+    prefix: str = Field("edge-anomaly", description="topic prefix, may hold '/'")
     state_dir: ConfigPath = Field(DEFAULT_STATE_DIR, description="outbox and evidence unless set: must be writable")
     bundles_dir: ConfigPath | None = Field(None, description="cmd/reload takes bundles from here only "
                                                              "(default: the folders of the configured bundles)")
     trust: list[ConfigPath] | None = Field(None, description="public keys; when set, only bundles signed by one "
                                                              "of them are loaded; left out, unsigned bundles run")
     commands: CommandsConfig = Field(default_factory=dict)
-    mqtt: MqttConfig = Field(default_factory=dict)
-    outbox: OutboxConfig = Field(default_factory=dict)
-    evidence: EvidenceConfig = Field(default_factory=dict)
+    mqtt: MqttConfig = Field(default_factory=dict, description="the broker")
+    outbox: OutboxConfig = Field(default_factory=dict, description="the SQLite outbox messages wait in until "
+                                                                    "the broker acknowledged them")
+    evidence: EvidenceConfig = Field(default_factory=dict, description="overlays and frames kept on disk")
     http: HttpConfig = Field(default_factory=dict)
     opcua: OpcUaConfig = Field(default_factory=dict)
-    log: LogConfig = Field(default_factory=dict)
-    heartbeat_s: float = Field(10.0, gt=0)
+    log: LogConfig = Field(default_factory=dict, description="the log on stderr")
+    heartbeat_s: float = Field(10.0, gt=0, description="heartbeat interval")
     drain_timeout_s: float = Field(10.0, ge=0, description="SIGTERM: how long to wait for the outbox to empty")
-    cameras: list[CameraConfig] = Field(min_length=1)
+    cameras: list[CameraConfig] = Field(min_length=1, description="one entry per camera")
 
     @field_validator("prefix")
     @classmethod

@@ -1,6 +1,7 @@
 """The MQTT contract: topic names and the JSON payload of every message the daemon publishes.
 
-Kept in one module so the README's contract and the wire format cannot drift apart.
+Kept in one module so the documented contract (docs/station/mqtt.md) and the wire format cannot drift apart:
+tests/test_docs.py checks that page's topics against ``Topics`` and every example's fields against these builders.
 """
 
 from __future__ import annotations

@@ -95,17 +95,24 @@ def test_regions_count_equally_regardless_of_size():
     assert aupro([mask], [heatmap]) == pytest.approx(0.5)
 
 
+def _defect_maps(rng, count: int, side: int, regions: list, heatmap_of) -> tuple[list, list]:
+    """``count`` square masks with the same defect ``regions`` (index expressions) and a heatmap for each."""
+    masks, heatmaps = [], []
+    for _ in range(count):
+        mask = np.zeros((side, side), dtype=np.uint8)
+        for region in regions:
+            mask[region] = 1
+        masks.append(mask)
+        heatmaps.append(heatmap_of(mask))
+    return masks, heatmaps
+
+
 def test_aupro_matches_slow_reference_on_small_example():
     rng = np.random.default_rng(3)
-    masks, heatmaps = [], []
-    for _ in range(3):
-        mask = np.zeros((12, 12), dtype=np.uint8)
-        mask[1:4, 2:6] = 1
-        mask[7:11, 7:9] = 1
-        mask[5, 0] = 1  # single-pixel region: weighs as much as the others
-        masks.append(mask)
-        # Quantised scores so ties between normal and defect pixels are exercised too.
-        heatmaps.append(np.round(rng.random(mask.shape) * 20) / 20 + 0.3 * mask)
+    # a single-pixel region weighs as much as the others; quantised scores exercise ties between
+    # normal and defect pixels
+    masks, heatmaps = _defect_maps(rng, 3, 12, [(slice(1, 4), slice(2, 6)), (slice(7, 11), slice(7, 9)), (5, 0)],
+                                   lambda mask: np.round(rng.random(mask.shape) * 20) / 20 + 0.3 * mask)
     masks.append(np.zeros((12, 12), dtype=np.uint8))
     heatmaps.append(rng.random((12, 12)))
     for limit in (0.05, 0.3, 1.0):
@@ -117,13 +124,8 @@ def test_aupro_matches_slow_reference_on_small_example():
 def test_aupro_close_to_reference_on_larger_maps():
     # More pixels than sweep thresholds: the quantile sweep must stay within its error bound.
     rng = np.random.default_rng(4)
-    masks, heatmaps = [], []
-    for _ in range(4):
-        mask = np.zeros((64, 64), dtype=np.uint8)
-        mask[10:30, 5:25] = 1
-        mask[40:44, 40:60] = 1
-        masks.append(mask)
-        heatmaps.append(rng.random(mask.shape) + 0.5 * mask)
+    masks, heatmaps = _defect_maps(rng, 4, 64, [(slice(10, 30), slice(5, 25)), (slice(40, 44), slice(40, 60))],
+                                   lambda mask: rng.random(mask.shape) + 0.5 * mask)
     assert aupro(masks, heatmaps) == pytest.approx(_reference_aupro(masks, heatmaps), abs=1e-3)
 
 
