@@ -1,8 +1,8 @@
 """The station against a local mosquitto: trigger-to-result latency and a soak, as markdown tables.
 
-    python bench/daemon.py                                 # latency (200 triggers) + a 2-minute soak at 20 frames/s
-    python bench/daemon.py --soak-minutes 30 --fps 20      # the target soak
-    python bench/daemon.py --bundle path/to/bundle.tar --triggers 500 --soak-minutes 0
+    python -m bench.daemon                                 # latency (200 triggers) + a 2-minute soak at 20 frames/s
+    python -m bench.daemon --soak-minutes 30 --fps 20      # the target soak
+    python -m bench.daemon --bundle path/to/bundle.tar --triggers 500 --soak-minutes 0
 
 Latency: a client publishes ``cmd/inspect`` and waits for the ``result`` with the same part_id,
 one part at a time, like a PLC. It is compared with bare ``Detector.predict`` on the same images
@@ -35,8 +35,8 @@ both one part at a time, as a PLC would.
 Without ``--bundle`` a PatchCore model is fitted on generated boards and exported as an OpenVINO
 INT8 bundle when the exporter offers it, else ONNX FP32 (the table says which). Needs the
 ``mosquitto`` binary. Broker, station process and probe client are the station tests' own
-(tests/runtime/station/station_harness.py). Other jobs on the same cores make the figures noisy: compare runs on a
-quiet box.
+(tests/harness/station.py; run from the repository root as ``python -m bench.daemon``). Other jobs on the
+same cores make the figures noisy: compare runs on a quiet box.
 """
 
 from __future__ import annotations
@@ -56,11 +56,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "runtime" / "station"))  # the station tests' harness, shared
-
-from station_harness import (  # noqa: E402
+from runtime.detector import Detector
+from runtime.image_io import list_images, read_image
+from tests.harness.station import (
     PREFIX,
     STATION,
     Broker,
@@ -72,9 +70,6 @@ from station_harness import (  # noqa: E402
     station_config,
     wait_until,
 )
-
-from runtime.detector import Detector  # noqa: E402
-from runtime.image_io import list_images, read_image  # noqa: E402
 
 # Heartbeats, the SIGTERM drain and the web port (the page closed) as a deployed station has them, not the tests'.
 STATION_SETTINGS = {"heartbeat_s": 5, "drain_timeout_s": 10, "evidence": {"max_mb": 50},
@@ -519,7 +514,7 @@ def opcua_against_mqtt(work: Path, port: int, bundle: Path, images: Path, parts:
     """StartSingleJob -> ResultReady against cmd/inspect -> result on one station, in alternating rounds (ms)."""
     import asyncio
 
-    from opcua_harness import Events, Station, connect, make_client_certificate, make_station_certificate, trust, ua
+    from tests.harness import opcua as plc  # asyncua is optional: imported only for this table
 
     folder = work / "opcua-station"
     shutil.rmtree(folder, ignore_errors=True)
@@ -532,21 +527,21 @@ def opcua_against_mqtt(work: Path, port: int, bundle: Path, images: Path, parts:
         "enabled": True, "port": opcua_port, "max_calls_per_s": 1000,
         "users": {"bench": {"file": str(folder / "bench.password")}}})
     daemon = DaemonProcess(folder, config)
-    make_station_certificate(daemon.config_path)
-    cert, key = make_client_certificate(folder / "client", "bench")
-    trust(cert, folder / "opcua" / "trusted")
+    plc.make_station_certificate(daemon.config_path)
+    cert, key = plc.make_client_certificate(folder / "client", "bench")
+    plc.trust(cert, folder / "opcua" / "trusted")
     daemon.start()
     probe = Probe(port)
     figures = {"mqtt": [], "opcua": []}
 
     async def run() -> None:
-        client = await connect(f"opc.tcp://127.0.0.1:{opcua_port}", folder / "opcua" / "server-cert.der", cert, key,
-                               "bench", "bench-password")
+        client = await plc.connect(f"opc.tcp://127.0.0.1:{opcua_port}", folder / "opcua" / "server-cert.der", cert, key,
+                                   "bench", "bench-password")
         try:
-            station = await Station.find(client, "cam")
-            events = Events()
+            station = await plc.Station.find(client, "cam")
+            events = plc.Events()
             subscription = await client.create_subscription(PUBLISHING_MS, events)
-            await subscription.subscribe_events(station.system, ua.NodeId(1024, station.mv))
+            await subscription.subscribe_events(station.system, plc.ua.NodeId(1024, station.mv))
 
             async def opcua_parts(count: int, tag: str) -> list[float]:
                 times = []
@@ -588,7 +583,7 @@ def print_opcua(figures: dict) -> None:
           f"load average after: {os.getloadavg()[0]:.2f}\n")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", help="bundle folder or .tar (default: fit and export one on generated boards)")
     parser.add_argument("--work", default="/tmp/edge-anomaly-bench-daemon", help="scratch folder (cached bundle)")
@@ -606,10 +601,11 @@ def main() -> None:
                         help="parts per protocol for OPC UA StartSingleJob against the MQTT trigger (0: skip)")
     parser.add_argument("--skip-latency", action="store_true", help="skip the trigger latency table")
     parser.add_argument("--json", help="also write the figures here")
-    args = parser.parse_args()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    bundle = Path(args.bundle) if args.bundle else build_bundle(work)
+    return parser.parse_args()
+
+
+def prepare_replay(work: Path, bundle: Path) -> tuple[Path, list[Path], str]:
+    """The replay folder of board images the stations read, its images, and the bundle's engine as a label."""
     replay = work / "replay"
     shutil.rmtree(replay, ignore_errors=True)
     replay.mkdir()
@@ -620,11 +616,47 @@ def main() -> None:
     print(f"bundle {bundle} ({engine.format} {engine.precision}), {len(images)} replayed images "
           f"{read_image(images[0]).shape[1]}x{read_image(images[0]).shape[0]}, {os.cpu_count()} CPU cores "
           f"({cpu_model()}), load average {os.getloadavg()[0]:.2f}\n")
+    return replay, images, f"{engine.format} {engine.precision}"
 
+
+def print_trigger_flood(work: Path, bundle: Path, replay: Path, count: int) -> dict:
+    print(f"| {count} triggers published at once | no answer at all |\n| --- | --- |")
+    lost_by_broker = {}
+    for label, settings in (("mosquitto default (max_queued_messages 1000)", []),
+                            ("max_queued_messages 100000", ["max_queued_messages 100000"])):
+        lost_by_broker[label] = trigger_flood(work, bundle, replay, count, settings)
+        print(f"| {label} | {lost_by_broker[label]} |")
+    print()
+    return lost_by_broker
+
+
+def print_latency(work: Path, port: int, bundle: Path, replay: Path, images: list[Path], triggers: int) -> dict:
+    bare = bare_latency(bundle, images, triggers)
+    triggered = trigger_latency(work, port, bundle, replay, triggers)
+    rows = [("bare Detector.predict (this process, daemon stopped)", bare),
+            ("daemon: inference reported in the result", triggered["inference"]),
+            ("daemon: trigger received -> result queued in the outbox", triggered["in_daemon"]),
+            ("daemon: trigger published -> result received", triggered["end_to_end"]),
+            ("daemon overhead (per message: end to end - inference)", triggered["overhead"])]
+    print(f"| trigger latency, {triggers} parts one at a time | p50 ms | p95 ms |\n| --- | --- | --- |")
+    for label, values in rows:
+        print(f"| {label} | {percentiles(values)[0]:.1f} | {percentiles(values)[1]:.1f} |")
+    above = percentiles(triggered["end_to_end"])[1] - percentiles(bare)[1]
+    print(f"\np95 trigger->result above p95 bare inference: {above:.1f} ms (target < 50 ms)\n")
+    return {label: dict(zip(("p50", "p95"), percentiles(values), strict=True))
+            for label, values in rows} | {"p95_above_bare_ms": above}
+
+
+def main() -> None:
+    args = parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    bundle = Path(args.bundle) if args.bundle else build_bundle(work)
+    replay, images, engine = prepare_replay(work, bundle)
     broker = Broker(work / "broker")
     broker.start()
     port = broker.port
-    figures: dict = {"bundle": str(bundle), "engine": f"{engine.format} {engine.precision}"}
+    figures: dict = {"bundle": str(bundle), "engine": engine}
     try:
         if args.opcua_parts:
             figures["opcua"] = opcua_against_mqtt(work, port, bundle, replay, args.opcua_parts)
@@ -638,32 +670,12 @@ def main() -> None:
             print_flood(figures["flood"])
             print()
         if args.trigger_flood:
-            print(f"| {args.trigger_flood} triggers published at once | no answer at all |\n| --- | --- |")
-            for label, settings in (("mosquitto default (max_queued_messages 1000)", []),
-                                    ("max_queued_messages 100000", ["max_queued_messages 100000"])):
-                lost = trigger_flood(work, bundle, replay, args.trigger_flood, settings)
-                figures.setdefault("trigger_flood", {})[label] = lost
-                print(f"| {label} | {lost} |")
-            print()
+            figures["trigger_flood"] = print_trigger_flood(work, bundle, replay, args.trigger_flood)
         if not args.skip_latency:
-            bare = bare_latency(bundle, images, args.triggers)
-            triggered = trigger_latency(work, port, bundle, replay, args.triggers)
-            rows = [("bare Detector.predict (this process, daemon stopped)", bare),
-                    ("daemon: inference reported in the result", triggered["inference"]),
-                    ("daemon: trigger received -> result queued in the outbox", triggered["in_daemon"]),
-                    ("daemon: trigger published -> result received", triggered["end_to_end"]),
-                    ("daemon overhead (per message: end to end - inference)", triggered["overhead"])]
-            print(f"| trigger latency, {args.triggers} parts one at a time | p50 ms | p95 ms |\n| --- | --- | --- |")
-            for label, values in rows:
-                print(f"| {label} | {percentiles(values)[0]:.1f} | {percentiles(values)[1]:.1f} |")
-            above = percentiles(triggered["end_to_end"])[1] - percentiles(bare)[1]
-            print(f"\np95 trigger->result above p95 bare inference: {above:.1f} ms (target < 50 ms)\n")
-            figures["latency"] = {label: dict(zip(("p50", "p95"), percentiles(values), strict=True))
-                                  for label, values in rows} | {"p95_above_bare_ms": above}
+            figures["latency"] = print_latency(work, port, bundle, replay, images, args.triggers)
         if args.soak_minutes > 0:
-            result = soak(work, port, bundle, replay, args.soak_minutes, args.fps)
-            figures["soak"] = result
-            print_soak(result, args.fps)
+            figures["soak"] = soak(work, port, bundle, replay, args.soak_minutes, args.fps)
+            print_soak(figures["soak"], args.fps)
     finally:
         broker.stop()
     if args.json:

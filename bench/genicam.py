@@ -1,7 +1,7 @@
 """A GigE Vision camera at a line camera's size and rate, and a software-triggered station, as markdown tables.
 
-    python bench/genicam.py                       # 1280x1024 Mono8 at 30 frames/s for 2 minutes; 10 Hz triggers 1 min
-    python bench/genicam.py --minutes 0.5 --trigger-seconds 20
+    python -m bench.genicam                       # 1280x1024 Mono8 at 30 frames/s for 2 minutes; 10 Hz triggers 1 min
+    python -m bench.genicam --minutes 0.5 --trigger-seconds 20
 
 Stream: Debian's fake camera (``arv-fake-gv-camera-0.8``, a real GVSP stream on 127.0.0.1) free-runs at ``--fps``;
 the GenICam source (runtime/genicam.py) reads it without dropping anything on purpose. "Sent" is the span of the
@@ -17,20 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "runtime"))
-sys.path.insert(0, str(REPO / "tests" / "runtime" / "station"))
-
-from daemon import build_bundle, cpu_model, percentiles  # noqa: E402
-from fake_camera import FakeCamera  # noqa: E402
-from station_harness import Broker, DaemonProcess, Probe, station_config  # noqa: E402
-
-from runtime.genicam import GenicamSettings, GenicamSource  # noqa: E402
+from bench.daemon import build_bundle, cpu_model, percentiles
+from runtime.genicam import GenicamSettings, GenicamSource
+from tests.harness.fake_camera import FakeCamera
+from tests.harness.station import Broker, DaemonProcess, Probe, station_config
 
 SIZE = (0, 0, 1280, 1024)
 

@@ -108,6 +108,9 @@ def find_camera(Aravis, wanted: str | None) -> str | None:
 class GenicamSource:
     """Frames from one GenICam camera, pulled one at a time with :meth:`read` (the station's workers do)."""
 
+    kind = "genicam"  # a runtime.sources.Source: uncompressed frames, a camera that is reopened, never ends
+    compressed = ends = restarts_at_end = False
+
     def __init__(self, settings: GenicamSettings, *, every_nth: int = 1, max_fps: float | None = None) -> None:
         self.settings = settings
         self.rate = FrameRate(every_nth, max_fps)

@@ -23,7 +23,7 @@ from runtime.pipeline import Pipeline
 from runtime.result import Result
 from runtime.scoring import Scoring
 from runtime.sources import Backoff, Frame, ImageFiles, InputFrames, SourceStatus
-from runtime.visualize import draw_regions, overlay_heatmap
+from runtime.visualize import annotate
 
 
 class Predictor(Protocol):
@@ -31,17 +31,6 @@ class Predictor(Protocol):
     capture_profile: CaptureSection | None  # what the model was trained on, compared with each source
 
     def predict(self, frames: list[np.ndarray]) -> list[Result]: ...
-
-
-def annotate(frame: np.ndarray, result: Result) -> np.ndarray:
-    """Heatmap overlay with the anomalous regions outlined and the verdict written on it."""
-    picture = draw_regions(overlay_heatmap(frame, result.heatmap), result.heatmap)
-    text = f"{result.label} {result.normalized_score:.2f}" + (f" ({result.kind})" if result.kind else "")
-    colour = (255, 60, 60) if result.is_anomalous else (60, 220, 60)
-    scale = max(0.4, frame.shape[1] / 800)
-    cv2.putText(picture, text, (6, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
-                max(1, round(2 * scale)), cv2.LINE_AA)
-    return picture
 
 
 def _file_stem(source: str) -> str:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -145,6 +146,22 @@ class WallClockPace:
         self._next_due = max(self._next_due + interval, time.monotonic())
 
 
+class Source(Protocol):
+    """A frame source a caller pulls from one frame at a time (a station's camera): what it is, how its frames
+    end, and what it is doing. ``read`` raises :class:`SourceError` when the source is gone or ended (the caller
+    closes it and, unless it ``ends``, opens it again with back-off) and ``ImageReadError`` for one bad frame."""
+
+    kind: str  # "images", "video", "camera", "stream", "genicam": the station config's ``source.kind``
+    compressed: bool  # frames come through a video codec: the capture check expects its artefacts
+    ends: bool  # a file replayed once: its SourceError is the end, not a camera to reopen
+    restarts_at_end: bool  # a looping video: opened again at once at its end, without a back-off
+    status: SourceStatus
+
+    def read(self) -> Frame: ...
+
+    def close(self) -> None: ...
+
+
 def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
@@ -172,13 +189,18 @@ class CaptureSource:
 
     ``pace`` (a video file standing in for a camera, in the station): the kept frames also wait
     for it, so they come at most at its rate and never faster than the video's own frame rate;
-    without it a file is read as fast as its frames are asked for.
+    without it a file is read as fast as its frames are asked for. ``loop``: such a video is opened
+    again at its end by its owner (a :class:`Source` that ``restarts_at_end``).
     """
 
     def __init__(self, target: int | str | Path, *, every_nth: int = 1, max_fps: float | None = None,
-                 backoff: Backoff | None = None, pace: WallClockPace | None = None) -> None:
+                 backoff: Backoff | None = None, pace: WallClockPace | None = None, loop: bool = False) -> None:
         self.target = target
         self.live = isinstance(target, int) or is_stream(str(target))
+        self.kind = "camera" if isinstance(target, int) else "stream" if self.live else "video"
+        self.compressed = self.kind != "camera"
+        self.ends = self.kind == "video" and not loop
+        self.restarts_at_end = self.kind == "video" and loop
         self.name = f"camera:{target}" if isinstance(target, int) else (
             redact(target) if self.live else str(target))
         self.rate = FrameRate(every_nth, max_fps)
@@ -346,10 +368,15 @@ class FolderReplay:
     and :class:`SourceError` when the folder is gone or empty (the camera is gone).
     """
 
+    kind = "images"
+    compressed = False
+    restarts_at_end = False  # it loops by itself
+
     def __init__(self, folder: str | Path, loop: bool = True, every_nth: int = 1, fps: float | None = None) -> None:
         self.folder = Path(folder)
         self.name = str(self.folder)
         self.loop = loop
+        self.ends = not loop
         self.every_nth = every_nth
         self.status = SourceStatus(self.name)
         self._queue: list[Path] = []

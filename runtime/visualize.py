@@ -7,8 +7,13 @@ overlays without the training stack.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from runtime.result import Result
 
 _CONTOUR_RGB = (255, 255, 255)
 
@@ -53,6 +58,17 @@ def draw_regions(image_rgb: np.ndarray, heatmap: np.ndarray, threshold: float = 
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     thickness = max(1, round(min(image_rgb.shape[:2]) / 200))
     return cv2.drawContours(image_rgb.copy(), contours, -1, _CONTOUR_RGB, thickness)
+
+
+def annotate(frame: np.ndarray, result: Result) -> np.ndarray:
+    """Heatmap overlay with the anomalous regions outlined and the verdict written on it."""
+    picture = draw_regions(overlay_heatmap(frame, result.heatmap), result.heatmap)
+    text = f"{result.label} {result.normalized_score:.2f}" + (f" ({result.kind})" if result.kind else "")
+    colour = (255, 60, 60) if result.is_anomalous else (60, 220, 60)
+    scale = max(0.4, frame.shape[1] / 800)
+    cv2.putText(picture, text, (6, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
+                max(1, round(2 * scale)), cv2.LINE_AA)
+    return picture
 
 
 def thumbnail(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,33 +16,29 @@ import numpy as np
 
 from runtime.capture_check import CaptureCheck
 from runtime.detector import Detector
-from runtime.predict_files import annotate
+from runtime.manifest import Signature
 from runtime.signing import TrustList
 from runtime.station.config import CameraConfig
 from runtime.station.drift import DriftMonitor
 from runtime.station.evidence import EvidenceStore
-from runtime.station.messages import (
-    BundleInfo,
-    Inspection,
-    Topics,
-    alert_message,
-    drift_message,
-    new_id,
-    result_message,
-)
-from runtime.station.outbox import ALERT, RESULT, Outbox
+from runtime.station.messages import BundleInfo, Inspection, new_id
+from runtime.station.publisher import Publisher
 from runtime.station.stats import StationStats
-from runtime.visualize import anomaly_regions, thumbnail
+from runtime.visualize import annotate, anomaly_regions, thumbnail
 
 log = logging.getLogger(__name__)
 
-VIDEO_SOURCES = ("video", "stream")  # source kinds whose frames come through a video codec
+ENGINE_FIELDS = ("bundle", "backend", "device", "threads", "roi", "self_test")  # what a camera's Detector is made of
 
 
 @dataclass(frozen=True)
 class LoadedBundle:
     detector: Detector
     info: BundleInfo
+
+    @property
+    def signature(self) -> Signature | None:
+        return self.detector.bundle.manifest.signature
 
 
 def load_bundle(path: Path, camera: CameraConfig, trust: TrustList | None = None) -> LoadedBundle:
@@ -63,22 +58,53 @@ def load_bundle(path: Path, camera: CameraConfig, trust: TrustList | None = None
     return LoadedBundle(detector, info)
 
 
+def shared_bundles(cameras: list[CameraConfig], trust: TrustList | None) -> dict[str, LoadedBundle]:
+    """Each camera's loaded bundle: cameras whose engine settings (``ENGINE_FIELDS``) are the same share one
+    Detector, so they take turns on one engine instead of each loading its own."""
+    shared: dict[tuple, LoadedBundle] = {}
+    by_camera = {}
+    for camera in cameras:
+        key = (camera.bundle.resolve(), *(getattr(camera, name) for name in ENGINE_FIELDS[1:]))
+        if key not in shared:
+            shared[key] = load_bundle(camera.bundle, camera, trust)
+        by_camera[camera.name] = shared[key]
+    return by_camera
+
+
+@dataclass(frozen=True)
+class InspectionOutputs:
+    """Where every camera's inspections go; one for the whole station, shared by its inspectors."""
+
+    publisher: Publisher
+    stats: StationStats
+    evidence: EvidenceStore | None  # None: the station keeps no evidence
+    save: str  # evidence.save: "all", "anomalous" or "none"
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One frame to inspect and where it came from; ``started``/``started_perf`` date the trigger or frame,
+    ``answers`` is the accepted trigger's outbox row (deleted with the result)."""
+
+    image: np.ndarray
+    source: str  # the file or the (credential-free) source name and frame index
+    started: float  # epoch seconds
+    started_perf: float  # time.perf_counter() at the same moment, for latency
+    part_id: str | None = None
+    answers: int | None = None
+    camera_frame: dict | None = None  # an industrial camera's own frame id and timestamp
+    compressed: bool = False  # came through a video codec (the capture check expects its artefacts)
+
+
 class Inspector:
-    def __init__(self, station: str, camera: CameraConfig, loaded: LoadedBundle, topics: Topics, outbox: Outbox,
-                 notify: Callable[[], None], stats: StationStats, evidence: EvidenceStore | None,
-                 save: str, observe: Callable[[Inspection, np.ndarray], None] | None = None) -> None:
-        self.station = station
+    """One camera's inspections: its detector (swapped whole on a reload), drift monitor and capture check."""
+
+    def __init__(self, camera: CameraConfig, loaded: LoadedBundle, outputs: InspectionOutputs) -> None:
         self.camera = camera
         self.loaded = loaded
-        self.topics = topics
-        self.outbox = outbox
-        self.notify = notify
-        self.stats = stats
-        self.evidence = evidence
-        self.save = save
+        self.outputs = outputs
         self.drift = self._drift_monitor(loaded)
         self.capture_check = self._capture_check(loaded)
-        self.observe = observe  # the station's page: history and live view
 
     def swap(self, loaded: LoadedBundle) -> None:
         self.drift = self._drift_monitor(loaded)  # a new bundle brings its own reference
@@ -107,32 +133,25 @@ class Inspector:
         monitor = self.drift
         return monitor.state.to_dict() if monitor is not None else {"state": "off"}
 
-    def inspect(self, frame: np.ndarray, source: str, part_id: str | None, started: float,
-                started_perf: float, answers: int | None = None, camera_frame: dict | None = None) -> Inspection:
-        """Run the detector and queue the messages; ``started``/``started_perf`` date the trigger or frame;
-        ``answers`` is the accepted trigger's outbox row, deleted with the result."""
+    def inspect(self, shot: Shot) -> Inspection:
+        """Run the detector, queue the messages, keep the evidence, then tell the page and the OPC UA server."""
         loaded = self.loaded  # one detector for the whole frame, even if a reload swaps it meanwhile
+        frame, camera, publisher = shot.image, self.camera, self.outputs.publisher
         result = loaded.detector.predict([frame])[0]
         boxes = anomaly_regions(result.heatmap) if result.is_anomalous else []
         inspection_id = new_id()
-        heatmap_path = self._save_evidence(inspection_id, frame, result, started)
+        heatmap_path = self._save_evidence(inspection_id, frame, result, shot.started)
         inspection = Inspection(
-            station=self.station, camera=self.camera.name, source=source, part_id=part_id, started=started,
-            result=result, bundle=loaded.info, regions=boxes[:self.camera.alert.max_regions],
-            heatmap_path=heatmap_path, total_ms=(time.perf_counter() - started_perf) * 1000, id=inspection_id,
-            trigger=answers, camera_frame=camera_frame)
-        if result.is_anomalous:  # the alert first: a station killed in between has answered the trigger anyway
-            self.outbox.put(ALERT, self.topics.alert(self.camera.name),
-                            alert_message(inspection, self._thumbnail(frame, boxes), self.camera.alert.jpeg_quality))
-        self.outbox.put(RESULT, self.topics.result(self.camera.name), result_message(inspection), answers=answers)
-        self.notify()
-        self.stats.record(self.camera.name, result, inspection.total_ms)
-        self._watch_drift(result, started, loaded.info)
-        source_kind = self.camera.source.kind if self.camera.source is not None else "images"
-        self.capture_check.observe(self.camera.name, source_kind in VIDEO_SOURCES, frame.shape[:2],
-                                   result.capture_stats)
-        if self.observe is not None:
-            self.observe(inspection, frame)
+            station=publisher.station, camera=camera.name, source=shot.source, part_id=shot.part_id,
+            started=shot.started, result=result, bundle=loaded.info, regions=boxes[:camera.alert.max_regions],
+            heatmap_path=heatmap_path, total_ms=(time.perf_counter() - shot.started_perf) * 1000, id=inspection_id,
+            trigger=shot.answers, camera_frame=shot.camera_frame)
+        publisher.inspection(inspection, self._thumbnail(frame, boxes) if result.is_anomalous else None,
+                             camera.alert.jpeg_quality)
+        self.outputs.stats.record(camera.name, result, inspection.total_ms)
+        self._watch_drift(result, shot.started, loaded.info)
+        self.capture_check.observe(camera.name, shot.compressed, frame.shape[:2], result.capture_stats)
+        publisher.observed(inspection, frame)
         return inspection
 
     def _watch_drift(self, result, moment: float, bundle: BundleInfo) -> None:
@@ -143,21 +162,19 @@ class Inspector:
         change = monitor.observe(result.kind_scores.get("local", result.normalized_score), result.global_stats, moment)
         if change is not None:
             log.warning("drift: %s", change.to_dict(), extra={"camera": self.camera.name})
-            self.outbox.put(ALERT, self.topics.drift(self.camera.name),
-                            drift_message(self.station, self.camera.name, change.to_dict(), bundle))
-            self.notify()
+            self.outputs.publisher.drift(self.camera.name, change.to_dict(), bundle)
 
     def _save_evidence(self, inspection_id: str, frame: np.ndarray, result, moment: float) -> str | None:
-        if self.evidence is None or self.save == "none" or (self.save == "anomalous" and not result.is_anomalous):
+        evidence, save = self.outputs.evidence, self.outputs.save
+        if evidence is None or save == "none" or (save == "anomalous" and not result.is_anomalous):
             return None
         try:
-            return str(self.evidence.save(self.camera.name, inspection_id, annotate(frame, result), moment,
-                                          frame_rgb=frame))
+            return str(evidence.save(self.camera.name, inspection_id, annotate(frame, result), moment,
+                                     frame_rgb=frame))
         except OSError as exc:
             log.error("cannot save evidence: %s", exc, extra={"camera": self.camera.name})
-            self.stats.error(self.camera.name, "evidence")
+            self.outputs.stats.error(self.camera.name, "evidence")
             return None
-
     def _thumbnail(self, frame: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray | None:
         """A close-up of the largest region; the whole frame for lighting or blur, which have none."""
         if not self.camera.alert.thumbnail:

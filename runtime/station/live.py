@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from runtime.predict_files import annotate
 from runtime.result import Result
 from runtime.station.messages import Inspection, iso_time
+from runtime.visualize import annotate
 
 RING = 256  # events a reconnecting page can catch up on
 

@@ -20,15 +20,14 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from runtime.image_io import write_image
 from runtime.station.evidence import frame_path
 from runtime.station.history import VERDICTS, History
 from runtime.station.live import LiveFeed
-from runtime.station.messages import Topics, iso_time, review_message
-from runtime.station.outbox import REVIEW, Outbox
+from runtime.station.messages import iso_time, review_message
+from runtime.station.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +41,10 @@ class ReviewError(ValueError):
 
 
 class Reviews:
-    def __init__(self, station: str, folder: Path, history: History, outbox: Outbox, topics: Topics,
-                 notify: Callable[[], None], live: LiveFeed) -> None:
-        self.station = station
+    def __init__(self, publisher: Publisher, folder: Path, history: History, live: LiveFeed) -> None:
+        self.publisher = publisher
         self.folder = folder
         self.history = history
-        self.outbox = outbox
-        self.topics = topics
-        self.notify = notify
         self.live = live
 
     def review(self, inspection_id: str, verdict: str, reviewer: str, note: str | None = None) -> dict:
@@ -77,9 +72,8 @@ class Reviews:
         for path in earlier:  # the review is committed: the frame now lives in its new verdict's folder only
             if str(path) != review["copy"]:
                 path.unlink(missing_ok=True)
-        message = review_message(self.station, inspection, review)
-        self.outbox.put(REVIEW, self.topics.review(inspection["camera"]), message)
-        self.notify()
+        message = review_message(self.publisher.station, inspection, review)
+        self.publisher.review(inspection["camera"], message)
         self.live.publish("review", {"id": inspection_id, "camera": inspection["camera"], "verdict": verdict,
                                      "reviewer": reviewer, "timestamp": iso_time(moment)})
         log.info("inspection %s on camera %s reviewed as %s by %s", inspection_id, inspection["camera"], verdict,

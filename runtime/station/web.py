@@ -53,7 +53,8 @@ from runtime.station.live import LiveFeed
 from runtime.station.review import ReviewError, Reviews
 
 if TYPE_CHECKING:
-    from runtime.station.service import Station
+    from runtime.station.publisher import Publisher
+    from runtime.station.view import StationView
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class StationPage:
     """The page of one station: builds the history, the live feed, reviews and the app; ``observe`` is what
     each camera's inspector calls after every inspection."""
 
-    def __init__(self, station: Station) -> None:
+    def __init__(self, station: StationView, publisher: Publisher) -> None:
         config = station.config
         self.station = station
         self.config = config.http
@@ -157,8 +158,7 @@ class StationPage:
                                config.http.history.max_days)
         self.live = LiveFeed(config.http.live_fps)
         self.access = Access.from_config(config.http)
-        self.reviews = Reviews(config.station, config.state_dir / "reviewed", self.history, station.outbox,
-                               station.topics, station.link_notify, self.live)
+        self.reviews = Reviews(publisher, config.state_dir / "reviewed", self.history, self.live)
         self.evidence_dir = config.evidence.dir.resolve() if station.evidence is not None else None
         self._thumbnails = _Thumbnails()
         self._health_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="health")
@@ -215,30 +215,28 @@ class StationPage:
         return JSONResponse({"status": "ok" if healthy else "degraded", **details}, status_code=200 if healthy else 503)
 
     def metrics(self, request: Request) -> Response:
-        return Response(generate_latest(self.station.stats.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(self.station.registry), media_type=CONTENT_TYPE_LATEST)
 
     def api_status(self, request: Request) -> JSONResponse:
         station = self.station
         healthy, health = station.health()
         beat, status = station.heartbeat(), station.status()
-        cameras = {}
+        cameras, views = {}, station.camera_views()
         for name, described in status["cameras"].items():
-            worker = station.workers.get(name)
-            loaded = worker.inspector.loaded if worker is not None else None
-            signature = loaded.detector.bundle.manifest.signature if loaded is not None else None
+            view = views.get(name)
             cameras[name] = {**beat["cameras"].get(name, {}), **described,
-                             "threshold": loaded.info.threshold if loaded else None,
+                             "threshold": view.bundle.threshold if view else None,
                              "reviewed": {verdict: len(self._reviewed_frames(name, verdict))
                                           for verdict in VERDICT_FOLDERS},
-                             "signature": {"signed": signature is not None,
-                                           "key_id": signature.key_id if signature else None,
-                                           "verified": signature is not None and station.trust is not None}}
+                             "signature": {"signed": bool(view and view.signed),
+                                           "key_id": view.signer if view else None,
+                                           "verified": bool(view and view.signed) and station.trust is not None}}
         evidence = station.evidence
         disk = shutil.disk_usage(self.evidence_dir) if self.evidence_dir else None
         return JSONResponse({
             "station": station.config.station, "version": package_version(), "healthy": healthy,
             "problems": health["problems"], "uptime_s": beat["uptime_s"], "timestamp": beat["timestamp"],
-            "mqtt": beat["mqtt"], "outbox": beat["outbox"] | {"write_failures": station.outbox.write_failures},
+            "mqtt": beat["mqtt"], "outbox": beat["outbox"] | {"write_failures": health["outbox_write_failures"]},
             "evidence": {"bytes": evidence.total_bytes if evidence else 0,
                          "max_bytes": evidence.max_bytes if evidence else 0,
                          "disk_free_bytes": disk.free if disk else None, "save": station.config.evidence.save},
@@ -376,7 +374,7 @@ class StationPage:
         if refusal:
             return refusal
         camera, verdict = request.path_params["camera"], request.path_params["verdict"]
-        if camera not in self.station.workers or verdict not in VERDICT_FOLDERS:
+        if camera not in self.station.camera_views() or verdict not in VERDICT_FOLDERS:
             return _error(404, f"no camera {camera[:64]!r} or verdict {verdict[:16]!r} (normal or defect)")
         frames = await asyncio.to_thread(self._reviewed_frames, camera, verdict)
         if not frames:

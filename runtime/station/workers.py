@@ -16,17 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from runtime.image_io import ImageReadError, read_image
-from runtime.sources import CaptureSource, FolderReplay, Frame, SourceError, WallClockPace
+from runtime.sources import Backoff, CaptureSource, FolderReplay, Frame, Source, SourceError, WallClockPace
 from runtime.station.config import CameraConfig, SourceConfig
-from runtime.station.inspection import Inspector
+from runtime.station.inspection import Inspector, Shot
 from runtime.station.stats import StationStats
 from runtime.station.watch import FolderWatcher
-
-if TYPE_CHECKING:
-    from runtime.genicam import GenicamSource
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +39,48 @@ class Trigger:
 
 
 def open_source(settings: SourceConfig, every_nth: int = 1, rate_hz: float | None = None,
-                pace: WallClockPace | None = None) -> CaptureSource | FolderReplay | GenicamSource:
+                pace: WallClockPace | None = None) -> Source:
     """The camera's frame source; a failed open raises SourceError at once (the worker backs off).
 
     Files stand in for a camera: a folder is replayed at ``rate_hz`` a second of real time, a video at its
     own frame rate, at most ``rate_hz``, by ``pace`` (default: one of its own; a worker passes the same
     pace to each reopening of a looping video, so the rate holds across the seam)."""
-    if settings.kind == "images":
-        return FolderReplay(settings.path, loop=settings.loop, every_nth=every_nth, fps=rate_hz)
-    if settings.kind == "genicam":  # Aravis is optional: imported only for a GenICam camera
-        from runtime.genicam import GenicamSource
+    return OPENERS[settings.kind](settings, every_nth, rate_hz, pace)
 
-        return GenicamSource(settings.genicam, every_nth=every_nth, max_fps=rate_hz)
-    target = settings.device if settings.kind == "camera" else (
-        settings.url if settings.kind == "stream" else settings.path)
-    if settings.kind == "video" and not settings.path.is_file():
+
+def _open_folder(settings: SourceConfig, every_nth: int, rate_hz: float | None, pace: WallClockPace | None) -> Source:
+    return FolderReplay(settings.path, loop=settings.loop, every_nth=every_nth, fps=rate_hz)
+
+
+def _open_genicam(settings: SourceConfig, every_nth: int, rate_hz: float | None, pace: WallClockPace | None) -> Source:
+    from runtime.genicam import GenicamSource  # Aravis is optional: imported only for a GenICam camera
+
+    return GenicamSource(settings.genicam, every_nth=every_nth, max_fps=rate_hz)
+
+
+def _open_video(settings: SourceConfig, every_nth: int, rate_hz: float | None, pace: WallClockPace | None) -> Source:
+    if not settings.path.is_file():
         raise SourceError(f"{settings.path}: video file not found")
-    if settings.kind == "video":
-        pace = pace or WallClockPace(1.0 / rate_hz if rate_hz else 0.0)
-    return CaptureSource(target, every_nth=every_nth, max_fps=rate_hz,
-                         backoff=dataclasses.replace(settings.reopen, attempts=0),
-                         pace=pace if settings.kind == "video" else None)
+    return CaptureSource(settings.path, every_nth=every_nth, max_fps=rate_hz, backoff=_opened_once(settings),
+                         pace=pace or WallClockPace(1.0 / rate_hz if rate_hz else 0.0), loop=settings.loop)
+
+
+def _open_camera(settings: SourceConfig, every_nth: int, rate_hz: float | None, pace: WallClockPace | None) -> Source:
+    return CaptureSource(settings.device, every_nth=every_nth, max_fps=rate_hz, backoff=_opened_once(settings))
+
+
+def _open_stream(settings: SourceConfig, every_nth: int, rate_hz: float | None, pace: WallClockPace | None) -> Source:
+    return CaptureSource(settings.url, every_nth=every_nth, max_fps=rate_hz, backoff=_opened_once(settings))
+
+
+def _opened_once(settings: SourceConfig) -> Backoff:
+    """The camera's back-off with no reopening of the source's own (``attempts=0``): a failed open raises at
+    once, and the worker backs off and opens it again."""
+    return dataclasses.replace(settings.reopen, attempts=0)
+
+
+OPENERS = {"images": _open_folder, "genicam": _open_genicam, "video": _open_video, "camera": _open_camera,
+           "stream": _open_stream}  # SourceConfig.kind -> how that source is opened
 
 
 class CameraWorker:
@@ -154,15 +171,14 @@ class CameraWorker:
         if self.state != ENDED:
             self._set_state(STOPPED)
 
-    def _inspect(self, frame, source: str, part_id: str | None, started: float, started_perf: float,
-                 answers: int | None = None, camera_frame: dict | None = None) -> bool:
+    def _inspect(self, shot: Shot) -> bool:
         self.busy_since = time.monotonic()
         try:
-            self.inspector.inspect(frame, source, part_id, started, started_perf, answers, camera_frame)
+            self.inspector.inspect(shot)
             return True
         except Exception as exc:
-            log.error("camera %s: inspection of %s failed: %s", self.name, source, exc,
-                      extra={"camera": self.name, "part_id": part_id})
+            log.error("camera %s: inspection of %s failed: %s", self.name, shot.source, exc,
+                      extra={"camera": self.name, "part_id": shot.part_id})
             self.stats.error(self.name, "inspection")
             return False
         finally:
@@ -173,6 +189,7 @@ class CameraWorker:
         settings = self.config.source
         continuous = self.config.mode == "continuous"
         source = None
+        opened: Source | None = None  # the last source opened, still asked how it ends once closed
         rate_hz = self.config.rate_hz if continuous else None
         pace = WallClockPace(1.0 / rate_hz if rate_hz else 0.0)  # one for every reopening of a looping video
         failures = 0  # in a row: the back-off grows with them
@@ -180,7 +197,8 @@ class CameraWorker:
             self.beat = time.monotonic()
             try:
                 if source is None:
-                    source = open_source(settings, self.config.every_nth if continuous else 1, rate_hz, pace)
+                    source = opened = open_source(settings, self.config.every_nth if continuous else 1, rate_hz,
+                                                  pace)
                     self._set_state(OK)
                 if continuous:
                     self._continuous_step(source)
@@ -191,10 +209,10 @@ class CameraWorker:
                 if source is not None:
                     source.close()
                     source = None
-                if settings.kind in ("video", "images") and not settings.loop and self.state == OK:
+                if opened is not None and opened.ends and self.state == OK:
                     self._set_state(ENDED, str(exc))
                     break
-                if settings.kind == "video" and self.state == OK and not failures:
+                if opened is not None and opened.restarts_at_end and self.state == OK and not failures:
                     failures += 1
                     continue  # a looping video starts again at once
                 self._set_state(RECONNECTING, str(exc))
@@ -204,7 +222,7 @@ class CameraWorker:
         if source is not None:
             source.close()
 
-    def _continuous_step(self, source: CaptureSource | FolderReplay) -> None:
+    def _continuous_step(self, source: Source) -> None:
         try:
             frame = source.read()
         except ImageReadError as exc:
@@ -213,9 +231,10 @@ class CameraWorker:
             return
         # dated once the frame is in hand: waiting for the next frame (rate_hz, the camera's own pace) is no latency
         started, started_perf = time.time(), time.perf_counter()
-        self._inspect(frame.image, _label(frame), None, started, started_perf, camera_frame=frame.camera_frame)
+        self._inspect(Shot(frame.image, _label(frame), started, started_perf, camera_frame=frame.camera_frame,
+                           compressed=source.compressed))
 
-    def _serve_trigger(self, source: CaptureSource | FolderReplay) -> None:
+    def _serve_trigger(self, source: Source) -> None:
         try:
             trigger = self._triggers.get(timeout=0.2)
         except queue.Empty:
@@ -234,8 +253,8 @@ class CameraWorker:
             self.stats.error(self.name, "camera")
             self._on_trigger_error(trigger, self.name, f"camera {self.name} failed: {type(exc).__name__}: {exc}")
             raise
-        if not self._inspect(frame.image, _label(frame), trigger.part_id, trigger.received, trigger.received_perf,
-                             trigger.row, frame.camera_frame):
+        if not self._inspect(Shot(frame.image, _label(frame), trigger.received, trigger.received_perf, trigger.part_id,
+                                  trigger.row, frame.camera_frame, source.compressed)):
             self._on_trigger_error(trigger, self.name, "inspection failed (see the station log)")
 
     def _reject_triggers(self, reason: str) -> None:
@@ -271,7 +290,7 @@ class CameraWorker:
                     log.warning("camera %s: %s; moved to %s", self.name, exc, target, extra={"camera": self.name})
                     self.stats.error(self.name, "frame")
                     continue
-                ok = self._inspect(frame, path.name, None, started, started_perf)
+                ok = self._inspect(Shot(frame, path.name, started, started_perf))
                 watcher.finish(path, ok=ok, reason=None if ok else "inspection failed (see the station log)")
             self._stop.wait(self.config.watch.poll_s)
 

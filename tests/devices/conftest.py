@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from device_helpers import run_cli
-
-# The install test starts the installed daemon against a real mosquitto from the daemon tests' harness.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime" / "station"))
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +32,7 @@ def device_export(board_model, tmp_path_factory):
 @pytest.fixture
 def mqtt(tmp_path):
     """(a real mosquitto on a free port, ``probe()``: a new client subscribed to the station's topics)."""
-    from station_harness import Broker, Probe
+    from tests.harness.station import Broker, Probe
 
     broker, probes = Broker(tmp_path / "broker"), []
     broker.start()

@@ -132,7 +132,7 @@ def test_install_refuses_unsigned_and_foreign_signed_packages_before_touching_an
 
 
 def test_install_script_sets_up_a_station_that_answers_over_mqtt(device_export, boards, mqtt, tmp_path):
-    from station_harness import station_config, wait_until
+    from tests.harness.station import station_config, wait_until
 
     broker, new_probe = mqtt
     probe = new_probe()

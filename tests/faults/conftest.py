@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(TESTS / "runtime" / "station"), str(TESTS / "runtime")]
-from station_harness import Broker, DaemonProcess, Probe  # noqa: E402
+sys.path.insert(0, str(TESTS / "runtime"))  # runtime_test_data, which the runtime fixtures loaded below import
+from tests.harness.station import Broker, DaemonProcess, Probe  # noqa: E402
 
 # The runtime tests' bundle fixtures (an OpenVINO twin of the board bundle), shared rather than rewritten.
 _spec = importlib.util.spec_from_file_location("runtime_fixtures", TESTS / "runtime" / "conftest.py")

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from station_harness import (
+
+from runtime.image_io import list_images
+from tests.harness.station import (
     STATION,
     Broker,
     DaemonProcess,
@@ -38,8 +40,6 @@ from station_harness import (
     station_config,
     wait_until,
 )
-
-from runtime.image_io import list_images
 
 TOKEN = "line-1-review-token"
 PASSWORD = "anna's password"
@@ -71,10 +71,6 @@ class Page:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def state(self) -> Path:
-        return self.daemon.folder
 
     def get(self, path: str, **options) -> tuple[int, object, bytes]:
         return fetch(self.url + path, **options)
@@ -201,7 +197,7 @@ def test_attack3_requests_without_credentials_lock_nobody_out_and_guessing_locks
 
 def test_attack7_a_locked_history_database_does_not_stall_the_camera(page):
     page.anomalous()  # the history is being written
-    with closing(sqlite3.connect(page.state / "history.sqlite", timeout=1, isolation_level=None)) as db:
+    with closing(sqlite3.connect(page.daemon.folder / "history.sqlite", timeout=1, isolation_level=None)) as db:
         db.execute("BEGIN IMMEDIATE")  # another writer holds the database (a backup, a stuck page query)
         started = time.time()
         time.sleep(8)
@@ -217,8 +213,8 @@ def test_attack7_a_locked_history_database_does_not_stall_the_camera(page):
 
 def test_attack5_a_review_is_all_or_nothing_and_the_tar_holds_only_recorded_frames(page):
     inspection = page.anomalous()[0]["id"]
-    folder = page.state / "reviewed" / "cam" / "normal"
-    with closing(sqlite3.connect(page.state / "history.sqlite", timeout=1, isolation_level=None)) as db:
+    folder = page.daemon.folder / "reviewed" / "cam" / "normal"
+    with closing(sqlite3.connect(page.daemon.folder / "history.sqlite", timeout=1, isolation_level=None)) as db:
         db.execute("BEGIN IMMEDIATE")
         status, _, body = page.review(inspection)
         db.execute("ROLLBACK")
@@ -227,7 +223,8 @@ def test_attack5_a_review_is_all_or_nothing_and_the_tar_holds_only_recorded_fram
     assert page.json(f"/api/inspections/{inspection}")["reviews"] == []
     # a station killed between filing and recording left a frame without a record: it is not handed out
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "deadbeef.jpg").write_bytes((page.state / "evidence").rglob("*.frame.jpg").__next__().read_bytes())
+    evidence = next((page.daemon.folder / "evidence").rglob("*.frame.jpg"))
+    (folder / "deadbeef.jpg").write_bytes(evidence.read_bytes())
     status, _, body = page.review(inspection)
     assert status == 200, body
     status, _, body = page.get("/api/reviewed/cam/normal.tar", headers=BEARER)

@@ -21,9 +21,9 @@ import zlib
 from pathlib import Path
 
 import pytest
-from station_harness import STATION, copy_images, fill_disk, free_port, station_config, wait_until
 
 from runtime.image_io import list_images
+from tests.harness.station import STATION, copy_images, fill_disk, free_port, station_config, wait_until
 
 pytestmark = pytest.mark.slow  # the station's fault suite: not in -m "not slow"
 

@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 import pytest
-from fake_camera import FakeCamera, aravis_or_skip
 
 from runtime.genicam import CONVERSIONS, GenicamSettings, GenicamSource
 from runtime.sources import SourceError
+from tests.harness.fake_camera import FakeCamera, aravis_or_skip
 
 
 @pytest.fixture

@@ -24,8 +24,9 @@ from runtime.station.opcua.security import StationRules, StationUsers, applicati
 from runtime.station.opcua.vision_system import VisionSystems
 
 if TYPE_CHECKING:
+    from runtime.station.dispatch import Dispatcher
     from runtime.station.messages import Inspection
-    from runtime.station.service import Station
+    from runtime.station.view import StationView
 
 log = logging.getLogger(__name__)
 logging.getLogger("asyncua").setLevel(logging.WARNING)  # its INFO lines (one per request) would flood the station log
@@ -34,10 +35,11 @@ HEALTH_EVERY_S = 1.0
 
 
 class OpcUaServer:
-    def __init__(self, config: OpcUaConfig, station: Station) -> None:
+    def __init__(self, config: OpcUaConfig, station: StationView, commands: Dispatcher) -> None:
         check_files(config)
         self.config = config
         self.station = station
+        self.commands = commands
         self.endpoint = f"opc.tcp://{config.host}:{config.port}"
         self._users = StationUsers(config)  # secrets read now: a missing one fails the start
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -134,16 +136,11 @@ class OpcUaServer:
         InternalSession.max_connections = config.max_sessions  # activated sessions, for this process's one server
         ns = await define_types(server)
         ns.own = await server.register_namespace(f"urn:edge-anomaly:{self.station.config.station}:cameras")
-        self._systems = VisionSystems(server, ns, self.station, config.results_kept, self._page_url)
-        for name, worker in self.station.workers.items():
-            await self._systems.add(name, continuous=worker.config.mode != "trigger")
+        self._systems = VisionSystems(server, ns, self.station, self.commands, config.results_kept,
+                                      self.station.page_url)
+        for name, camera in self.station.camera_views().items():
+            await self._systems.add(name, continuous=camera.mode != "trigger")
         return server
-
-    def _page_url(self) -> str | None:
-        page = self.station.page
-        if page is None:
-            return None
-        return f"{page.server.scheme}://{self.station.config.http.host}:{page.server.port}"
 
     async def _deliver(self) -> None:
         """What the station reported, in its order, until stop() queues None."""

@@ -1,8 +1,8 @@
 """One camera as an OPC 40100 VisionSystem: its state machines, jobs, recipes, results and the PLC handshake.
 
 Everything here runs on the OPC UA server's event loop. Triggers go to the station's own trigger path
-(``Station.submit_trigger``, the one ``cmd/inspect`` uses: recorded in the outbox first, answered once, by a
-result or an error) and recipes to its reload (``Station.reload_camera``, ``cmd/reload``'s checks); the
+(``Dispatcher.submit_trigger``, the one ``cmd/inspect`` uses: recorded in the outbox first, answered once, by a
+result or an error) and recipes to its reload (``Dispatcher.reload_camera``, ``cmd/reload``'s checks); the
 station tells this object about every inspection and every trigger it answered with an error.
 
 The handshake (docs/opcua.md) for PLCs that can neither call methods nor subscribe to events:
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from asyncua import Server, ua
 
+from runtime.station.dispatch import CommandError, Dispatcher
 from runtime.station.opcua import machine_vision as mv
 from runtime.station.opcua.address_space import (
     HANDSHAKE,
@@ -43,7 +44,7 @@ from runtime.station.workers import STARTING
 
 if TYPE_CHECKING:
     from runtime.station.messages import Inspection
-    from runtime.station.service import Station
+    from runtime.station.view import StationView
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +101,15 @@ def _utc(epoch: float) -> datetime:
 
 
 class VisionSystems:
-    """Every camera's VisionSystem in one server, and the station behind them."""
+    """Every camera's VisionSystem in one server, and the station behind them: read through its view, commanded
+    through its dispatcher (the same trigger and reload paths as cmd/inspect and cmd/reload)."""
 
-    def __init__(self, server: Server, ns: Namespaces, station: Station, results_kept: int,
-                 page_url: Callable[[], str | None]) -> None:
+    def __init__(self, server: Server, ns: Namespaces, station: StationView, commands: Dispatcher,
+                 results_kept: int, page_url: Callable[[], str | None]) -> None:
         self.server = server
         self.ns = ns
         self.station = station
+        self.commands = commands
         self.results_kept = results_kept
         self.page_url = page_url
         self.systems: dict[str, CameraSystem] = {}
@@ -284,10 +287,8 @@ class VisionSystems:
     _call_Abort = _call_Stop
 
     async def _submit(self, system: CameraSystem, part_id: str) -> int:
-        from runtime.station.service import CommandError
-
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, self.station.submit_trigger,
+            return await asyncio.get_running_loop().run_in_executor(None, self.commands.submit_trigger,
                                                                     system.camera, part_id)
         except CommandError as exc:
             raise Refused(ua.StatusCodes.BadInvalidArgument if "part_id" in str(exc)
@@ -296,7 +297,7 @@ class VisionSystems:
     # -- recipes ----------------------------------------------------------------------------------------
 
     def _recipe_name(self, system: CameraSystem) -> str:
-        path = Path(self.station.workers[system.camera].inspector.loaded.info.path).resolve()
+        path = Path(self.station.camera_views()[system.camera].bundle.path).resolve()
         for root in self.station.config.reload_roots:
             if root in path.parents:
                 return str(path.relative_to(root))
@@ -305,13 +306,11 @@ class VisionSystems:
     def _recipe_id(self, system: CameraSystem, name: str, prepared: bool):
         value = ua.RecipeIdInternalDataType(Id=name)
         if prepared:
-            info = self.station.workers[system.camera].inspector.loaded.info
+            info = self.station.camera_views()[system.camera].bundle
             value.Version, value.Hash, value.HashAlgorithm = info.name, info.hash.encode(), "edge-anomaly bundle hash"
         return value
 
     async def _call_PrepareRecipe(self, system: CameraSystem, external_id, internal_id):
-        from runtime.station.service import CommandError
-
         name = _text(external_id, "ExternalId") or _text(internal_id, "InternalIdIn")
         if name is None:
             raise Refused(ua.StatusCodes.BadInvalidArgument, "name the recipe (a bundle in bundles_dir) in ExternalId")
@@ -319,7 +318,7 @@ class VisionSystems:
         if ready:
             await self.transition(system, "automatic", mv.INITIALIZED)
         try:
-            refusal = await asyncio.get_running_loop().run_in_executor(None, self.station.reload_camera,
+            refusal = await asyncio.get_running_loop().run_in_executor(None, self.commands.reload_camera,
                                                                        system.camera, name)
         except CommandError as exc:
             raise Refused(ua.StatusCodes.BadInvalidArgument, str(exc)) from None

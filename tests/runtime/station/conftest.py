@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from station_harness import Broker, DaemonProcess, Probe
+
+from tests.harness.station import Broker, DaemonProcess, Probe
 
 
 @pytest.fixture

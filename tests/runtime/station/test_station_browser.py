@@ -14,7 +14,8 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from station_harness import Broker, DaemonProcess, Probe, copy_images, page_port, patience, station_config
+
+from tests.harness.station import Broker, DaemonProcess, Probe, copy_images, page_port, patience, station_config
 
 pytestmark = pytest.mark.slow  # the station and a real browser: not in -m "not slow"
 
@@ -61,43 +62,9 @@ def test_the_page_shows_results_live_and_takes_a_review(station, tmp_path):
             page.on("console", lambda message: message.type == "error"  # a CSP violation or a failed load too
                     and errors.append(f"{message.text} {message.location}"))
             page.goto(url)
-            banner = page.locator(".camera[data-camera=cam] .verdict")
-            # the card appears once the page has read /api/status: until then there is nothing to read
-            page.wait_for_function("() => (document.querySelector('.camera .verdict')?.dataset.inspection ?? '') "
-                                   "!== ''", timeout=patience(10) * 1000)
-            first = banner.get_attribute("data-inspection")
-            # a result the station makes after the page has loaded shows up without a reload
-            page.wait_for_function("(first) => document.querySelector('.camera .verdict').dataset.inspection !== first",
-                                   arg=first, timeout=patience(5) * 1000)
-            shown = banner.get_attribute("data-inspection")
-            result = probe.wait_for("/cam/result", lambda d: d["inspection"] == shown, timeout=5)[0].data
-            word = banner.locator(".word").inner_text()
-            assert word == ("OK" if result["label"] == "normal" else {"lighting": "LIGHTING", "blur": "BLUR"}.get(
-                result["kind"], "DEFECT"))
-            page.wait_for_function("() => document.querySelector('.camera img.live').naturalWidth > 0",
-                                   timeout=patience(5) * 1000)
-            assert page.locator("#health").inner_text() == "RUNNING"
-            assert page.locator("#broker").inner_text() == "broker connected"
+            _check_live_results(page, probe)
             _check_layout(page)
-
-            page.select_option("#filters select[name=verdict]", "anomalous")
-            page.locator("#list tbody tr").first.wait_for(timeout=patience(5) * 1000)
-            inspection = page.locator("#list tbody tr").first.get_attribute("data-id")  # rows keep arriving live
-            page.screenshot(path=str(tmp_path / "station-page.png"), full_page=True)
-            page.click(f"#list tbody tr[data-id='{inspection}']")
-            page.locator("#detail").wait_for(state="visible")
-            page.wait_for_function("() => document.querySelector('#d-frame').naturalWidth > 0",
-                                   timeout=patience(5) * 1000)
-            page.click("#d-normal")  # not signed in yet: the login opens
-            page.locator("#login").wait_for(state="visible")
-            page.fill("#login input[name=name]", "Ines")
-            page.fill("#login input[name=token]", TOKEN)
-            page.click("#login-ok")
-            page.click("#d-normal")
-            page.wait_for_function("() => document.querySelector('#d-message').textContent.startsWith('Saved')",
-                                   timeout=patience(5) * 1000)
-            assert "frame filed for retraining" in page.locator("#d-message").inner_text()
-            page.screenshot(path=str(tmp_path / "station-review.png"))
+            inspection = _review_as_normal(page, tmp_path)
             assert errors == []
         finally:
             browser.close()
@@ -112,6 +79,50 @@ def test_the_page_shows_results_live_and_takes_a_review(station, tmp_path):
     for name in ("station-page.png", "station-review.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     print(f"screenshots: {tmp_path / 'station-page.png'}, {tmp_path / 'station-review.png'}")
+
+
+def _check_live_results(page, probe) -> None:
+    """The camera's card shows the station's latest result, a new one without a reload, with its live frame."""
+    banner = page.locator(".camera[data-camera=cam] .verdict")
+    # the card appears once the page has read /api/status: until then there is nothing to read
+    page.wait_for_function("() => (document.querySelector('.camera .verdict')?.dataset.inspection ?? '') "
+                           "!== ''", timeout=patience(10) * 1000)
+    first = banner.get_attribute("data-inspection")
+    # a result the station makes after the page has loaded shows up without a reload
+    page.wait_for_function("(first) => document.querySelector('.camera .verdict').dataset.inspection !== first",
+                           arg=first, timeout=patience(5) * 1000)
+    shown = banner.get_attribute("data-inspection")
+    result = probe.wait_for("/cam/result", lambda d: d["inspection"] == shown, timeout=5)[0].data
+    word = banner.locator(".word").inner_text()
+    assert word == ("OK" if result["label"] == "normal" else {"lighting": "LIGHTING", "blur": "BLUR"}.get(
+        result["kind"], "DEFECT"))
+    page.wait_for_function("() => document.querySelector('.camera img.live').naturalWidth > 0",
+                           timeout=patience(5) * 1000)
+    assert page.locator("#health").inner_text() == "RUNNING"
+    assert page.locator("#broker").inner_text() == "broker connected"
+
+
+def _review_as_normal(page, tmp_path) -> str:
+    """An anomalous row opened, signed in with the token, reviewed as normal; returns its inspection id."""
+    page.select_option("#filters select[name=verdict]", "anomalous")
+    page.locator("#list tbody tr").first.wait_for(timeout=patience(5) * 1000)
+    inspection = page.locator("#list tbody tr").first.get_attribute("data-id")  # rows keep arriving live
+    page.screenshot(path=str(tmp_path / "station-page.png"), full_page=True)
+    page.click(f"#list tbody tr[data-id='{inspection}']")
+    page.locator("#detail").wait_for(state="visible")
+    page.wait_for_function("() => document.querySelector('#d-frame').naturalWidth > 0",
+                           timeout=patience(5) * 1000)
+    page.click("#d-normal")  # not signed in yet: the login opens
+    page.locator("#login").wait_for(state="visible")
+    page.fill("#login input[name=name]", "Ines")
+    page.fill("#login input[name=token]", TOKEN)
+    page.click("#login-ok")
+    page.click("#d-normal")
+    page.wait_for_function("() => document.querySelector('#d-message').textContent.startsWith('Saved')",
+                           timeout=patience(5) * 1000)
+    assert "frame filed for retraining" in page.locator("#d-message").inner_text()
+    page.screenshot(path=str(tmp_path / "station-review.png"))
+    return inspection
 
 
 def _check_layout(page) -> None:

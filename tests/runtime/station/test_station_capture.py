@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from station_harness import Broker, DaemonProcess, Probe, fetch, page_port, station_config
 
 from runtime.image_io import list_images, read_image
+from tests.harness.station import Broker, DaemonProcess, Probe, fetch, page_port, station_config
 
 
 def test_a_video_camera_on_a_stills_bundle_is_named_in_the_heartbeat_and_the_page(board_bundle, boards, tmp_path):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from station_harness import Broker, DaemonProcess, Probe, station_config
 
 from runtime.global_stats import LIGHTING_STATS
 from runtime.image_io import list_images, read_image, write_image
+from tests.harness.station import Broker, DaemonProcess, Probe, station_config
 
 pytestmark = pytest.mark.slow  # the station as a subprocess, a real broker: not in -m "not slow"
 

@@ -6,27 +6,35 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/runtime: the fake camera helper
-from fake_camera import FakeCamera, aravis_or_skip  # noqa: E402
-from opcua_harness import (  # noqa: E402
-    Station,
-    connect,
-    make_client_certificate,
-    make_station_certificate,
-    trust,
-    ua,
-    wait_async,
-)
-from station_harness import Broker, DaemonProcess, Probe, free_port, station_config, wait_until  # noqa: E402
+from tests.harness import opcua as plc
+from tests.harness.fake_camera import FakeCamera, aravis_or_skip
+from tests.harness.station import Broker, DaemonProcess, Probe, free_port, station_config, wait_until
 
 
-def test_start_single_job_inspects_a_software_triggered_gige_frame_and_survives_the_camera_leaving(
-        board_bundle, tmp_path):
+@dataclass
+class GigeLine:
+    camera: FakeCamera
+    broker: Broker
+    daemon: DaemonProcess
+    probe: Probe
+    folder: Path
+    port: int
+    cert: Path
+    key: Path
+
+    async def client(self):
+        return await plc.connect(f"opc.tcp://127.0.0.1:{self.port}", self.folder / "station" / "opcua" /
+                                 "server-cert.der", self.cert, self.key, "mes", "gige-secret")
+
+
+@pytest.fixture
+def gige_line(board_bundle, tmp_path):
+    """A software-triggered station on the fake GigE camera with its OPC UA server on, online."""
     aravis_or_skip()
     camera = FakeCamera().start()
     broker = Broker(tmp_path / "broker")
@@ -39,59 +47,70 @@ def test_start_single_job_inspects_a_software_triggered_gige_frame_and_survives_
                    "genicam": {"camera": camera.serial, "trigger": "software", "timeout_s": 1.0}}}],
         opcua={"enabled": True, "port": port, "users": {"mes": {"file": str(tmp_path / "password")}}})
     daemon = DaemonProcess(tmp_path / "station", config)
-    make_station_certificate(daemon.config_path)
-    cert, key = make_client_certificate(tmp_path / "client", "mes")
-    trust(cert, tmp_path / "station" / "opcua" / "trusted")
+    plc.make_station_certificate(daemon.config_path)
+    cert, key = plc.make_client_certificate(tmp_path / "client", "mes")
+    plc.trust(cert, tmp_path / "station" / "opcua" / "trusted")
     daemon.start()
     probe = Probe(broker.port)
     try:
         probe.wait_for("/status", lambda d: d["state"] == "online" and d["cameras"]["gige"]["state"] == "ok",
                        timeout=60)
         wait_until(lambda: "OPC UA server on" in daemon.log, 30, "the OPC UA server")
-
-        async def scenario():
-            client = await connect(f"opc.tcp://127.0.0.1:{port}", tmp_path / "station" / "opcua" / "server-cert.der",
-                                   cert, key, "mes", "gige-secret")
-            try:
-                station = await Station.find(client, "gige")
-                events = await station.subscribe_results()
-                job, error = await station.start_single_job("G-1")
-                event = await events.wait_for(lambda e: e.JobId.Id == job.Id)
-                content = json.loads(event.ResultContent[0].Value)
-                result = probe.wait_for("/gige/result", lambda d: d["part_id"] == "G-1")[0].data
-                assert content["inspection"] == result["inspection"]
-                assert isinstance(result["camera_frame"]["frame_id"], int) and result["camera_frame"]["timestamp_ns"]
-                assert result["source"].startswith(f"genicam:{camera.serial}")
-
-                camera.kill()
-                vision = await (await station.child("VisionStateMachine")).get_child("0:CurrentState")
-                automatic = await (await station.automatic()).get_child("0:CurrentState")
-                try:
-                    job, _ = await station.start_single_job("G-LOST")  # may be taken before the loss is seen
-                except ua.UaStatusCodeError:
-                    pass
-                else:
-                    lost = probe.wait_for("/cmd/error", lambda d: d.get("part_id") == "G-LOST")[0].data
-                    assert "gige" in lost["error"]
-                await wait_async(vision.read_value, lambda v: v.Text == "Error", timeout=20)
-                await wait_async(automatic.read_value, lambda v: v.Text == "Ready")
-                state = await (await station.child("SystemState")).read_value()
-                assert state.State == ua.SystemStateDataType.UDT_5 and "gige" in state.StateDescription
-                with pytest.raises(ua.UaStatusCodeError, match="BadInvalidState"):
-                    await station.start_single_job("G-WHILE-DOWN")
-
-                camera.start()
-                await wait_async(vision.read_value, lambda v: v.Text == "Operational", timeout=30)
-                job, _ = await station.start_single_job("G-2")
-                await events.wait_for(lambda e: e.JobId.Id == job.Id)
-            finally:
-                await client.disconnect()
-
-        asyncio.run(asyncio.wait_for(scenario(), 150))
-        assert daemon.stop() == 0
+        yield GigeLine(camera, broker, daemon, probe, tmp_path, port, cert, key)
     finally:
         if daemon.process.poll() is None:
             daemon.kill9()
         probe.close()
         broker.stop()
         camera.kill()
+
+
+def test_start_single_job_inspects_a_software_triggered_gige_frame_and_survives_the_camera_leaving(gige_line):
+    async def scenario():
+        client = await gige_line.client()
+        try:
+            station = await plc.Station.find(client, "gige")
+            events = await station.subscribe_results()
+            await _first_job_answers_on_both_sides(gige_line, station, events)
+            await _camera_lost_and_back(gige_line, station, events)
+        finally:
+            await client.disconnect()
+
+    asyncio.run(asyncio.wait_for(scenario(), 150))
+    assert gige_line.daemon.stop() == 0
+
+
+async def _first_job_answers_on_both_sides(line: GigeLine, station, events) -> None:
+    """StartSingleJob's ResultReady and the MQTT result name the same inspection of a real GigE frame."""
+    job, _ = await station.start_single_job("G-1")
+    event = await events.wait_for(lambda e: e.JobId.Id == job.Id)
+    content = json.loads(event.ResultContent[0].Value)
+    result = line.probe.wait_for("/gige/result", lambda d: d["part_id"] == "G-1")[0].data
+    assert content["inspection"] == result["inspection"]
+    assert isinstance(result["camera_frame"]["frame_id"], int) and result["camera_frame"]["timestamp_ns"]
+    assert result["source"].startswith(f"genicam:{line.camera.serial}")
+
+
+async def _camera_lost_and_back(line: GigeLine, station, events) -> None:
+    """The camera killed: a job in hand is answered with an error, the VisionSystem goes to Error and refuses jobs;
+    the camera back: Operational again, and a job is answered."""
+    line.camera.kill()
+    vision = await (await station.child("VisionStateMachine")).get_child("0:CurrentState")
+    automatic = await (await station.automatic()).get_child("0:CurrentState")
+    try:
+        job, _ = await station.start_single_job("G-LOST")  # may be taken before the loss is seen
+    except plc.ua.UaStatusCodeError:
+        pass
+    else:
+        lost = line.probe.wait_for("/cmd/error", lambda d: d.get("part_id") == "G-LOST")[0].data
+        assert "gige" in lost["error"]
+    await plc.wait_async(vision.read_value, lambda v: v.Text == "Error", timeout=20)
+    await plc.wait_async(automatic.read_value, lambda v: v.Text == "Ready")
+    state = await (await station.child("SystemState")).read_value()
+    assert state.State == plc.ua.SystemStateDataType.UDT_5 and "gige" in state.StateDescription
+    with pytest.raises(plc.ua.UaStatusCodeError, match="BadInvalidState"):
+        await station.start_single_job("G-WHILE-DOWN")
+    line.camera.start()
+    await plc.wait_async(vision.read_value, lambda v: v.Text == "Operational", timeout=30)
+    job, _ = await station.start_single_job("G-2")
+    await events.wait_for(lambda e: e.JobId.Id == job.Id)

@@ -24,21 +24,22 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from station_harness import (
+
+from runtime.detector import Detector
+from runtime.image_io import list_images, read_image
+from runtime.station.messages import iso_time
+from tests.harness.station import (
     STATION,
     Broker,
     DaemonProcess,
     Probe,
+    StationLine,
     copy_images,
     make_certificates,
     patience,
     station_config,
     wait_until,
 )
-
-from runtime.detector import Detector
-from runtime.image_io import list_images, read_image
-from runtime.station.messages import iso_time
 
 pytestmark = pytest.mark.slow  # the station as a subprocess, a real broker: not in -m "not slow"
 
@@ -71,11 +72,7 @@ def _renamed_bundle(bundle: Path, target: Path, name: str) -> Path:
 
 
 @dataclass
-class Line:
-    broker: Broker
-    daemon: DaemonProcess
-    probe: Probe
-    root: Path
+class Line(StationLine):
     bundle: Path
     trigger_images: list[Path]
     continuous_images: list[Path]

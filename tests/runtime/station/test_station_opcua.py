@@ -8,13 +8,17 @@ the broker and checks that OPC UA keeps answering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from opcua_harness import (
+
+from runtime.detector import Detector
+from runtime.image_io import read_image
+from tests.harness.opcua import (
     Client,
     Station,
     connect,
@@ -24,10 +28,11 @@ from opcua_harness import (
     ua,
     wait_async,
 )
-from station_harness import (
+from tests.harness.station import (
     Broker,
     DaemonProcess,
     Probe,
+    StationLine,
     copy_images,
     fetch,
     free_port,
@@ -35,18 +40,11 @@ from station_harness import (
     wait_until,
 )
 
-from runtime.detector import Detector
-from runtime.image_io import read_image
-
 PASSWORD = "plc-secret-1"
 
 
 @dataclass
-class Line:
-    broker: Broker
-    daemon: DaemonProcess
-    probe: Probe
-    root: Path
+class Line(StationLine):
     endpoint: str
     server_cert: Path
     cert: Path
@@ -59,6 +57,15 @@ class Line:
     async def client(self, **changes):
         settings = {"cert": self.cert, "key": self.key, "user": "plc", "password": PASSWORD} | changes
         return await connect(self.endpoint, self.server_cert, **settings)
+
+    @contextlib.asynccontextmanager
+    async def camera(self):
+        """The camera's VisionSystem through a session of its own, closed after the block."""
+        client = await self.client()
+        try:
+            yield await Station.find(client, "cam")
+        finally:
+            await client.disconnect()
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +118,7 @@ def run(scenario):
 
 def test_a_generic_client_finds_the_machine_vision_types_and_states(line):
     async def scenario():
-        client = await line.client()
-        try:
-            station = await Station.find(client, "cam")
+        async with line.camera() as station:
             assert await station.system.read_type_definition() == ua.NodeId(1003, station.mv)
             names = {(await c.read_browse_name()).to_string() for c in await station.system.get_children()}
             assert {f"{station.mv}:{n}" for n in ("VisionStateMachine", "RecipeManagement", "ResultManagement",
@@ -133,22 +138,18 @@ def test_a_generic_client_finds_the_machine_vision_types_and_states(line):
             assert {"StartSingleJob", "StartContinuous", "Stop", "Abort"} <= methods
             state = await (await station.child("SystemState")).read_value()
             assert state.State == ua.SystemStateDataType.PRD_1
-            ready_type = client.get_node(ua.NodeId(1024, station.mv))
+            ready_type = station.client.get_node(ua.NodeId(1024, station.mv))
             assert (await ready_type.read_browse_name()).Name == "ResultReadyEventType"
             fields = {(await p.read_browse_name()).Name for p in await ready_type.get_properties()}
             assert {"ResultId", "IsPartial", "ResultState", "PartId", "ProductId", "CreationTime", "ProcessingTimes",
                     "ResultContent", "JobId"} <= fields
-        finally:
-            await client.disconnect()
 
     run(scenario())
 
 
 def test_start_single_job_answers_with_result_ready_like_the_mqtt_result(line, expected):
     async def scenario():
-        client = await line.client()
-        try:
-            station = await Station.find(client, "cam")
+        async with line.camera() as station:
             events = await station.subscribe_results()
             answers = []
             for n in range(2):
@@ -197,17 +198,13 @@ def test_start_single_job_answers_with_result_ready_like_the_mqtt_result(line, e
                 await results.call_method(f"{station.mv}:GetResultById", ua.ResultIdDataType(Id="nope"), 0)
             with pytest.raises(ua.UaStatusCodeError, match="BadInvalidArgument"):
                 await station.start_single_job("")  # a part id is required, as for cmd/inspect
-        finally:
-            await client.disconnect()
 
     run(scenario())
 
 
 def test_the_plc_handshake_answers_each_trigger_once(line):
     async def scenario():
-        client = await line.client()
-        try:
-            station = await Station.find(client, "cam")
+        async with line.camera() as station:
             nodes = {name: await station.handshake(name) for name in (
                 "PartId", "Trigger", "Acknowledge", "Busy", "ResultReady", "ResultOk", "Score", "Kind",
                 "ResultPartId", "ResultId", "ErrorCode", "Heartbeat")}
@@ -238,8 +235,6 @@ def test_the_plc_handshake_answers_each_trigger_once(line):
             await wait_async(nodes["Heartbeat"].read_value, lambda v: v > beat)
             with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied|BadNotWritable"):  # the station's
                 await nodes["Busy"].write_value(ua.Variant(True, ua.VariantType.Boolean))
-        finally:
-            await client.disconnect()
 
     run(scenario())
 
@@ -282,9 +277,7 @@ def test_anonymous_wrong_password_untrusted_and_plain_clients_are_refused(line):
 
 def test_prepare_recipe_is_a_reload_refused_as_cmd_reload_refuses(line):
     async def scenario():
-        client = await line.client()
-        try:
-            station = await Station.find(client, "cam")
+        async with line.camera() as station:
             recipes = await station.child("RecipeManagement")
             listed = await recipes.call_method(
                 f"{station.mv}:GetRecipeListFiltered", ua.RecipeIdExternalDataType(), ua.ProductIdDataType(),
@@ -317,8 +310,6 @@ def test_prepare_recipe_is_a_reload_refused_as_cmd_reload_refuses(line):
                 await station.start_single_job("RELOAD-2", recipe="boards")
             status = line.probe.wait_for("/status", lambda d: d["cameras"]["cam"]["bundle"]["name"] == "boards-v2")
             assert status
-        finally:
-            await client.disconnect()
 
     run(scenario())
 
@@ -327,9 +318,7 @@ def test_opcua_keeps_working_while_the_broker_is_down(line):
     line.broker.stop()
 
     async def scenario():
-        client = await line.client()
-        try:
-            station = await Station.find(client, "cam")
+        async with line.camera() as station:
             events = await station.subscribe_results()
             job, error = await station.start_single_job("NO-BROKER")
             assert error == 0
@@ -338,8 +327,6 @@ def test_opcua_keeps_working_while_the_broker_is_down(line):
             system_state = await station.child("SystemState")
             state = await wait_async(system_state.read_value, lambda v: "broker" in (v.StateDescription or ""))
             assert state.State == ua.SystemStateDataType.PRD_1  # the camera produces; only MQTT is away
-        finally:
-            await client.disconnect()
 
     run(scenario())
     line.broker.start()

@@ -24,7 +24,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from station_harness import (
+
+from runtime.image_io import read_image
+from runtime.result import Result
+from runtime.station.access import Access, cross_site
+from runtime.station.evidence import EvidenceStore, frame_path
+from runtime.station.history import History
+from runtime.station.messages import BundleInfo, Inspection
+from tests.harness.station import (
     STATION,
     Broker,
     DaemonProcess,
@@ -36,13 +43,6 @@ from station_harness import (
     station_config,
     wait_until,
 )
-
-from runtime.image_io import read_image
-from runtime.result import Result
-from runtime.station.access import Access, cross_site
-from runtime.station.evidence import EvidenceStore, frame_path
-from runtime.station.history import History
-from runtime.station.messages import BundleInfo, Inspection
 
 pytestmark = pytest.mark.slow  # the station as a subprocess, a real broker: not in -m "not slow"
 

@@ -171,6 +171,31 @@ def test_video_source_reads_frames_and_a_missing_camera_is_a_source_error(tmp_pa
         open_source(SourceConfig(kind="stream", url="rtsp://user:hunter2@127.0.0.1:9/none")).read()
 
 
+def test_each_source_says_how_its_frames_end_and_whether_a_codec_made_them(tmp_path):
+    """What the camera worker asks a source instead of comparing kind names (runtime.sources.Source)."""
+    cv2.imwrite(str(tmp_path / "part.png"), np.full((8, 8, 3), 90, np.uint8))
+    video = tmp_path / "line.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16, 16))
+    writer.write(np.full((16, 16, 3), 90, np.uint8))
+    writer.release()
+    opened = {
+        "folder once": open_source(SourceConfig(kind="images", path=tmp_path, loop=False)),
+        "folder looping": open_source(SourceConfig(kind="images", path=tmp_path)),
+        "video once": open_source(SourceConfig(kind="video", path=video, loop=False)),
+        "video looping": open_source(SourceConfig(kind="video", path=video, loop=True)),
+        "stream": open_source(SourceConfig(kind="stream", url="rtsp://127.0.0.1:9/none")),
+        "usb camera": open_source(SourceConfig(kind="camera", device=0)),
+    }
+    described = {name: (source.kind, source.ends, source.restarts_at_end, source.compressed)
+                 for name, source in opened.items()}
+    assert described == {
+        "folder once": ("images", True, False, False), "folder looping": ("images", False, False, False),
+        "video once": ("video", True, False, True), "video looping": ("video", False, True, True),
+        "stream": ("stream", False, False, True), "usb camera": ("camera", False, False, False)}
+    for source in opened.values():
+        source.close()
+
+
 def test_stream_credentials_never_reach_the_frame_label():
     source = open_source(SourceConfig(kind="stream", url="rtsp://user:hunter2@127.0.0.1:9/none"))
     assert source.name == "rtsp://user:***@127.0.0.1:9/none"

@@ -282,6 +282,17 @@ class DaemonProcess:
         self.process.wait(timeout=10)
 
 
+@dataclass
+class StationLine:
+    """A station under test with its broker and probe, kept by a module's fixture for its tests in file order;
+    a module's own line adds what its tests need (bundles, images, certificates)."""
+
+    broker: Broker
+    daemon: DaemonProcess
+    probe: Probe
+    root: Path
+
+
 def copy_images(sources: list[Path], folder: Path) -> list[Path]:
     """Copy images into ``folder`` as 000_<category>.png, ... so a replay reads them in this order."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """The runtime around the engine: overhead, pipelined throughput on 1080p video, resident memory.
 
-    python bench/runtime.py [--data ../shared/data/mvtec_ad/bottle] [--bundle B ...] [--work DIR]
+    python bench/engines.py [--data ../shared/data/mvtec_ad/bottle] [--bundle B ...] [--work DIR]
 
 Without --bundle, fits PatchCore with default hyperparameters on the category (cached in --work)
 and exports it as ONNX FP32, ONNX INT8 and OpenVINO INT8. Prints three markdown tables:
