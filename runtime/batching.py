@@ -28,7 +28,7 @@ import numpy as np
 
 from runtime.backends import Backend, run_batched
 
-BATCHING_MODES = ("auto", "on", "off")
+BATCHING_MODES = ("auto", "off")
 log = logging.getLogger(__name__)
 
 
@@ -170,33 +170,26 @@ class BatchingBackend:
             start += count
 
 
-def runs_on_gpu(backend: Backend) -> bool:
-    """Whether ``backend`` computes on a GPU (TensorRT; OpenVINO GPU; ONNX Runtime CUDA), where a batched call
-    costs little more than one frame's."""
-    device = str(getattr(backend, "device", None) or "").upper()
-    return backend.name == "tensorrt" or device.startswith("GPU") or device.startswith("CUDA")
-
-
 def shared_performance(mode: str, cameras: int) -> str:
-    """The performance hint for an engine that ``cameras`` share: OpenVINO's throughput streams (each camera's
-    request on a stream of its own) from 2 cameras under auto and on, which paid on the 2-core CPU
-    (bench/cameras.py); latency for a lone camera or with batching off. Engines without the hint ignore it."""
+    """The performance hint for an engine that ``cameras`` share: under auto from 2 cameras OpenVINO's throughput
+    streams (a request per stream in flight), which paid on the 2-core CPU (bench/cameras.py); latency for a lone
+    camera or with batching off. Engines without the hint ignore it."""
     _check_mode(mode)
-    return "throughput" if mode != "off" and cameras >= 2 else "latency"
+    return "throughput" if mode == "auto" and cameras >= 2 else "latency"
 
 
 def share_engine(detector, cameras: int, mode: str, max_wait_ms: float) -> bool:
-    """Put ``detector``'s engine behind a :class:`BatchingBackend` when ``cameras`` (2 or more) share it and
-    ``mode`` is on, or auto on a GPU engine (on the CPU, batched calls did not pay: bench/cameras.py).
+    """Put ``detector``'s engine behind a :class:`BatchingBackend` when ``cameras`` (2 or more) share it under
+    auto; one round per stream, so on the CPU frames batch only where the cameras outnumber the streams.
     Returns whether it now batches."""
     _check_mode(mode)
     engine = detector.backend
-    if cameras < 2 or mode == "off" or (mode == "auto" and not runs_on_gpu(engine)):
+    if cameras < 2 or mode == "off":
         return False
     if not isinstance(engine, BatchingBackend):
         detector.backend = BatchingBackend(engine, max_wait_ms)
         log.info("%d cameras share the %s engine of bundle %s: frames that arrive within %g ms go through one "
-                 "call", cameras, engine.name, detector.name, max_wait_ms)
+                 "call (%d at once)", cameras, engine.name, detector.name, max_wait_ms, detector.backend.streams)
     return True
 
 
