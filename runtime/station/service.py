@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # Settings that belong to the process, not to a camera: SIGHUP reports them, a restart applies them.
 RESTART_ONLY = ("station", "prefix", "mqtt", "outbox", "evidence", "http", "state_dir", "trust", "commands",
-                "bundles_dir", "opcua")
+                "bundles_dir", "opcua", "batching")
 ENGINE_FIELDS = ("bundle", "backend", "device", "threads", "roi", "self_test")
 MAX_PART_ID = 128
 SCRATCH = "tmp"  # under state_dir: the station's own temporary folder
@@ -139,10 +139,10 @@ class Station:
             self.opcua = OpcUaServer(config.opcua, self)
         shared: dict[tuple, LoadedBundle] = {}
         self.workers: dict[str, CameraWorker] = {}
-        for camera in config.cameras:
-            key = (camera.bundle.resolve(), camera.backend, camera.device, camera.threads, camera.roi, camera.self_test)
+        keys = [(c.bundle.resolve(), c.backend, c.device, c.threads, c.roi, c.self_test) for c in config.cameras]
+        for camera, key in zip(config.cameras, keys, strict=True):
             if key not in shared:
-                shared[key] = load_bundle(camera.bundle, camera, self.trust)
+                shared[key] = load_bundle(camera.bundle, camera, self.trust, keys.count(key), config.batching)
             self.workers[camera.name] = self._make_worker(camera, shared[key])
         self._answer_unanswered_triggers()
         self.commands = QueueWorker("commands", self._run_command, 1000)
