@@ -7,11 +7,13 @@ Each camera is a thread feeding real frames (the bottle test images, each camera
 another one) through ``Detector.predict`` on one shared Detector as fast as it can, like a
 continuous camera of the station. "off": every camera calls the engine on its own (OpenVINO
 gives each thread its own infer request); "on": the calls go through
-:class:`runtime.batching.BatchingBackend`. Runs are interleaved (every camera count, mode and
-performance hint once per repeat), so a load change on a shared machine hits them alike; a
-cell is the median over repeats of the frames per second (all cameras together) and of the
-p95 latency of one frame (``predict``, batching's wait included), with the mean images per
-engine call. Prints the CPU and the load average before and after.
+:class:`runtime.batching.BatchingBackend` (one round per stream of the engine). The station's
+``batching: off`` is "latency, off"; ``auto`` is "throughput, on" from 2 cameras. Runs are
+interleaved (every camera count, mode and performance hint once per repeat), so a load change
+on a shared machine hits them alike; a cell is the median over repeats of the frames per second
+(all cameras together) and of the p95 latency of one frame (``predict``, batching's wait
+included), with the mean images per engine call. Prints the CPU and the load average before
+and after.
 """
 
 from __future__ import annotations

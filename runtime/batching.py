@@ -106,8 +106,7 @@ class BatchingBackend:
         """Run one round (called holding the lock, which is released while waiting and during the engine call)."""
         self._leaders += 1
         try:
-            self._wait_for_others()
-            batch = self._take_batch()
+            batch = self._take_batch(self._wait_for_others())
             if not batch:
                 return
             self._cond.release()
@@ -115,6 +114,9 @@ class BatchingBackend:
                 self._run(batch)
             finally:
                 self._cond.acquire()
+            if batch[0].error is None:
+                self.rounds += 1
+                self.images += sum(len(request.inputs) for request in batch)
             for request in batch:
                 request.done = True
         finally:
@@ -125,25 +127,30 @@ class BatchingBackend:
         self._seen = {caller: seen for caller, seen in self._seen.items() if now - seen <= self.active_s}
         return len(self._seen)
 
-    def _wait_for_others(self) -> None:
+    def _wait_for_others(self) -> int:
         """Until the active cameras' frames fill this round's share of the streams, the batch is full, or the
-        oldest waiting frame waited max_wait."""
+        oldest waiting frame waited max_wait; returns that share (how many callers this round takes at most)."""
+        wanted = 1
         while not self._closed and self._pending:
             now = time.monotonic()
             deadline = self._pending[0].arrived + self.max_wait_s
             images = sum(len(request.inputs) for request in self._pending)
             wanted = -(-self._active_callers(now) // self.streams)  # the active cameras over the rounds in flight
             if len(self._pending) >= wanted or images >= self.max_batch or now >= deadline:
-                return
+                break
             self._cond.wait(deadline - now)
+        return wanted if self.streams > 1 else len(self._pending)
 
-    def _take_batch(self) -> list[_Request]:
-        """The oldest request and those after it of the same image shape, up to max_batch images."""
+    def _take_batch(self, callers: int) -> list[_Request]:
+        """The oldest request and those after it of the same image shape, up to ``callers`` requests and max_batch
+        images (with several streams the rest is left to the next round, on another stream)."""
         if not self._pending:
             return []
         first = self._pending[0]
         batch, images = [first], len(first.inputs)
         for request in self._pending[1:]:
+            if len(batch) >= callers:
+                break
             if request.inputs.shape[1:] == first.inputs.shape[1:] and images + len(request.inputs) <= self.max_batch:
                 batch.append(request)
                 images += len(request.inputs)
@@ -161,8 +168,6 @@ class BatchingBackend:
             for request in batch:
                 request.error = exc
             return
-        self.rounds += 1
-        self.images += len(inputs)
         start = 0
         for request in batch:
             count = len(request.inputs)
