@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from runtime.signing import TrustList
-from runtime.station.config import CameraConfig
+from runtime.station.config import BatchingConfig, CameraConfig
 from runtime.station.inspection import (
     ENGINE_FIELDS,
     InspectionOutputs,
@@ -30,12 +30,13 @@ STALL_S = 60.0  # a worker that shows no sign of life this long (outside an insp
 
 
 class Cameras:
-    def __init__(self, cameras: list[CameraConfig], trust: TrustList | None, outputs: InspectionOutputs) -> None:
+    def __init__(self, cameras: list[CameraConfig], trust: TrustList | None, outputs: InspectionOutputs,
+                 batching: BatchingConfig | None = None) -> None:
         self.trust = trust
         self.outputs = outputs
         self.workers: dict[str, CameraWorker] = {}
         self._reload_lock = threading.Lock()
-        loaded = shared_bundles(cameras, trust)
+        loaded = shared_bundles(cameras, trust, batching)
         for camera in cameras:
             self.workers[camera.name] = self._make_worker(camera, loaded[camera.name])
 

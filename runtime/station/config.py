@@ -295,6 +295,17 @@ class DriftConfig(_Section):
     persist: int = Field(3, ge=1, description="comparisons in a row that start or clear a drift")
 
 
+class BatchingConfig(_Section):
+    mode: Literal["auto", "off"] = Field(
+        "auto", description="cameras that share a loaded bundle (same bundle, backend, device, threads, roi and "
+                            "self_test). auto, from 2 such cameras: OpenVINO runs throughput streams and frames "
+                            "that arrive together go through one engine call per stream (bench/cameras.py); off: "
+                            "each camera calls the engine alone, latency hint. Each camera's results are those it "
+                            "gets alone")
+    max_wait_ms: float = Field(4.0, ge=0, le=1000, description="auto: how long a frame waits at most for the other "
+                                                               "cameras' frames (a lone camera never waits)")
+
+
 class CameraConfig(_Section):
     name: Annotated[str, AfterValidator(_topic_safe)] = Field(description="one topic level, unique")
     bundle: ConfigPath = Field(description="bundle folder or .tar")
@@ -343,6 +354,8 @@ class StationConfig(_Section):
     log: LogConfig = Field(default_factory=dict, description="the log on stderr")
     heartbeat_s: float = Field(10.0, gt=0, description="heartbeat interval")
     drain_timeout_s: float = Field(10.0, ge=0, description="SIGTERM: how long to wait for the outbox to empty")
+    batching: BatchingConfig = Field(default_factory=dict, description="cameras that share one engine: whether "
+                                                                      "their frames go through it together")
     cameras: list[CameraConfig] = Field(min_length=1, description="one entry per camera")
 
     @field_validator("prefix")

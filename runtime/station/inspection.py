@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.batching import share_engine, shared_performance
 from runtime.capture_check import CaptureCheck
 from runtime.detector import Detector
 from runtime.manifest import Signature
 from runtime.signing import TrustList
-from runtime.station.config import CameraConfig
+from runtime.station.config import BatchingConfig, CameraConfig
 from runtime.station.drift import DriftMonitor
 from runtime.station.evidence import EvidenceStore
 from runtime.station.messages import BundleInfo, Inspection, new_id
@@ -41,15 +42,20 @@ class LoadedBundle:
         return self.detector.bundle.manifest.signature
 
 
-def load_bundle(path: Path, camera: CameraConfig, trust: TrustList | None = None) -> LoadedBundle:
+def load_bundle(path: Path, camera: CameraConfig, trust: TrustList | None = None, cameras: int = 1,
+                batching: BatchingConfig | None = None) -> LoadedBundle:
     """Open, verify and start a bundle for ``camera``: raises BundleError on a hash mismatch and, with a
     trust list, on a bundle that is unsigned or signed by a key not in it (before any file is hashed).
 
     The camera's ``roi`` goes to the Detector, which maps its heatmap and regions back to the frame.
+    ``cameras``: how many cameras share this detector, which ``batching`` may batch (runtime/batching.py).
     """
+    batching = batching or BatchingConfig(mode="off")
     detector = Detector.load(path, backend=camera.backend, device=camera.device, threads=camera.threads,
                              roi=list(camera.roi) if camera.roi is not None else None,
-                             check=trust.verify if trust is not None else None, self_test=camera.self_test)
+                             check=trust.verify if trust is not None else None, self_test=camera.self_test,
+                             performance=shared_performance(batching.mode, cameras))
+    share_engine(detector, cameras, batching.mode, batching.max_wait_ms)
     manifest = detector.bundle.manifest
     info = BundleInfo(name=detector.name, hash=detector.bundle.hash, path=str(path),
                       edge_anomaly_version=manifest.edge_anomaly_version, created=manifest.created,
@@ -58,15 +64,16 @@ def load_bundle(path: Path, camera: CameraConfig, trust: TrustList | None = None
     return LoadedBundle(detector, info)
 
 
-def shared_bundles(cameras: list[CameraConfig], trust: TrustList | None) -> dict[str, LoadedBundle]:
+def shared_bundles(cameras: list[CameraConfig], trust: TrustList | None,
+                   batching: BatchingConfig | None = None) -> dict[str, LoadedBundle]:
     """Each camera's loaded bundle: cameras whose engine settings (``ENGINE_FIELDS``) are the same share one
-    Detector, so they take turns on one engine instead of each loading its own."""
+    Detector, whose engine ``batching`` may batch (instead of the cameras taking turns on it)."""
     shared: dict[tuple, LoadedBundle] = {}
     by_camera = {}
-    for camera in cameras:
-        key = (camera.bundle.resolve(), *(getattr(camera, name) for name in ENGINE_FIELDS[1:]))
+    keys = [(camera.bundle.resolve(), *(getattr(camera, name) for name in ENGINE_FIELDS[1:])) for camera in cameras]
+    for camera, key in zip(cameras, keys, strict=True):
         if key not in shared:
-            shared[key] = load_bundle(camera.bundle, camera, trust)
+            shared[key] = load_bundle(camera.bundle, camera, trust, keys.count(key), batching)
         by_camera[camera.name] = shared[key]
     return by_camera
 

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 # Settings that belong to the process, not to a camera: SIGHUP reports them, a restart applies them.
 RESTART_ONLY = ("station", "prefix", "mqtt", "outbox", "evidence", "http", "state_dir", "trust", "commands",
-                "bundles_dir", "opcua")
+                "bundles_dir", "opcua", "batching")
 SCRATCH = "tmp"  # under state_dir: the station's own temporary folder
 STALL_S = 60.0  # the MQTT sender showing no sign of life this long is reported stalled
 
@@ -68,7 +68,7 @@ class Station:
         self.trust = TrustList.load(config.trust) if config.trust else None
         self.publisher = Publisher(config.station, self.topics, self.outbox, self.stats)
         self.cameras = Cameras(config.cameras, self.trust, InspectionOutputs(
-            self.publisher, self.stats, self.evidence, config.evidence.save))
+            self.publisher, self.stats, self.evidence, config.evidence.save), config.batching)
         self.dispatcher = Dispatcher(lambda: self.config, self.cameras, self.publisher)
         self.page = StationPage(self, self.publisher) if config.http.enabled else None  # binds its port here
         if self.page is not None:
