@@ -11,7 +11,7 @@ to (``edge-anomaly update``). What the rest of the code asks of a template is de
 these classes, so no module outside ``templates/`` branches on a template's name:
 
 * the graph (``graph.py``): ``grid``, ``forward``;
-* fitting and calibration (``training.py``): ``fit_training``;
+* fitting and calibration (``training.py``): ``fit_training`` (``fit_images`` alone: autoconfig);
 * loading (``model.py``): ``TemplateParams.migrate``, ``load_fitted``;
 * export (``exporters/``): ``int8_parts``, ``limit_tensor_elements``; a matrix product whose
   result reaches an arg-min or arg-max (an index the scorer picks) always stays in float;
@@ -145,7 +145,8 @@ class Scorer(nn.Module, ABC):
     # measurement on MVTec bottle (bench/export.py). The scorer takes INT8 only at its matrix products' inputs,
     # distances accumulate in float: for PatchCore that product is most of the run time.
     int8_parts: ClassVar[tuple[str, ...]] = ("backbone", "scorer")
-    # True only for ImageTrainedScorer (autoconfig's search reads it); the kind is the base class.
+    # True only for ImageTrainedScorer; the kind is the base class. Kept while autoconfig's search reads it (it
+    # can call ``fit_images``, which both kinds have, instead).
     fits_on_images: ClassVar[bool] = False
     params: TemplateParams
     feature_shapes: list[tuple[int, int, int]]  # (channels, height, width) of each backbone stage used
@@ -170,6 +171,10 @@ class Scorer(nn.Module, ABC):
     def forward(self, features: list[torch.Tensor], pixels: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``pixels`` (float NCHW RGB in 0..1) is the graph's input, for scorers that look at it."""
+
+    @abstractmethod
+    def fit_images(self, images: np.ndarray, extractor: nn.Module, progress) -> None:
+        """Fit on uint8 NHWC normal images, without calibrating (a quick trial such as autoconfig's)."""
 
     @abstractmethod
     def fit_training(self, extractor: nn.Module, images: np.ndarray, folds: np.ndarray, calibrated: np.ndarray,
@@ -224,6 +229,9 @@ class EmbeddingScorer(Scorer):
                 advance(len(embeddings[-1]))
         return torch.cat(embeddings)
 
+    def fit_images(self, images: np.ndarray, extractor: nn.Module, progress) -> None:
+        self.fit(self.embed_images(extractor, images, self.params.batch_size))
+
     def fit_training(self, extractor: nn.Module, images: np.ndarray, folds: np.ndarray, calibrated: np.ndarray,
                      progress) -> tuple[np.ndarray, float]:
         """Embed every image once, fit on all of them, calibrate on the k-fold scores."""
@@ -275,10 +283,6 @@ class ImageTrainedScorer(Scorer):
     the last ``holdout_fraction`` of the folds, held out of training."""
 
     fits_on_images: ClassVar[bool] = True
-
-    @abstractmethod
-    def fit_images(self, images: np.ndarray, extractor: nn.Module, progress) -> None:
-        """Fit on uint8 NHWC normal images."""
 
     def fit_training(self, extractor: nn.Module, images: np.ndarray, folds: np.ndarray, calibrated: np.ndarray,
                      progress) -> tuple[np.ndarray, float]:
