@@ -60,22 +60,6 @@ def run_graph(graph: AnomalyGraph, inputs: np.ndarray, batch_size: int) -> tuple
     return np.concatenate(heatmaps), np.concatenate(scores)
 
 
-# Hyperparameters of earlier versions that no longer exist (the threshold now holds a false-alarm rate).
-RETIRED_PARAMS = ("threshold_quantile", "threshold_margin")
-
-
-# Hyperparameters added later, per template, with the value that models saved before them were built with.
-ADDED_PARAMS = {"student_teacher": {"student_depth": 2, "global_smoothing": 1, "shifted_copies": 0,
-                                    "global_weight": 1.0}}
-
-
-def _current_params(template: str, params: dict) -> dict:
-    """Saved hyperparameters with retired ones dropped and added ones at their old value, so older model
-    folders still load as they were trained."""
-    kept = {key: value for key, value in params.items() if key not in RETIRED_PARAMS}
-    return {**ADDED_PARAMS.get(template, {}), **kept}
-
-
 @dataclass(frozen=True)
 class CalibrationData:
     """What the threshold and the global checks were calibrated on, kept so an update can recalibrate.
@@ -219,7 +203,7 @@ class TrainedModel:
             if actual != expected:
                 raise ValueError(f"{folder / name}: SHA-256 mismatch (expected {expected[:12]}…, got {actual[:12]}…)")
         template = get_template(metadata["template"])
-        params = template.params.model_validate(_current_params(metadata["template"], metadata["params"]))
+        params = template.params.model_validate(template.params.migrate(metadata["params"]))
         graph = build_graph(metadata["template"], params)
         state = load_file(folder / WEIGHTS_FILE)
         graph.scorer.load_fitted({k.removeprefix("scorer."): v for k, v in state.items() if k.startswith("scorer.")})

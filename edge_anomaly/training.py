@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from edge_anomaly.backbones import build_extractor
-from edge_anomaly.calibration import f1_scale, false_alarm_threshold, quantile_scale
+from edge_anomaly.calibration import Calibration, f1_scale, false_alarm_threshold, quantile_scale
 from edge_anomaly.data.augment import compressed_copies
 from edge_anomaly.data.capture import varied_copy
 from edge_anomaly.data.training_set import TrainingSet, input_size_for
@@ -125,16 +125,9 @@ class TrainingImages:
                    np.concatenate([folds, np.tile(folds[:len(originals)], copies)]), calibrated)
 
 
-@torch.no_grad()
 def embed_images(graph: AnomalyGraph, images: np.ndarray, batch_size: int, advance=None) -> torch.Tensor:
-    """The scorer's per-position embeddings of uint8 NHWC images."""
-    embeddings = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start:start + batch_size])
-        embeddings.append(graph.scorer.embed(graph.extractor(batch.permute(0, 3, 1, 2).float() / 255.0)))
-        if advance is not None:
-            advance(len(batch))
-    return torch.cat(embeddings)
+    """The scorer's per-position embeddings of uint8 NHWC images (an embedding scorer's)."""
+    return graph.scorer.embed_images(graph.extractor, images, batch_size, advance)
 
 
 def fit_model(data: str | Path, template_name: str, params: TemplateParams, defects: str | Path | None = None,
@@ -149,49 +142,43 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
     started = time.perf_counter()
     with make_progress() as progress:
         sets = TrainingImages.read(training, size, params, progress)
-        originals, images, folds, calibrated = sets.originals, sets.images, sets.folds, sets.calibrated
-
         extractor = build_extractor(params.backbone, params.layers, size, params.backbone_weights)
         scorer = template.scorer(params, extractor.feature_shapes(size))
         graph = AnomalyGraph(extractor, scorer, size, params.heatmap_sigma).eval()
-        if scorer.fits_on_images:  # trained by gradient descent: k refits would cost k trainings
-            n_folds = int(folds.max()) + 1  # fewer than calibration_folds when there are fewer images
-            held = folds >= n_folds - max(1, round(n_folds * params.holdout_fraction))
-            scorer.fit_images(images[~held], extractor, progress)
-            fit_seconds = time.perf_counter() - started
-            progress.add_task("calibrating (held-out images)", total=None)
-            normal_scores = run_graph(graph, images[held & calibrated], params.batch_size)[1].astype(np.float64)
-        else:
-            task = progress.add_task("extracting features", total=len(images))
-            embeddings = embed_images(graph, images, params.batch_size, lambda n: progress.advance(task, n))
-            task = progress.add_task(f"fitting {template_name}", total=None)
-            scorer.progress = lambda done, total: progress.update(task, completed=done, total=total)
-            scorer.copies_per_image = len(images) / len(originals)
-            scorer.fit(embeddings)
-            scorer.progress = None
-            fit_seconds = time.perf_counter() - started
-            progress.add_task(f"calibrating ({params.calibration_folds}-fold)", total=None)
-            normal_scores = scorer.fold_scores(embeddings, folds, params.batch_size)[calibrated]
-            del embeddings
-        if defects is not None:
-            defect_set = TrainingSet.scan(defects)
-            defect_images, _ = defect_set.load(size, params.roi, params.center_crop)
-            local, calibration = f1_scale(normal_scores, run_graph(graph, defect_images, params.batch_size)[1])
-        else:
-            local, calibration = false_alarm_threshold(normal_scores, params.false_alarm_rate)
+        scorer.copies_per_image = len(sets.images) / len(sets.originals)
+        # the template's own way: k-fold for one fitted on embeddings, a held-out share for one trained on images
+        normal_scores, fitted = scorer.fit_training(extractor, sets.images, sets.folds, sets.calibrated, progress)
+        local, calibration = _threshold(graph, normal_scores, params, defects)
     if calibration.method != "f1" and calibration.note:
         log.warning("%s", calibration.note)
 
     # The varied copies calibrate the global checks too: what the model was taught to tolerate is normal.
-    calibration_data = CalibrationData(normal_scores, _image_stats(originals), sets.capture,
+    calibration_data = CalibrationData(normal_scores, _image_stats(sets.originals), sets.capture,
                                        _image_stats(sets.varied), sets.varied_capture)
     scoring = global_checks_scoring(local, *calibration_data.checked_stats(), params.global_check_margin) \
         if params.global_checks else Scoring(local=local)
-    info = {
+    info = {**_fit_info(training, sets, calibration, normal_scores), "fit_seconds": round(fitted - started, 2),
+            **({"training": scorer.training_info} if scorer.training_info else {}),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return TrainedModel(template_name, params, graph, scoring, info, calibration_data)
+
+
+def _threshold(graph: AnomalyGraph, normal_scores: np.ndarray, params: TemplateParams,
+               defects: str | Path | None) -> tuple[ScoreScale, Calibration]:
+    """The threshold for the false-alarm rate, or F1-optimal on the ``defects`` folder's images."""
+    if defects is None:
+        return false_alarm_threshold(normal_scores, params.false_alarm_rate)
+    defect_images, _ = TrainingSet.scan(defects).load(tuple(params.input_size), params.roi, params.center_crop)
+    return f1_scale(normal_scores, run_graph(graph, defect_images, params.batch_size)[1])
+
+
+def _fit_info(training: TrainingSet, sets: TrainingImages, calibration: Calibration, normal_scores: np.ndarray) -> dict:
+    """What model.json records about the training set and the calibration."""
+    return {
         "training_set": {
             "folder": str(training.folder),
-            "n_images": len(originals),
-            "n_augmented": len(images) - len(originals),
+            "n_images": len(sets.originals),
+            "n_augmented": len(sets.images) - len(sets.originals),
             "n_sources": len(training.sources),
             "video": {"every_nth": training.every_nth, "max_frames": training.max_frames} if training.has_video
             else None,
@@ -200,13 +187,13 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
         "capture": training.capture_profile(sets.capture).model_dump(mode="json"),
         "threshold_mode": calibration.method,
         "calibration": calibration.to_dict(),
-        "normal_scores": {"min": float(normal_scores.min()), "median": float(np.median(normal_scores)),
-                          "max": float(normal_scores.max())},
-        "fit_seconds": round(fit_seconds, 2),
-        **({"training": graph.scorer.training_info} if graph.scorer.training_info else {}),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "normal_scores": score_summary(normal_scores),
     }
-    return TrainedModel(template_name, params, graph, scoring, info, calibration_data)
+
+
+def score_summary(scores: np.ndarray) -> dict:
+    """(min, median, max) of raw scores, as model.json records them."""
+    return {"min": float(scores.min()), "median": float(np.median(scores)), "max": float(scores.max())}
 
 
 def _image_stats(images: np.ndarray) -> np.ndarray:

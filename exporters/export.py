@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_anomaly.model import TrainedModel
+from edge_anomaly.templates import get_template
 from exporters.bundle import build_manifest, write_bundle
 from exporters.data import ExportData, export_data
 from exporters.graph_parts import PARTS
@@ -37,17 +38,6 @@ from runtime.backends import BY_FORMAT, NATIVE_BACKEND, ONNX_FORMAT, EngineFiles
 from runtime.cpu import local_cpu
 from runtime.manifest import ENGINE_FORMATS, PRECISIONS, DynamicBatch, Manifest, StaticBatch
 
-# Parts quantised by default, chosen by measurement on MVTec bottle (README.md, Export).
-# The scorer takes INT8 only at its matrix products' inputs (distances accumulate in float):
-# for PatchCore that is most of the run time; for PaDiM the input quantiser's calibrated range
-# also clips the rare wild features of an INT8 backbone, which the precision matrices would
-# otherwise blow up (backbone-only INT8 PaDiM: image AUROC 0.998 -> 0.44 with ONNX Runtime).
-DEFAULT_INT8_PARTS = ["backbone", "scorer"]
-# PaDiM's precision matrices amplify any reduced-precision noise of the backbone. Measured with
-# OpenVINO on a VNNI CPU (bottle): the whole backbone in INT8 gave a rank correlation of 0.73
-# and an image AUROC 0.095 lower, INT8 in its first three blocks alone 0.81 / -0.047, BF16 0.87
-# / -0.017; the scorer's product alone in INT8: 0.999 / 0.000 (README.md, Export).
-TEMPLATE_INT8_PARTS = {"padim": ["scorer"]}
 # FP16 keeps the scorer in FP32: PatchCore's |x|^2 - 2 x.m + |m|^2 cancels badly in half precision.
 DEFAULT_FP16_PARTS = ["backbone"]
 PARITY_BATCH = 8
@@ -66,13 +56,15 @@ def inference_precision(fmt: str, precision: str) -> str | None:
 
 
 def default_parts(precision: str, template: str = "patchcore") -> list[str]:
+    """The parts reduced to ``precision`` unless told otherwise; for INT8 the template's own choice
+    (``Scorer.int8_parts``, measured per template)."""
     if precision == "fp32":
         return []
     if precision == "fp16":
         return list(DEFAULT_FP16_PARTS)
     if precision == "bf16":  # OpenVINO's inference precision: the whole graph, matrix products accumulate in FP32
         return list(PARTS)
-    return list(TEMPLATE_INT8_PARTS.get(template, DEFAULT_INT8_PARTS))
+    return list(get_template(template).scorer.int8_parts)
 
 
 class ModelExporter:
@@ -120,8 +112,8 @@ class ModelExporter:
 
         ``batch`` fixes the batch size (static shapes); ``None`` keeps it dynamic up to
         ``max_batch``. ``quantize`` lists the parts (backbone, scorer) in reduced precision;
-        by default the choice above. ``isa`` is the target CPU's instruction-set level
-        (runtime.cpu.ISAS), which picks the INT8 recipe; default: this machine's. Raises
+        by default the template's choice (:func:`default_parts`). ``isa`` is the target CPU's instruction-set
+        level (runtime.cpu.ISAS), which picks the INT8 recipe; default: this machine's. Raises
         :class:`ParityError` when the engine breaks ``tolerances`` (default: per precision).
         """
         if fmt not in ENGINE_FORMATS:
@@ -134,6 +126,28 @@ class ModelExporter:
             raise ValueError("bf16 is OpenVINO's inference precision on CPUs with AVX-512 BF16 or AMX: "
                              "use --format openvino")
         recipe = int8_recipe(target_isa(isa)) if precision == "int8" and fmt != "tensorrt" else None
+        parts = self._parts(fmt, precision, quantize)
+        out = Path(out)
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        files, parity, engine_scale, alignment = self._build_and_check(
+            out, fmt, precision, parts, batch, max_batch, recipe, tolerances or DEFAULT_TOLERANCES[precision])
+        scoring = self.model.scoring.to_dict()
+        if alignment is not None:
+            scoring["local"] = engine_scale.to_dict()
+        engine = {**self._engine_section(fmt, precision, parts, files, batch, max_batch), "score_alignment": alignment,
+                  "int8_recipe": recipe.to_dict() if recipe is not None else None}
+        manifest = build_manifest(self.model, engine, name or out.name, scoring=scoring,
+                                  parity={**parity, "cpu": local_cpu().to_dict()}, device_profile=device)
+        write_bundle(out, manifest)
+        with self.steps.step("the bundle's self-test images"):
+            manifest = self._add_self_test(out, manifest)
+        return write_bundle(out, manifest)
+
+    def _parts(self, fmt: str, precision: str, quantize: list[str] | None) -> list[str]:
+        """The parts in reduced precision: ``quantize`` checked against the format and precision, else the
+        template's default."""
         parts = default_parts(precision, self.model.template) if quantize is None else list(quantize)
         if precision == "bf16" and parts != list(PARTS):
             raise ValueError("OpenVINO's bf16 inference precision applies to the whole graph: "
@@ -148,11 +162,12 @@ class ModelExporter:
                 (precision == "fp16" and "backbone" not in parts):
             raise ValueError(f"quantize {parts}: give backbone and/or scorer for int8, backbone (optionally with "
                              "scorer) for fp16, none for fp32")
-        tolerances = tolerances or DEFAULT_TOLERANCES[precision]
-        out = Path(out)
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
+        return parts
+
+    def _build_and_check(self, out: Path, fmt: str, precision: str, parts: list[str], batch: int | None,
+                         max_batch: int, recipe: Int8Recipe | None, tolerances: Tolerances):
+        """(engine files, parity figures, the engine's score scale, its alignment or None): the engine written
+        into ``out`` and checked against PyTorch on the parity images; on any failure ``out`` is removed."""
         step = self.steps.step
         try:
             with step("reading calibration and parity images"):
@@ -177,7 +192,7 @@ class ModelExporter:
             if precision != "fp32":
                 engine_scale, alignment = aligned_scale(scale, reference[1], outputs[1])
             figures = parity_figures(self.data.parity, reference, scale, outputs, engine_scale)
-            parity = check_parity(figures, tolerances)
+            return files, check_parity(figures, tolerances), engine_scale, alignment
         except Exception as exc:  # a failed check or build leaves nothing that could be deployed
             shutil.rmtree(out)
             here = local_cpu().isa
@@ -185,17 +200,6 @@ class ModelExporter:
                 raise ParityError(f"{exc}; checked on this {here} CPU with the INT8 recipe for {recipe.isa}: "
                                   f"export on a CPU of the target's kind, or pass --target-isa {here}") from None
             raise
-        scoring = self.model.scoring.to_dict()
-        if alignment is not None:
-            scoring["local"] = engine_scale.to_dict()
-        engine = {**self._engine_section(fmt, precision, parts, files, batch, max_batch), "score_alignment": alignment,
-                  "int8_recipe": recipe.to_dict() if recipe is not None else None}
-        manifest = build_manifest(self.model, engine, name or out.name, scoring=scoring,
-                                  parity={**parity, "cpu": local_cpu().to_dict()}, device_profile=device)
-        write_bundle(out, manifest)
-        with step("the bundle's self-test images"):
-            manifest = self._add_self_test(out, manifest)
-        return write_bundle(out, manifest)
 
     def _add_self_test(self, out: Path, manifest: Manifest) -> Manifest:
         """``manifest`` with a few normal images and the scores the written bundle's own engine gives them."""

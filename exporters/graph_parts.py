@@ -1,10 +1,12 @@
 """Which nodes of an exported graph are the backbone and which the scorer.
 
 Reduced precision is applied per part: the backbone's convolutions take INT8 and FP16 well,
-while PatchCore's distance (|x|^2 - 2 x.m + |m|^2, a small difference of large numbers) and
-PaDiM's Mahalanobis form may not. The torch exporter records each node's module path in its
-metadata (``pkg.torch.onnx.name_scopes``); nodes under ``extractor`` are the backbone and the
-rest (input scaling, scorer, upsampling, smoothing) count as the scorer.
+while a scorer's distances (PatchCore's |x|^2 - 2 x.m + |m|^2, a small difference of large
+numbers; PaDiM's Mahalanobis form) may not. Which parts a template quantises by default is its
+own (``Scorer.int8_parts``); this module only tells the parts apart. The torch exporter
+records each node's module path in its metadata (``pkg.torch.onnx.name_scopes``); nodes under
+``extractor`` are the backbone and the rest (input scaling, scorer, upsampling, smoothing)
+count as the scorer.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import ast
 import onnx
 
 PARTS = ("backbone", "scorer")
+INDEX_OPS = ("ArgMin", "ArgMax")  # ops whose output is a choice, which INT8 noise flips
 _SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 
 
@@ -52,19 +55,20 @@ def output_names(model: onnx.ModelProto, parts: list[str]) -> list[str]:
 
 
 def search_products(model: onnx.ModelProto) -> list[str]:
-    """The scorer's matrix products worth INT8 inputs: PatchCore's search over the bank and
-    PaDiM's Mahalanobis product. Not the heatmap's upsampling matrices (cheap, and their
-    output is the heatmap) nor the product whose arg-min picks the worst patch's neighbour
-    (an INT8 error there changes the reweighting's neighbourhood outright)."""
+    """The scorer's matrix products worth INT8 inputs (PatchCore's search over the bank, PaDiM's Mahalanobis
+    product), by a rule that holds for any template: every scorer product except one whose result reaches an
+    arg-min or arg-max, directly or through elementwise arithmetic, since an INT8 error there changes the index
+    the scorer picks outright (PatchCore: the worst patch's neighbour). Not the heatmap's upsampling matrices
+    either (the graph's own ops: cheap, and their output is the heatmap)."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
 
-    def reaches_argmin(node: onnx.NodeProto) -> bool:  # directly or through elementwise arithmetic
+    def picks_an_index(node: onnx.NodeProto) -> bool:
         following = [c for name in node.output for c in consumers.get(name, [])]
-        return any(c.op_type == "ArgMin" or (c.op_type in ("Add", "Sub", "Mul") and reaches_argmin(c))
+        return any(c.op_type in INDEX_OPS or (c.op_type in ("Add", "Sub", "Mul") and picks_an_index(c))
                    for c in following)
 
     return [node.name for node in model.graph.node
-            if node.op_type in ("Gemm", "MatMul") and _module(node) == "scorer" and not reaches_argmin(node)]
+            if node.op_type in ("Gemm", "MatMul") and _module(node) == "scorer" and not picks_an_index(node)]

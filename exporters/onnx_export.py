@@ -16,14 +16,9 @@ TENSOR_ELEMENT_LIMIT = 2**31 - 1  # TensorRT refuses any tensor with more elemen
 
 
 def limit_search_chunks(graph: AnomalyGraph, max_batch: int) -> None:
-    """Shrink PatchCore's bank chunks so no distance block can pass TensorRT's element limit
-    at the largest batch the engine will see."""
-    scorer = graph.scorer
-    if not hasattr(scorer, "chunk_size"):
-        return
-    patches = scorer.grid[0] * scorer.grid[1]
-    if max_batch * patches * scorer.chunk_size > TENSOR_ELEMENT_LIMIT:
-        scorer.chunk_size = max(1, TENSOR_ELEMENT_LIMIT // (max_batch * patches))
+    """Let the scorer keep every tensor within TensorRT's element limit at the largest batch the engine will
+    see (PatchCore shrinks its bank chunks)."""
+    graph.scorer.limit_tensor_elements(max_batch, TENSOR_ELEMENT_LIMIT)
 
 
 def export_onnx(graph: AnomalyGraph, path: str | Path, *, batch: int | None = None, max_batch: int = 32) -> Path:

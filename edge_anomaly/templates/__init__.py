@@ -1,36 +1,28 @@
-"""The template registry: name -> hyperparameters and scorer.
+"""The template registry: name -> hyperparameters and scorer, one package per template.
 
-Importing this package imports torch; the CLI only does so for commands that train.
+A template's package (``templates/<name>/``) holds its hyperparameters, its scorer and a README
+pointing to its page under docs/templates/; what the rest of the code asks of it is declared on
+the base classes in ``base.py``. Registering one is one line below. Importing this package
+imports torch; the CLI only does so for commands that train.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from edge_anomaly.templates.base import Scorer, TemplateParams
+from edge_anomaly.templates import padim, patchcore, student_teacher
+from edge_anomaly.templates.base import (
+    EmbeddingScorer,
+    ImageTrainedScorer,
+    MemoryBankScorer,
+    Scorer,
+    Template,
+    TemplateParams,
+)
 from edge_anomaly.templates.padim import PadimParams, PadimScorer
 from edge_anomaly.templates.patchcore import PatchCoreParams, PatchCoreScorer
 from edge_anomaly.templates.student_teacher import StudentTeacherParams, StudentTeacherScorer
 
-
-@dataclass(frozen=True)
-class Template:
-    name: str
-    summary: str
-    params: type[TemplateParams]
-    scorer: type[Scorer]
-
-
-TEMPLATES: dict[str, Template] = {
-    "patchcore": Template("patchcore", "coreset memory bank of patch features, nearest-neighbour distance",
-                          PatchCoreParams, PatchCoreScorer),
-    "padim": Template("padim", "Gaussian per feature-map position, Mahalanobis distance; only for aligned parts "
-                      "(fixtured, same place every time): parts that move or vary in place break it",
-                      PadimParams, PadimScorer),
-    "student_teacher": Template("student_teacher", "student and autoencoder trained to predict the backbone; "
-                                "catches misplaced, swapped and missing parts, no memory bank",
-                                StudentTeacherParams, StudentTeacherScorer),
-}
+TEMPLATES: dict[str, Template] = {package.TEMPLATE.name: package.TEMPLATE
+                                  for package in (patchcore, padim, student_teacher)}
 
 
 def get_template(name: str) -> Template:
@@ -38,3 +30,13 @@ def get_template(name: str) -> Template:
         return TEMPLATES[name]
     except KeyError:
         raise ValueError(f"unknown template {name!r}; choose from {', '.join(TEMPLATES)}") from None
+
+
+def updatable_templates() -> list[str]:
+    """Templates whose models ``edge-anomaly update`` can add reviewed normal images to."""
+    return [name for name, template in TEMPLATES.items() if issubclass(template.scorer, MemoryBankScorer)]
+
+
+__all__ = ["TEMPLATES", "EmbeddingScorer", "ImageTrainedScorer", "MemoryBankScorer", "PadimParams", "PadimScorer",
+           "PatchCoreParams", "PatchCoreScorer", "Scorer", "StudentTeacherParams", "StudentTeacherScorer", "Template",
+           "TemplateParams", "get_template", "updatable_templates"]

@@ -1,14 +1,30 @@
-"""What every template shares: common hyperparameters and the scorer contract.
+"""What every template shares: common hyperparameters, the scorer contract and the registry's record.
 
-A template is a hyperparameter model (pydantic, validated in one place) and a scorer: an
-``nn.Module`` that turns backbone features into a patch score map and an image score. The
-scorer is part of the exported graph, so it must stay traceable (no data-dependent Python).
+A template is a package ``edge_anomaly/templates/<name>/``: a hyperparameter model (pydantic,
+validated in one place) and a scorer, an ``nn.Module`` that turns backbone features into a
+patch score map and an image score. The scorer is part of the exported graph, so it must stay
+traceable (no data-dependent Python). A scorer is one of two kinds, each a base class here:
+:class:`EmbeddingScorer` (fitted on backbone embeddings, calibrated by k-fold) or
+:class:`ImageTrainedScorer` (trained on the images, calibrated on a held-out share);
+:class:`MemoryBankScorer` is the embedding kind whose normal model new images can be appended
+to (``edge-anomaly update``). What the rest of the code asks of a template is declared on
+these classes, so no module outside ``templates/`` branches on a template's name:
+
+* the graph (``graph.py``): ``grid``, ``forward``;
+* fitting and calibration (``training.py``): ``fit_training`` (``fit_images`` alone: autoconfig);
+* loading (``model.py``): ``TemplateParams.migrate``, ``load_fitted``;
+* export (``exporters/``): ``int8_parts``, ``limit_tensor_elements``; a matrix product whose
+  result reaches an arg-min or arg-max (an index the scorer picks) always stays in float;
+* update (``update.py``): being a :class:`MemoryBankScorer`.
 """
 
 from __future__ import annotations
 
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -24,6 +40,10 @@ class TemplateParams(StrictModel):
     """Hyperparameters common to all templates."""
 
     model_config = ConfigDict(frozen=False, validate_assignment=True)
+    # Hyperparameters of earlier versions that no longer exist (the threshold now holds a false-alarm rate).
+    retired_params: ClassVar[tuple[str, ...]] = ("threshold_quantile", "threshold_margin")
+    # Hyperparameters a template added later, with the value that models saved before them were built with.
+    added_params: ClassVar[dict[str, Any]] = {}
 
     input_size: tuple[int, int] | None = Field(
         None, description="model input (height, width), multiples of 32; default: chosen from the training images, "
@@ -70,6 +90,13 @@ class TemplateParams(StrictModel):
     batch_size: int = Field(8, ge=1, description="images per forward pass while fitting and evaluating")
     seed: int = Field(0, description="seed for the hold-out split, projections and sampling")
 
+    @classmethod
+    def migrate(cls, saved: dict) -> dict:
+        """Saved hyperparameters with retired ones dropped and added ones at their old value, so older model
+        folders still load as they were trained."""
+        kept = {key: value for key, value in saved.items() if key not in cls.retired_params}
+        return {**cls.added_params, **kept}
+
     @field_validator("input_size")
     @classmethod
     def _multiple_of_32(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -106,33 +133,118 @@ class TemplateParams(StrictModel):
         return self
 
 
-class Scorer(nn.Module):
-    """Features in, (patch score map [N, 1, h, w], image score [N]) out.
+class Scorer(nn.Module, ABC):
+    """Features in, (patch score map [N, 1, ``grid``], image score [N]) out.
 
-    Subclasses implement ``embed`` (features to per-position vectors, [N, C, h, w]), ``fit``
-    (learn normal from the embeddings of the training images) and ``score``.
+    Subclass :class:`EmbeddingScorer` or :class:`ImageTrainedScorer`, not this class: they say
+    how a template fits and is calibrated.
     """
 
-    params_type: ClassVar[type[TemplateParams]]
-    params: TemplateParams
-    feature_shapes: list[tuple[int, int, int]]
-    # True for templates trained by gradient descent on the images themselves: training calls
-    # ``fit_images(images, extractor, progress)`` instead of embedding the images and ``fit``.
+    params_type: ClassVar[type[TemplateParams]]  # the template's hyperparameters (the registry reads them here)
+    # Graph parts (exporters.graph_parts.PARTS) an INT8 export quantises unless told otherwise, chosen by
+    # measurement on MVTec bottle (bench/export.py). The scorer takes INT8 only at its matrix products' inputs,
+    # distances accumulate in float: for PatchCore that product is most of the run time.
+    int8_parts: ClassVar[tuple[str, ...]] = ("backbone", "scorer")
+    # True only for ImageTrainedScorer; the kind is the base class. Kept while autoconfig's search reads it (it
+    # can call ``fit_images``, which both kinds have, instead).
     fits_on_images: ClassVar[bool] = False
-    progress: Callable[[int, int], None] | None = None  # (done, total) units of fitting work, for a bar
+    params: TemplateParams
+    feature_shapes: list[tuple[int, int, int]]  # (channels, height, width) of each backbone stage used
+    grid: tuple[int, int]  # (height, width) of the patch score map: the graph upsamples it to the input size
     # Embeddings each training image brought (itself, its compressed and its varied copies): what a fit sizes by
     # the images rather than by their copies (PatchCore's bank) divides by it.
     copies_per_image: float = 1.0
     training_info: dict | None = None  # what a trained template learned on the way (steps, losses): kept in model.json
 
+    def __init__(self, params: TemplateParams, feature_shapes: list[tuple[int, int, int]]) -> None:
+        super().__init__()
+        self.params = params
+        self.feature_shapes = feature_shapes
+        self.grid = tuple(feature_shapes[0][1:])
+
+    @property
+    def channels(self) -> int:
+        """Channels of all used stages together."""
+        return sum(shape[0] for shape in self.feature_shapes)
+
+    @abstractmethod
+    def forward(self, features: list[torch.Tensor], pixels: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pixels`` (float NCHW RGB in 0..1) is the graph's input, for scorers that look at it."""
+
+    @abstractmethod
+    def fit_images(self, images: np.ndarray, extractor: nn.Module, progress) -> None:
+        """Fit on uint8 NHWC normal images, without calibrating (a quick trial such as autoconfig's)."""
+
+    @abstractmethod
+    def fit_training(self, extractor: nn.Module, images: np.ndarray, folds: np.ndarray, calibrated: np.ndarray,
+                     progress) -> tuple[np.ndarray, float]:
+        """Fit on uint8 NHWC normal ``images`` (``folds``: each one's calibration fold) and return (the raw
+        score of every ``calibrated`` image from a scorer that did not learn it, ``time.perf_counter()`` when
+        the fit ended and calibration began)."""
+
+    def load_fitted(self, state: dict[str, torch.Tensor]) -> None:
+        """Install fitted buffers from a saved state, whatever their sizes (a memory bank's
+        length is only known after fitting)."""
+        expected = set(self.state_dict())
+        if set(state) != expected:
+            raise ValueError(f"scorer state has {sorted(state)}, expected {sorted(expected)}")
+        for name, tensor in state.items():
+            setattr(self, name, tensor)
+
+    def limit_tensor_elements(self, max_batch: int, limit: int) -> None:
+        """Keep every tensor the traced graph materialises at ``max_batch`` within ``limit`` elements (TensorRT's
+        bound); nothing to do for scorers whose tensors do not grow with what they learnt."""
+
+
+class EmbeddingScorer(Scorer):
+    """Fitted on the backbone embeddings of the training images; calibrated by k-fold (:meth:`fold_scores`)."""
+
+    progress: Callable[[int, int], None] | None = None  # (done, total) units of fitting work, for a bar
+
+    @abstractmethod
     def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
+        """Backbone features to per-position vectors [N, C, ``grid``]."""
 
+    @abstractmethod
     def fit(self, embeddings: torch.Tensor) -> None:
-        raise NotImplementedError
+        """Learn normal from the embeddings of the training images."""
 
+    @abstractmethod
     def score(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """(patch score map, image score) of embeddings."""
+
+    def forward(self, features: list[torch.Tensor], pixels: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.score(self.embed(features))
+
+    @torch.no_grad()
+    def embed_images(self, extractor: nn.Module, images: np.ndarray, batch_size: int,
+                     advance: Callable[[int], None] | None = None) -> torch.Tensor:
+        """The per-position embeddings of uint8 NHWC images."""
+        embeddings = []
+        for start in range(0, len(images), batch_size):
+            embeddings.append(self.embed(extractor(pixel_batch(images[start:start + batch_size]))))
+            if advance is not None:
+                advance(len(embeddings[-1]))
+        return torch.cat(embeddings)
+
+    def fit_images(self, images: np.ndarray, extractor: nn.Module, progress) -> None:
+        self.fit(self.embed_images(extractor, images, self.params.batch_size))
+
+    def fit_training(self, extractor: nn.Module, images: np.ndarray, folds: np.ndarray, calibrated: np.ndarray,
+                     progress) -> tuple[np.ndarray, float]:
+        """Embed every image once, fit on all of them, calibrate on the k-fold scores."""
+        task = progress.add_task("extracting features", total=len(images))
+        embeddings = self.embed_images(extractor, images, self.params.batch_size,
+                                       lambda n: progress.advance(task, n))
+        task = progress.add_task(f"fitting {type(self).__name__.removesuffix('Scorer')}", total=None)
+        self.progress = lambda done, total: progress.update(task, completed=done, total=total)
+        self.fit(embeddings)
+        self.progress = None
+        fitted = time.perf_counter()
+        progress.add_task(f"calibrating ({self.params.calibration_folds}-fold)", total=None)
+        return self.fold_scores(embeddings, folds, self.params.batch_size)[calibrated], fitted
 
     @torch.no_grad()
     def fold_scores(self, embeddings: torch.Tensor, folds: np.ndarray, batch_size: int = 8) -> np.ndarray:
@@ -150,26 +262,70 @@ class Scorer(nn.Module):
             scores[held] = batched_image_scores(scorer, embeddings[held], batch_size)
         return scores
 
-    def fit_images(self, images: np.ndarray, extractor: nn.Module, progress) -> None:
-        """Fit on uint8 NHWC normal images (only templates with ``fits_on_images``)."""
-        raise NotImplementedError
 
-    def forward(self, features: list[torch.Tensor], pixels: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``pixels`` (float NCHW RGB in 0..1) is the graph's input, for scorers that look at it."""
-        return self.score(self.embed(features))
+class MemoryBankScorer(EmbeddingScorer):
+    """An embedding scorer whose normal model is a bank of examples: new normal images can be appended to it
+    without refitting (``edge-anomaly update``; anomalib's ``MemoryBankMixin`` in spirit)."""
+
+    @property
+    @abstractmethod
+    def bank_entries(self) -> int:
+        """Entries in the bank."""
+
+    @abstractmethod
+    def add_normals(self, embeddings: torch.Tensor, folds: np.ndarray, batch_size: int) -> np.ndarray:
+        """Append what the new images' ``embeddings`` add to the bank; return each one's score against the
+        updated bank without the entries of its own fold (``folds``), for recalibration."""
+
+
+class ImageTrainedScorer(Scorer):
+    """Trained by gradient descent on the images themselves (k refits would cost k trainings): calibrated on
+    the last ``holdout_fraction`` of the folds, held out of training."""
+
+    fits_on_images: ClassVar[bool] = True
+
+    def fit_training(self, extractor: nn.Module, images: np.ndarray, folds: np.ndarray, calibrated: np.ndarray,
+                     progress) -> tuple[np.ndarray, float]:
+        n_folds = int(folds.max()) + 1  # fewer than calibration_folds when there are fewer images
+        held = folds >= n_folds - max(1, round(n_folds * self.params.holdout_fraction))
+        self.fit_images(images[~held], extractor, progress)
+        fitted = time.perf_counter()
+        progress.add_task("calibrating (held-out images)", total=None)
+        return self.image_scores(extractor, images[held & calibrated]), fitted
 
     def load_fitted(self, state: dict[str, torch.Tensor]) -> None:
-        """Install fitted buffers from a saved state, whatever their sizes (a memory bank's
-        length is only known after fitting)."""
-        expected = set(self.state_dict())
-        if set(state) != expected:
-            raise ValueError(f"scorer state has {sorted(state)}, expected {sorted(expected)}")
-        for name, tensor in state.items():
-            setattr(self, name, tensor)
+        """Trained networks have fixed shapes, so the ordinary strict load applies."""
+        self.load_state_dict(state)
+
+    @torch.no_grad()
+    def image_scores(self, extractor: nn.Module, images: np.ndarray) -> np.ndarray:
+        """Raw image scores (float64) of uint8 NHWC images, as the graph computes them."""
+        scores = []
+        for start in range(0, len(images), self.params.batch_size):
+            pixels = pixel_batch(images[start:start + self.params.batch_size])
+            scores.append(self(extractor(pixels), pixels)[1].numpy())
+        return np.concatenate(scores).astype(np.float64) if scores else np.zeros(0, np.float64)
 
 
-def batched_image_scores(scorer: Scorer, embeddings: torch.Tensor, batch_size: int) -> np.ndarray:
+@dataclass(frozen=True)
+class Template:
+    """A template as the registry lists it: its name, a line saying when to choose it, and its scorer."""
+
+    name: str
+    summary: str
+    scorer: type[Scorer]
+
+    @property
+    def params(self) -> type[TemplateParams]:
+        return self.scorer.params_type
+
+
+def pixel_batch(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC images as the graph's float NCHW pixels in 0..1."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+
+def batched_image_scores(scorer: EmbeddingScorer, embeddings: torch.Tensor, batch_size: int) -> np.ndarray:
     return np.concatenate([scorer.score(embeddings[start:start + batch_size])[1].double().numpy()
                            for start in range(0, len(embeddings), batch_size)])
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from edge_anomaly.templates import TEMPLATES, get_template  # noqa: E402
-from edge_anomaly.templates.coreset import greedy_coreset  # noqa: E402
 from edge_anomaly.templates.padim import PadimParams, PadimScorer  # noqa: E402
 from edge_anomaly.templates.patchcore import PatchCoreParams, PatchCoreScorer  # noqa: E402
+from edge_anomaly.templates.patchcore.coreset import greedy_coreset  # noqa: E402
 
 
 def _coverage_radius(points: torch.Tensor, index: torch.Tensor) -> float:
@@ -103,7 +106,31 @@ def test_hyperparameters_are_validated_with_field_names():
         PatchCoreParams(unknown_key=1)
     with pytest.raises(ValueError, match="padim, patchcore|patchcore, padim"):
         get_template("nope")
-    assert set(TEMPLATES) == {"patchcore", "padim", "student_teacher"}
+
+
+@pytest.mark.parametrize("name", list(TEMPLATES))
+def test_every_template_declares_the_contract(name):
+    """What model.py, training, update and the exporters read from a template, declared by each one: its kind
+    (one base class), its hyperparameters, a grid that the graph upsamples, its INT8 parts, its migrations and
+    its package README pointing to its docs page. A new template passes this or says what it lacks."""
+    from edge_anomaly.model import build_graph
+    from edge_anomaly.templates import EmbeddingScorer, ImageTrainedScorer, TemplateParams
+    from edge_anomaly.templates.base import Scorer
+    from exporters.graph_parts import PARTS
+
+    template = get_template(name)
+    kinds = [kind for kind in (EmbeddingScorer, ImageTrainedScorer) if issubclass(template.scorer, kind)]
+    assert len(kinds) == 1 and template.scorer.fits_on_images == (kinds == [ImageTrainedScorer])
+    assert template.params is template.scorer.params_type and issubclass(template.params, TemplateParams)
+    assert template.scorer.int8_parts and set(template.scorer.int8_parts) <= set(PARTS)
+    assert not getattr(template.scorer, "__abstractmethods__", None)  # every hook the kind asks for is there
+    params = template.params.model_validate(template.params.migrate(
+        {"threshold_quantile": 0.99, "input_size": [64, 96], "heatmap_sigma": 1.0}))
+    graph = build_graph(name, params)
+    assert isinstance(graph.scorer, Scorer) and len(graph.scorer.grid) == 2
+    assert graph.rows_map.shape == (64, graph.scorer.grid[0]) and graph.cols_map.shape == (graph.scorer.grid[1], 96)
+    package = Path(sys.modules[template.scorer.__module__].__file__).parent
+    assert package.name == name and f"docs/templates/{name}.md" in (package / "README.md").read_text()
 
 
 def test_config_file_and_overrides(tmp_path):

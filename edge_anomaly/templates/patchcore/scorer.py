@@ -15,41 +15,28 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 
-from edge_anomaly.templates.base import Scorer, TemplateParams, aligned_concat, batched_image_scores
-from edge_anomaly.templates.coreset import greedy_coreset
+from edge_anomaly.templates.base import MemoryBankScorer, aligned_concat, batched_image_scores
+from edge_anomaly.templates.patchcore.coreset import greedy_coreset
+from edge_anomaly.templates.patchcore.params import PatchCoreParams
 
 # Largest distance block (elements per image) materialised at once during the search: small
 # enough to stay in cache-friendly pieces on a CPU, far below TensorRT's 2^31 limit.
 DEFAULT_CHUNK_BUDGET = 2**21
 
 
-class PatchCoreParams(TemplateParams):
-    layers: list[str] = Field(["stage3", "stage5"], description="backbone stages (PatchCore: two mid-level ones)")
-    patch_size: int = Field(3, ge=1, description="neighbourhood averaged into each patch feature (odd)")
-    coreset_ratio: float = Field(0.02, gt=0.0, le=1.0, description="fraction of training patches kept in the bank")
-    projection_dim: int = Field(128, ge=8, description="random-projection size used by the coreset selection")
-    num_neighbors: int = Field(9, ge=1, description="bank neighbours used by the image-score reweighting")
-    top_k: int = Field(1, ge=1, description="image score: mean of the k largest patch scores (1: the maximum)")
-
-
-class PatchCoreScorer(Scorer):
+class PatchCoreScorer(MemoryBankScorer):
     params_type = PatchCoreParams
 
     def __init__(self, params: PatchCoreParams, feature_shapes: list[tuple[int, int, int]]) -> None:
-        super().__init__()
         if params.patch_size % 2 == 0:
             raise ValueError(f"patch_size must be odd, got {params.patch_size}")
-        self.params = params
-        self.feature_shapes = feature_shapes
+        super().__init__(params, feature_shapes)
         self.bank_source = np.zeros(0, np.int64)  # training image of each bank entry (fit only, not saved)
-        self.grid = tuple(feature_shapes[0][1:])
         self.pool = nn.AvgPool2d(params.patch_size, stride=1, padding=params.patch_size // 2,
                                  count_include_pad=False)
-        channels = sum(shape[0] for shape in feature_shapes)
-        self.register_buffer("memory_bank", torch.zeros(0, channels))
+        self.register_buffer("memory_bank", torch.zeros(0, self.channels))
         self.register_buffer("bank_sq_norms", torch.zeros(0))
         self.register_buffer("bank_neighbors", torch.zeros(0, params.num_neighbors, dtype=torch.int64))
         self.chunk_size = self.default_chunk_size(DEFAULT_CHUNK_BUDGET)
@@ -58,6 +45,16 @@ class PatchCoreScorer(Scorer):
         """Bank entries compared per step so one image's distance block stays within budget."""
         patches = self.grid[0] * self.grid[1]
         return max(1, budget_elements // patches)
+
+    def limit_tensor_elements(self, max_batch: int, limit: int) -> None:
+        """Shrink the bank chunks so no distance block passes ``limit`` elements at ``max_batch`` images."""
+        patches = self.grid[0] * self.grid[1]
+        if max_batch * patches * self.chunk_size > limit:
+            self.chunk_size = max(1, limit // (max_batch * patches))
+
+    @property
+    def bank_entries(self) -> int:
+        return self.memory_bank.shape[0]
 
     def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
         return aligned_concat([self.pool(f) for f in features], self.grid)
@@ -121,6 +118,16 @@ class PatchCoreScorer(Scorer):
         corrected = masked * ratio
         corrected[probe] = unseen
         return corrected
+
+    def add_normals(self, embeddings: torch.Tensor, folds: np.ndarray, batch_size: int) -> np.ndarray:
+        """Append a coreset of the new images' patches at the same ratio, so the update costs one coreset of
+        the new images alone; each new image is scored without its own fold's new entries (the old entries
+        are never masked)."""
+        added, source = self.coreset(embeddings, min_size=1)
+        old_size = self.bank_entries
+        self.set_bank(torch.cat([self.memory_bank, added]))
+        entry_fold = np.concatenate([np.full(old_size, -1), folds[source]])
+        return self.masked_fold_scores(embeddings, folds, entry_fold, batch_size)
 
     @torch.no_grad()
     def masked_fold_scores(self, embeddings: torch.Tensor, folds: np.ndarray, entry_fold: np.ndarray,
