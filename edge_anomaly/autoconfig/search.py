@@ -36,7 +36,7 @@ from edge_anomaly.graph import AnomalyGraph
 from edge_anomaly.model import TrainedModel, run_graph
 from edge_anomaly.progress import SilentProgress, make_progress
 from edge_anomaly.templates import TemplateParams, get_template
-from edge_anomaly.training import embed_images, fit_model, split_holdout, with_input_size
+from edge_anomaly.training import fit_model, split_holdout, with_input_size
 from runtime.preprocess import frame_to_input
 
 log = logging.getLogger(__name__)
@@ -207,11 +207,8 @@ def _try(candidate: Candidate, params: TemplateParams, frames: list[np.ndarray],
     extractor = build_extractor(params.backbone, params.layers, size, params.backbone_weights)
     scorer = template.scorer(params, extractor.feature_shapes(size))
     graph = AnomalyGraph(extractor, scorer, size, params.heatmap_sigma).eval()
-    if scorer.fits_on_images:
-        scorer.fit_images(inputs([frames[i] for i in fit_idx]), extractor, SilentProgress())
-        graph.eval()
-    else:
-        scorer.fit(embed_images(graph, inputs([frames[i] for i in fit_idx]), params.batch_size))
+    scorer.fit_images(inputs([frames[i] for i in fit_idx]), extractor, SilentProgress())
+    graph.eval()  # a scorer trained on images leaves its networks in training mode
     normal = run_graph(graph, inputs([frames[i] for i in normal_idx]), params.batch_size)[1]
     defect = run_graph(graph, inputs(defect_frames), params.batch_size)[1]
     labels = np.r_[np.zeros(len(normal)), np.ones(len(defect))]

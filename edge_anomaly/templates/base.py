@@ -145,9 +145,6 @@ class Scorer(nn.Module, ABC):
     # measurement on MVTec bottle (bench/export.py). The scorer takes INT8 only at its matrix products' inputs,
     # distances accumulate in float: for PatchCore that product is most of the run time.
     int8_parts: ClassVar[tuple[str, ...]] = ("backbone", "scorer")
-    # True only for ImageTrainedScorer; the kind is the base class. Kept while autoconfig's search reads it (it
-    # can call ``fit_images``, which both kinds have, instead).
-    fits_on_images: ClassVar[bool] = False
     params: TemplateParams
     feature_shapes: list[tuple[int, int, int]]  # (channels, height, width) of each backbone stage used
     grid: tuple[int, int]  # (height, width) of the patch score map: the graph upsamples it to the input size
@@ -281,8 +278,6 @@ class MemoryBankScorer(EmbeddingScorer):
 class ImageTrainedScorer(Scorer):
     """Trained by gradient descent on the images themselves (k refits would cost k trainings): calibrated on
     the last ``holdout_fraction`` of the folds, held out of training."""
-
-    fits_on_images: ClassVar[bool] = True
 
     def fit_training(self, extractor: nn.Module, images: np.ndarray, folds: np.ndarray, calibrated: np.ndarray,
                      progress) -> tuple[np.ndarray, float]:
