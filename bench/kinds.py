@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import os
 import platform
 import subprocess
@@ -117,7 +116,7 @@ def _report(name: str, outputs, expected: dict[str, str], factors: list[float]) 
     print(f"\n## {name} (PatchCore defaults, {info['n_train']} training images, fit {info['fit_s']:.0f} s)\n")
     for factor in factors:
         threshold = median + factor * (scoring.local.threshold - median)
-        moved = dataclasses.replace(scoring, local=ScoreScale(threshold, scoring.local.spread))
+        moved = scoring.model_copy(update={"local": ScoreScale(threshold=threshold, spread=scoring.local.spread)})
         table, shares = _table(moved, heatmaps, scores, inputs, capture, defects, expected)
         label = "calibrated threshold" if factor == 1.0 else f"threshold moved, factor {factor:g}"
         right = sum(r for r, _ in shares.values())

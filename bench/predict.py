@@ -61,7 +61,7 @@ def steps(detector: Detector, frame: np.ndarray) -> dict:
         "decide": lambda: detector.decide(prepared, raw_heatmap, raw_score, 0.0),
         "heatmap to frame": lambda: heatmap_to_frame(raw_heatmap, prepared.frame_hw, prepared.region),
     }
-    if scoring.reference is not None:
+    if scoring.checks_global:
         calls["global stats"] = lambda: image_statistics(prepared.input)
     return calls
 

@@ -1,7 +1,8 @@
 """A trained model: the graph, its decision numbers, and the model folder on disk.
 
-The folder is plain data: ``model.json`` (template, hyperparameters, input format,
-threshold and normalisation, training-set fingerprint, versions, file hashes),
+The folder is plain data: ``model.json`` (the model card, ``edge_anomaly.model_card``: template,
+hyperparameters, input format, threshold and normalisation, training-set fingerprint, versions,
+file hashes),
 ``weights.safetensors`` and ``calibration.safetensors`` (the held-out normal scores and the
 training images' global statistics, so that a model can be updated and recalibrated without
 its original images). Loading executes no code and refuses files whose hash changed.
@@ -9,7 +10,6 @@ its original images). Loading executes no code and refuses files whose hash chan
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -24,17 +24,23 @@ from safetensors.torch import load_file, save_file
 import edge_anomaly
 from edge_anomaly.backbones import FeatureExtractor, normalization_for
 from edge_anomaly.graph import AnomalyGraph
+from edge_anomaly.model_card import (
+    METADATA_FILE,
+    MODEL_FORMAT,
+    OUTPUTS,
+    SCHEMA_VERSION,
+    ModelCard,
+    read_card,
+    write_card,
+)
 from edge_anomaly.templates import TemplateParams, get_template
 from runtime.bundle import sha256_file
 from runtime.global_stats import capture_statistics
-from runtime.manifest import CaptureSection
+from runtime.manifest import CaptureSection, InputSpec
 from runtime.preprocess import frame_to_input, inspected_region
 from runtime.result import CONCEPTS, Result
 from runtime.scoring import Scoring
 
-MODEL_FORMAT = "edge-anomaly-model"
-SCHEMA_VERSION = 1
-METADATA_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 CALIBRATION_FILE = "calibration.safetensors"
 
@@ -116,16 +122,11 @@ class TrainedModel:
     scoring: Scoring
     info: dict = field(default_factory=dict)  # training-set fingerprint, timings, versions
     calibration_data: CalibrationData | None = None  # absent in models saved before it was kept
+    capture_profile: CaptureSection | None = None  # what the training frames were (absent in models before it)
 
     @property
     def input_size(self) -> tuple[int, int]:
         return tuple(self.params.input_size)
-
-    @property
-    def capture_profile(self) -> CaptureSection | None:
-        """What the training frames were (None for models made before it was recorded)."""
-        recorded = self.info.get("capture")
-        return CaptureSection.model_validate(recorded) if recorded else None
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return run_graph(self.graph, inputs, self.params.batch_size)
@@ -145,32 +146,27 @@ class TrainedModel:
         return [self.scoring.decide(float(s), h, x, f.shape[:2], latency, region=r, capture=c)
                 for s, h, x, f, r, c in zip(scores, heatmaps, inputs, frames, regions, capture, strict=True)]
 
-    def metadata(self) -> dict:
-        return {
-            "format": MODEL_FORMAT,
-            "schema_version": SCHEMA_VERSION,
-            "template": self.template,
-            "params": self.params.model_dump(mode="json"),
-            "input": {
-                "size": list(self.input_size),
-                "layout": "NHWC",
-                "dtype": "uint8",
-                "color_order": "RGB",
-                "normalization": normalization_for(self.params.backbone),
-                "roi": None if self.params.roi is None else list(self.params.roi),
-                "center_crop": self.params.center_crop,
-            },
-            "outputs": {"heatmap": "raw score per input pixel [N, H, W]", "score": "raw image score [N]"},
-            "scoring": self.scoring.to_dict(),
-            "concepts": list(CONCEPTS),
-            "info": self.info,
-            "versions": {
+    def card(self) -> ModelCard:
+        """What ``model.json`` records, without the file hashes (:meth:`save` adds them)."""
+        return ModelCard(
+            format=MODEL_FORMAT,
+            schema_version=SCHEMA_VERSION,
+            template=self.template,
+            params=self.params.model_dump(mode="json"),
+            input=InputSpec(size=self.input_size, normalization=normalization_for(self.params.backbone),
+                            roi=self.params.roi, center_crop=self.params.center_crop),
+            outputs=OUTPUTS,
+            scoring=self.scoring,
+            concepts=list(CONCEPTS),
+            capture=self.capture_profile,
+            info=self.info,
+            versions={
                 "edge_anomaly": edge_anomaly.__version__,
                 "torch": torch.__version__,
                 "numpy": np.__version__,
                 "python": platform.python_version(),
             },
-        }
+        )
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -181,9 +177,8 @@ class TrainedModel:
         if self.calibration_data is not None:
             self.calibration_data.save(folder / CALIBRATION_FILE)
             names.append(CALIBRATION_FILE)
-        metadata = self.metadata()
-        metadata["files"] = {name: sha256_file(folder / name) for name in names}
-        (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        card = self.card().model_copy(update={"files": {name: sha256_file(folder / name) for name in names}})
+        write_card(folder / METADATA_FILE, card)
         return folder
 
     @classmethod
@@ -192,23 +187,20 @@ class TrainedModel:
         meta_path = folder / METADATA_FILE
         if not meta_path.is_file():
             raise FileNotFoundError(f"{folder}: not a model folder (no {METADATA_FILE})")
-        metadata = json.loads(meta_path.read_text())
-        if metadata.get("format") != MODEL_FORMAT or metadata.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{meta_path}: not an edge-anomaly model of schema {SCHEMA_VERSION}")
-        files = metadata.get("files", {})
+        card = read_card(meta_path)
+        files = card.files
         if WEIGHTS_FILE not in files:
             raise ValueError(f"{meta_path}: no hash recorded for {WEIGHTS_FILE}")
         for name, expected in files.items():
             actual = sha256_file(folder / name)
             if actual != expected:
                 raise ValueError(f"{folder / name}: SHA-256 mismatch (expected {expected[:12]}…, got {actual[:12]}…)")
-        template = get_template(metadata["template"])
-        params = template.params.model_validate(template.params.migrate(metadata["params"]))
-        graph = build_graph(metadata["template"], params)
+        template = get_template(card.template)
+        params = template.params.model_validate(template.params.migrate(card.params))
+        graph = build_graph(card.template, params)
         state = load_file(folder / WEIGHTS_FILE)
         graph.scorer.load_fitted({k.removeprefix("scorer."): v for k, v in state.items() if k.startswith("scorer.")})
         graph.extractor.load_state_dict({k.removeprefix("extractor."): v for k, v in state.items()
                                          if k.startswith("extractor.")})
         calibration = CalibrationData.load(folder / CALIBRATION_FILE) if CALIBRATION_FILE in files else None
-        return cls(metadata["template"], params, graph, Scoring.from_dict(metadata["scoring"]), metadata["info"],
-                   calibration)
+        return cls(card.template, params, graph, card.scoring, card.info, calibration, card.capture)

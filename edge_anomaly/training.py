@@ -27,7 +27,7 @@ from edge_anomaly.graph import AnomalyGraph
 from edge_anomaly.model import CalibrationData, TrainedModel, run_graph
 from edge_anomaly.progress import make_progress
 from edge_anomaly.templates import TemplateParams, get_template
-from runtime.global_stats import CAPTURE_STATS, STAT_NAMES, GlobalStatsReference, image_statistics
+from runtime.global_stats import CAPTURE_STATS, STAT_NAMES, GlobalStats, image_statistics
 from runtime.scoring import ScoreScale, Scoring
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,8 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
     info = {**_fit_info(training, sets, calibration, normal_scores), "fit_seconds": round(fitted - started, 2),
             **({"training": scorer.training_info} if scorer.training_info else {}),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    return TrainedModel(template_name, params, graph, scoring, info, calibration_data)
+    return TrainedModel(template_name, params, graph, scoring, info, calibration_data,
+                        training.capture_profile(sets.capture))
 
 
 def _threshold(graph: AnomalyGraph, normal_scores: np.ndarray, params: TemplateParams,
@@ -184,7 +185,6 @@ def _fit_info(training: TrainingSet, sets: TrainingImages, calibration: Calibrat
             else None,
             "fingerprint": training.fingerprint(),
         },
-        "capture": training.capture_profile(sets.capture).model_dump(mode="json"),
         "threshold_mode": calibration.method,
         "calibration": calibration.to_dict(),
         "normal_scores": score_summary(normal_scores),
@@ -208,18 +208,18 @@ def global_checks_scoring(local: ScoreScale, stats: np.ndarray, capture: np.ndar
     Whole-image statistics are cheap and unbiased enough in-sample, so every training image
     calibrates their thresholds.
     """
-    reference = GlobalStatsReference.fit(stats)
+    reference = GlobalStats.fit(stats)
     lighting, blur = reference.deviation_scores(stats)
     checks: dict = {}
     if capture is not None:
         # The varied copies already span the tolerated noise and compression, so the checks sit close to their
         # edge: CAPTURE_CHECK_MARGIN, not the lighting checks' margin.
-        capture_reference = GlobalStatsReference.fit(capture, CAPTURE_STATS)
+        capture_reference = GlobalStats.fit(capture, CAPTURE_STATS)
         deviation = capture_reference.capture_deviation(capture)
-        checks.update(capture_reference=capture_reference,
+        checks.update(capture_stats=capture_reference,
                       noise=quantile_scale(deviation["noise"], GLOBAL_CHECK_QUANTILE, CAPTURE_CHECK_MARGIN),
                       compression=quantile_scale(deviation["compression"], GLOBAL_CHECK_QUANTILE,
                                                  CAPTURE_CHECK_MARGIN))
-    return Scoring(local=local, reference=reference,
+    return Scoring(local=local, global_stats=reference,
                    lighting=quantile_scale(lighting, GLOBAL_CHECK_QUANTILE, margin),
                    blur=quantile_scale(blur, GLOBAL_CHECK_QUANTILE, margin), **checks)

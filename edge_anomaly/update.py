@@ -135,7 +135,7 @@ def update_model(model: TrainedModel, folder: str | Path, force: bool = False) -
     }
     info = {**model.info, "calibration": calibration, "updates": [*model.info.get("updates", []), record],
             "normal_scores": score_summary(data.normal_scores)}
-    return TrainedModel(model.template, params, graph, scoring, info, data)
+    return TrainedModel(model.template, params, graph, scoring, info, data, model.capture_profile)
 
 
 def _recalibrated(model: TrainedModel, data: CalibrationData) -> tuple[Scoring, dict]:
@@ -148,5 +148,5 @@ def _recalibrated(model: TrainedModel, data: CalibrationData) -> tuple[Scoring, 
         local, fitted = false_alarm_threshold(data.normal_scores, model.params.false_alarm_rate)
         calibration = fitted.to_dict()
     scoring = global_checks_scoring(local, *data.checked_stats(), model.params.global_check_margin) \
-        if model.scoring.reference is not None else Scoring(local=local)
+        if model.scoring.checks_global else Scoring(local=local)
     return scoring, calibration

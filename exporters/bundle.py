@@ -10,13 +10,13 @@ import numpy as np
 import edge_anomaly
 from edge_anomaly.model import TrainedModel
 from runtime.bundle import pack_bundle, sha256_file
-from runtime.global_stats import GlobalStatsReference
-from runtime.manifest import BUNDLE_FORMAT, MANIFEST, SCHEMA_VERSION, Manifest, dump, parse_manifest
+from runtime.global_stats import GlobalStats
+from runtime.manifest import BUNDLE_FORMAT, MANIFEST, SCHEMA_VERSION, DriftReference, Manifest, dump, parse_manifest
 
 DRIFT_LEVELS = np.linspace(0.0, 1.0, 21)  # quantiles of the held-out normal scores kept for the drift monitor
 
 
-def drift_reference(model: TrainedModel) -> dict | None:
+def drift_reference(model: TrainedModel) -> DriftReference | None:
     """The manifest's ``drift_reference`` from the model's calibration data (None for models without it).
 
     Scores are normalised with the model's own scale: the runtime's normalised scores of any
@@ -26,16 +26,18 @@ def drift_reference(model: TrainedModel) -> dict | None:
     if data is None:
         return None
     scores = model.scoring.local.normalize(data.normal_scores)
-    return {"levels": DRIFT_LEVELS.tolist(), "score_quantiles": np.quantile(scores, DRIFT_LEVELS).tolist(),
-            "n_scores": int(scores.size), "global_stats": GlobalStatsReference.fit(data.image_stats).to_dict()}
+    return DriftReference(levels=DRIFT_LEVELS.tolist(), score_quantiles=np.quantile(scores, DRIFT_LEVELS).tolist(),
+                          n_scores=int(scores.size), global_stats=GlobalStats.fit(data.image_stats))
 
 
 def build_manifest(model: TrainedModel, engine: dict, name: str, **sections) -> Manifest:
     """What the runtime needs to decide like the model; ``sections`` adds parity, device_profile, ...
+    or replaces one (``scoring``, with a reduced-precision engine's aligned local scale).
 
-    The file hashes are added by :func:`write_bundle`.
+    The model card's sections are the manifest's types and go in as they are. The file hashes
+    are added by :func:`write_bundle`.
     """
-    meta = model.metadata()
+    card = model.card()
     return parse_manifest({
         "format": BUNDLE_FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -44,13 +46,13 @@ def build_manifest(model: TrainedModel, engine: dict, name: str, **sections) -> 
         "edge_anomaly_version": edge_anomaly.__version__,
         "template": model.template,
         "engine": engine,
-        "input": meta["input"],
-        "outputs": meta["outputs"],
-        "scoring": meta["scoring"],
-        "concepts": meta["concepts"],
-        "model": {"params": meta["params"], "info": meta["info"], "versions": meta["versions"]},
+        "input": card.input,
+        "outputs": card.outputs,
+        "scoring": card.scoring,
+        "concepts": card.concepts,
+        "model": {"params": card.params, "info": card.info, "versions": card.versions},
         "drift_reference": drift_reference(model),
-        "capture": model.info.get("capture"),
+        "capture": card.capture,
         **sections,
     }, f"manifest of bundle {name!r}")
 

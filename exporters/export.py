@@ -133,13 +133,12 @@ class ModelExporter:
         out.mkdir(parents=True)
         files, parity, engine_scale, alignment = self._build_and_check(
             out, fmt, precision, parts, batch, max_batch, recipe, tolerances or DEFAULT_TOLERANCES[precision])
-        scoring = self.model.scoring.to_dict()
-        if alignment is not None:
-            scoring["local"] = engine_scale.to_dict()
+        scoring = self.model.scoring if alignment is None else \
+            self.model.scoring.model_copy(update={"local": engine_scale})  # aligned for reduced precision
         engine = {**self._engine_section(fmt, precision, parts, files, batch, max_batch), "score_alignment": alignment,
-                  "int8_recipe": recipe.to_dict() if recipe is not None else None}
+                  "int8_recipe": recipe}
         manifest = build_manifest(self.model, engine, name or out.name, scoring=scoring,
-                                  parity={**parity, "cpu": local_cpu().to_dict()}, device_profile=device)
+                                  parity={**parity, "cpu": local_cpu()}, device_profile=device)
         write_bundle(out, manifest)
         with self.steps.step("the bundle's self-test images"):
             manifest = self._add_self_test(out, manifest)
@@ -196,8 +195,8 @@ class ModelExporter:
         except Exception as exc:  # a failed check or build leaves nothing that could be deployed
             shutil.rmtree(out)
             here = local_cpu().isa
-            if isinstance(exc, ParityError) and recipe is not None and int8_recipe(here) != int8_recipe(recipe.isa):
-                raise ParityError(f"{exc}; checked on this {here} CPU with the INT8 recipe for {recipe.isa}: "
+            if isinstance(exc, ParityError) and recipe is not None and int8_recipe(here) != recipe:
+                raise ParityError(f"{exc}; checked on this {here} CPU with the INT8 recipe for {recipe.target_isa}: "
                                   f"export on a CPU of the target's kind, or pass --target-isa {here}") from None
             raise
 

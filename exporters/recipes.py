@@ -14,27 +14,17 @@ The target is, in order: ``--target-isa``, the device profile's ``isa``, the exp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from runtime.cpu import DOT_PRODUCT_ISAS, ISAS, local_cpu
-
-
-@dataclass(frozen=True)
-class Int8Recipe:
-    isa: str
-    saturates: bool  # the target lacks an 8-bit dot product: U8U8 in ONNX Runtime, NNCF's overflow fix
-
-    def to_dict(self) -> dict:
-        """The manifest's ``engine.int8_recipe``."""
-        return {"target_isa": self.isa, "onnxruntime": "U8U8" if self.saturates else "U8S8",
-                "openvino_weight_bits": 7 if self.saturates else 8}
+from runtime.manifest import Int8Recipe
 
 
 def int8_recipe(isa: str) -> Int8Recipe:
-    """The recipe for instruction-set level ``isa`` (one of runtime.cpu.ISAS)."""
+    """The manifest's ``engine.int8_recipe`` for instruction-set level ``isa`` (one of runtime.cpu.ISAS)."""
     if isa not in ISAS:
         raise ValueError(f"target ISA {isa!r} is not one of {', '.join(ISAS)}")
-    return Int8Recipe(isa=isa, saturates=isa not in DOT_PRODUCT_ISAS and isa != "arm64")
+    saturates = isa not in DOT_PRODUCT_ISAS and isa != "arm64"
+    return Int8Recipe(target_isa=isa, onnxruntime="U8U8" if saturates else "U8S8",
+                      openvino_weight_bits=7 if saturates else 8)
 
 
 def target_isa(requested: str | None = None, profile_isa: str | None = None) -> str:

@@ -10,8 +10,9 @@ self-test names both machines' flags when a bundle answers differently on the bo
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
 from pathlib import Path
+
+from runtime.schema import Section
 
 # Flags (as /proc/cpuinfo spells them) that change INT8/BF16 kernels in ONNX Runtime and OpenVINO.
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
@@ -22,8 +23,9 @@ ISAS = ("amx", "avx512_vnni", "avx_vnni", "avx512", "avx2", "arm_dotprod", "arm6
 DOT_PRODUCT_ISAS = ("amx", "avx512_vnni", "avx_vnni", "arm_dotprod")
 
 
-@dataclass(frozen=True)
-class CpuInfo:
+class CpuInfo(Section):
+    """A CPU as the manifest records it (``parity.cpu``: the exporting CPU) and the self-test reports it."""
+
     model: str
     flags: tuple[str, ...]  # the RELEVANT_FLAGS this CPU has
 
@@ -35,14 +37,6 @@ class CpuInfo:
     def has_bf16(self) -> bool:
         """Whether BF16 runs natively (AVX-512 BF16 or AMX; Arm's BF16 extension)."""
         return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(self.flags))
-
-    def to_dict(self) -> dict:
-        """The manifest's ``parity.cpu``."""
-        return {"model": self.model, "flags": list(self.flags)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CpuInfo:
-        return cls(str(data.get("model", "unknown")), tuple(str(flag) for flag in data.get("flags", [])))
 
     def describe(self) -> str:
         return f"{self.model} ({self.isa}: {', '.join(self.flags) or 'no INT8/BF16 extensions'})"
@@ -77,7 +71,7 @@ def local_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return CpuInfo(platform.processor() or platform.machine() or "unknown", ())
+        return CpuInfo(model=platform.processor() or platform.machine() or "unknown", flags=())
     model = _cpuinfo_field(text, "model name", "Model", "Hardware", "CPU part") or platform.machine()
     flags = set((_cpuinfo_field(text, "flags", "Features") or "").split())
-    return CpuInfo(model, tuple(flag for flag in RELEVANT_FLAGS if flag in flags))
+    return CpuInfo(model=model, flags=tuple(flag for flag in RELEVANT_FLAGS if flag in flags))

@@ -26,7 +26,6 @@ from runtime.preprocess import (
     inspected_region,
 )
 from runtime.result import Result
-from runtime.scoring import Scoring
 from runtime.self_test import SelfTestReport, check_bundle
 
 _FROM_DETECTOR = object()  # "use the detector's setting" for per-call roi / center_crop
@@ -49,7 +48,7 @@ class Detector:
         self.bundle = bundle
         self.backend = backend
         self.self_test: SelfTestReport | None = None  # set by load(); the station reports it in status
-        self.scoring = Scoring.from_dict(bundle.manifest.scoring.model_dump())
+        self.scoring = bundle.manifest.scoring
         self.capture_profile = bundle.manifest.capture
         self.input_size = bundle.input_size
         declared = bundle.manifest.input

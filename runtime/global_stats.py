@@ -8,13 +8,15 @@ set's spread, covers that blind spot.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Annotated
 
 import cv2
 import numpy as np
+from pydantic import BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
 from runtime.image_io import to_rgb8
 from runtime.preprocess import Region
+from runtime.schema import Section
 
 GRID = 4
 LIGHTING_STATS = (
@@ -121,20 +123,43 @@ def _blockiness(gray: np.ndarray) -> float:
     return float(np.mean(ratios)) if ratios else 1.0
 
 
-@dataclass(frozen=True)
-class GlobalStatsReference:
-    """The training set's mean and spread of each statistic (STAT_NAMES, or CAPTURE_STATS for the camera's)."""
+# A vector of float64 in memory (what the checks compute with), a list of numbers in JSON.
+FloatVector = Annotated[np.ndarray, BeforeValidator(lambda values: np.asarray(values, dtype=np.float64)),
+                        PlainSerializer(lambda array: array.tolist()),
+                        WithJsonSchema({"type": "array", "items": {"type": "number"}})]
 
-    mean: np.ndarray
-    std: np.ndarray
-    names: tuple[str, ...] = field(default=STAT_NAMES)
+
+class GlobalStats(Section):
+    """The training set's mean and spread of each statistic (STAT_NAMES, or CAPTURE_STATS for the camera's):
+    the model card's and the manifest's ``global_stats`` and ``capture_stats`` as they are computed with."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    names: tuple[str, ...]
+    mean: FloatVector
+    std: FloatVector
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GlobalStats) and self.names == other.names \
+            and np.array_equal(self.mean, other.mean) and np.array_equal(self.std, other.std)
+
+    __hash__ = None  # the arrays are not hashable
 
     @classmethod
-    def fit(cls, stats: np.ndarray, names: tuple[str, ...] = STAT_NAMES) -> GlobalStatsReference:
+    def fit(cls, stats: np.ndarray, names: tuple[str, ...] = STAT_NAMES) -> GlobalStats:
         """Reference from an (images, names) array of normal images."""
         if stats.ndim != 2 or stats.shape[1] != len(names):
             raise ValueError(f"expected (n, {len(names)}) statistics, got {stats.shape}")
         return cls(mean=stats.mean(axis=0), std=np.maximum(stats.std(axis=0), _min_std(names)), names=tuple(names))
+
+    def require_names(self, names: tuple[str, ...]) -> GlobalStats:
+        """``self`` when it holds ``names`` in that order, else a ValueError (another version's statistics)."""
+        if tuple(self.names) != tuple(names):
+            raise ValueError(f"statistic names {list(self.names)} do not match this version of edge-anomaly "
+                             f"({list(names)})")
+        if self.mean.shape != (len(names),) or self.std.shape != (len(names),):
+            raise ValueError(f"expected {len(names)} means and spreads, got {self.mean.shape} and {self.std.shape}")
+        return self
 
     def capture_deviation(self, stats: np.ndarray) -> dict[str, np.ndarray]:
         """{"noise", "compression"} raw scores for (n, CAPTURE_STATS) statistics: only more noise and
@@ -154,14 +179,3 @@ class GlobalStatsReference:
         lighting = np.abs(z[:, :n_lighting]).max(axis=1)
         blur = np.maximum(-z[:, n_lighting], 0.0)
         return lighting, blur
-
-    def to_dict(self) -> dict:
-        return {"names": list(self.names), "mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_dict(cls, data: dict, names: tuple[str, ...] = STAT_NAMES) -> GlobalStatsReference:
-        if list(data.get("names", [])) != list(names):
-            raise ValueError(f"statistic names {data.get('names')} do not match this version of edge-anomaly "
-                             f"({list(names)})")
-        return cls(mean=np.asarray(data["mean"], dtype=np.float64), std=np.asarray(data["std"], dtype=np.float64),
-                   names=tuple(names))

@@ -20,11 +20,13 @@ import json
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_serializer
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from runtime.backends import ENGINE_FORMATS
-from runtime.cpu import ISAS
-from runtime.schema import StrictModel, validate
+from runtime.cpu import ISAS, CpuInfo
+from runtime.global_stats import GlobalStats
+from runtime.schema import Section, decode_json_object, upgrade, validate
+from runtime.scoring import Scoring
 
 BUNDLE_FORMAT = "edge-anomaly-bundle"
 SCHEMA_VERSION = 4
@@ -53,18 +55,7 @@ class BundleError(ValueError):
     """A bundle that cannot be trusted or used; the message names the file or field."""
 
 
-class _Section(StrictModel):
-    """A manifest section; fields listed in ``_omitted_when_none`` are left out of the JSON when unset."""
-
-    _omitted_when_none: ClassVar[frozenset[str]] = frozenset()
-
-    @model_serializer(mode="wrap")
-    def _omit_unset(self, handler):
-        data = handler(self)
-        return {key: value for key, value in data.items() if value is not None or key not in self._omitted_when_none}
-
-
-class DynamicBatch(_Section):
+class DynamicBatch(Section):
     dynamic: Literal[True] = True
     max: int = Field(32, ge=1)
 
@@ -75,7 +66,7 @@ class DynamicBatch(_Section):
     static: ClassVar[bool] = False
 
 
-class StaticBatch(_Section):
+class StaticBatch(Section):
     dynamic: Literal[False] = False
     size: int = Field(ge=1)
 
@@ -89,13 +80,13 @@ class StaticBatch(_Section):
 Batch = DynamicBatch | StaticBatch
 
 
-class TensorSpec(_Section):
+class TensorSpec(Section):
     name: str
     shape: list[int]
     dtype: str
 
 
-class ScoreAlignment(_Section):
+class ScoreAlignment(Section):
     """The line mapping PyTorch's raw scores onto a reduced-precision engine's (exporters.parity.aligned_scale)."""
 
     slope: float = Field(gt=0)
@@ -103,15 +94,20 @@ class ScoreAlignment(_Section):
     images: int
 
 
-class Int8Recipe(_Section):
+class Int8Recipe(Section):
     """The INT8 recipe chosen for the target CPU's instruction-set level (exporters.recipes)."""
 
     target_isa: Literal[ISAS]
-    onnxruntime: Literal["U8U8", "U8S8"]
-    openvino_weight_bits: Literal[7, 8]
+    onnxruntime: Literal["U8U8", "U8S8"]  # U8U8 (uint8 weights) where the target lacks an 8-bit dot product
+    openvino_weight_bits: Literal[7, 8]  # 7: NNCF's overflow fix, for the same targets
+
+    @property
+    def saturates(self) -> bool:
+        """Whether the recipe is the one for a CPU whose 8-bit multiply-adds saturate (no VNNI, AMX or SDOT)."""
+        return self.onnxruntime == "U8U8"
 
 
-class Engine(_Section):
+class Engine(Section):
     _omitted_when_none = frozenset({"calibration", "score_alignment", "int8_recipe", "inference_precision"})
 
     format: Literal[ENGINE_FORMATS]  # runtime.backends.ENGINES
@@ -136,12 +132,12 @@ class Engine(_Section):
         return files
 
 
-class Normalization(_Section):
+class Normalization(Section):
     mean: list[float]
     std: list[float]
 
 
-class InputSpec(_Section):
+class InputSpec(Section):
     size: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
     layout: Literal["NHWC"] = "NHWC"
     dtype: Literal["uint8"] = "uint8"
@@ -151,36 +147,10 @@ class InputSpec(_Section):
     center_crop: float | None = None
 
 
-class ScaleSection(_Section):
-    threshold: float
-    spread: float = Field(gt=0)
-
-
-class GlobalStats(_Section):
-    names: list[str]
-    mean: list[float]
-    std: list[float]
-
-
-class ScoringSection(_Section):
-    """``runtime.scoring.Scoring`` as data; ``lighting``, ``blur`` and ``global_stats`` come together or not at all,
-    and so do ``noise``, ``compression`` and ``capture_stats``."""
-
-    _omitted_when_none = frozenset({"lighting", "blur", "global_stats", "noise", "compression", "capture_stats"})
-
-    local: ScaleSection
-    lighting: ScaleSection | None = None
-    blur: ScaleSection | None = None
-    global_stats: GlobalStats | None = None
-    noise: ScaleSection | None = None
-    compression: ScaleSection | None = None
-    capture_stats: GlobalStats | None = None
-
-
 STILLS, VIDEO, MIXED = "stills", "video", "stills and video"
 
 
-class CaptureSection(_Section):
+class CaptureSection(Section):
     """What the training frames were; ``runtime.capture_check`` compares each source with it."""
 
     source: Literal["stills", "video", "stills and video"]
@@ -190,24 +160,19 @@ class CaptureSection(_Section):
     blockiness: float = Field(ge=0)  # median JPEG blockiness (1: none)
 
 
-class AurocPair(_Section):
+class AurocPair(Section):
     image_auroc: float | None
     pixel_auroc: float | None
 
 
-class ParityTolerances(_Section):
+class ParityTolerances(Section):
     max_heatmap_diff: float
     min_score_rank_corr: float
     max_image_auroc_drop: float
     max_pixel_auroc_drop: float
 
 
-class CpuInfo(_Section):
-    model: str
-    flags: list[str]
-
-
-class Parity(_Section):
+class Parity(Section):
     """The export's agreement with PyTorch (exporters.parity); ``cpu`` is the exporting CPU."""
 
     _omitted_when_none = frozenset({"cpu"})
@@ -225,24 +190,24 @@ class Parity(_Section):
     cpu: CpuInfo | None = None
 
 
-class Signature(_Section):
+class Signature(Section):
     algorithm: Literal["ed25519"]
     key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
     value: str
 
 
-class SelfTestImage(_Section):
+class SelfTestImage(Section):
     file: str
     score: float
 
 
-class SelfTest(_Section):
+class SelfTest(Section):
     images: list[SelfTestImage] = Field(min_length=1)
     min_rank_corr: float
     max_score_error: float
 
 
-class DriftReference(_Section):
+class DriftReference(Section):
     """What the line looked like in training, for the station's drift monitor (runtime.station.drift).
 
     ``score_quantiles`` are the held-out normal scores' quantiles at ``levels``, normalised as the
@@ -263,7 +228,7 @@ class DriftReference(_Section):
         return values
 
 
-class Manifest(_Section):
+class Manifest(Section):
     _omitted_when_none = frozenset({"name", "parity", "device_profile", "signature", "self_test", "drift_reference",
                                     "capture"})
 
@@ -276,7 +241,7 @@ class Manifest(_Section):
     engine: Engine
     input: InputSpec
     outputs: dict[str, str]
-    scoring: ScoringSection
+    scoring: Scoring
     concepts: list[str]
     model: dict[str, Any] = Field(description="the trained model's params, info and versions, as recorded")
     parity: Parity | None = None
@@ -314,17 +279,7 @@ MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: 
 
 def migrate(data: dict, source: str = MANIFEST) -> dict:
     """``data`` upgraded to :data:`SCHEMA_VERSION`, one version at a time."""
-    version = data.get("schema_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-        raise BundleError(f"{source}: schema_version {version} is newer than this edge-anomaly reads "
-                          f"({SCHEMA_VERSION}): upgrade edge-anomaly on this box")
-    while version != SCHEMA_VERSION:
-        if version not in MIGRATIONS:
-            raise BundleError(f"{source}: schema_version {version!r} is not supported "
-                              f"(this runtime reads 1 to {SCHEMA_VERSION})")
-        data = MIGRATIONS[version](data)
-        version = data["schema_version"]
-    return data
+    return upgrade(data, SCHEMA_VERSION, MIGRATIONS, source, BundleError)
 
 
 def parse_manifest(data: object, source: str = MANIFEST) -> Manifest:
@@ -341,15 +296,7 @@ def decode_manifest(text: str | bytes, source: str = MANIFEST) -> dict:
 
     Signatures are checked on this object (``runtime.signing``), before it is migrated or typed.
     """
-    if len(text) > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{source}: {len(text)} bytes is too large for a manifest (limit {MAX_MANIFEST_BYTES})")
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise BundleError(f"{source}: invalid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise BundleError(f"{source}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return decode_json_object(text, source, "manifest", MAX_MANIFEST_BYTES, BundleError)
 
 
 def load_manifest(text: str | bytes, source: str = MANIFEST) -> Manifest:

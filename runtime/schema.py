@@ -9,11 +9,12 @@ It lives in the runtime (torch-free, only pydantic and pyyaml) so that all four 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -22,6 +23,18 @@ class StrictModel(BaseModel):
     """Unknown keys are errors (a typo names its field instead of silently meaning the default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Section(StrictModel):
+    """A section of a file we write (bundle manifest, model card); fields listed in ``_omitted_when_none`` are
+    left out of the JSON when unset."""
+
+    _omitted_when_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler):
+        data = handler(self)
+        return {key: value for key, value in data.items() if value is not None or key not in self._omitted_when_none}
 
 
 def describe_errors(exc: ValidationError, secret_fields: Iterable[str] = ()) -> list[str]:
@@ -51,6 +64,37 @@ def validate(model: type[Model], data: object, source: str, what: str, error: ty
     except ValidationError as exc:
         problems = "\n  ".join(describe_errors(exc, secret_fields))
         raise error(f"{source}: invalid {what}:\n  {problems}") from None
+
+
+def decode_json_object(text: str | bytes, source: str, what: str, max_bytes: int,
+                       error: type[Exception] = ValueError) -> dict:
+    """The JSON object in ``text`` (a file we wrote: manifest, model card), bounded in size before it is decoded."""
+    if len(text) > max_bytes:
+        raise error(f"{source}: {len(text)} bytes is too large for a {what} (limit {max_bytes})")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise error(f"{source}: invalid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise error(f"{source}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def upgrade(data: dict, current: int, migrations: dict[int, Callable[[dict], dict]], source: str,
+            error: type[Exception] = ValueError) -> dict:
+    """``data`` upgraded to ``schema_version`` ``current`` one version at a time, by ``migrations``
+    (version -> the step to the next)."""
+    version = data.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > current:
+        raise error(f"{source}: schema_version {version} is newer than this edge-anomaly reads "
+                    f"({current}): upgrade edge-anomaly on this box")
+    while version != current:
+        if version not in migrations:
+            raise error(f"{source}: schema_version {version!r} is not supported "
+                        f"(this edge-anomaly reads {min(migrations, default=current)} to {current})")
+        data = migrations[version](data)
+        version = data["schema_version"]
+    return data
 
 
 def read_yaml(path: Path, error: type[Exception] = ValueError) -> object:

@@ -6,14 +6,16 @@ the PyTorch predictor and every exported engine reach the same decision the same
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
+from pydantic import Field, model_validator
 
-from runtime.global_stats import CAPTURE_STATS, GlobalStatsReference, image_statistics
+from runtime.global_stats import CAPTURE_STATS, STAT_NAMES, GlobalStats, image_statistics
 from runtime.preprocess import Region, heatmap_to_frame
 from runtime.result import ANOMALOUS, NORMAL, Result
+from runtime.schema import Section
 
 _MAX_EXPONENT = 60.0  # exp(60) is finite in float64; beyond it the logistic is 0 or 1 anyway
 
@@ -55,20 +57,16 @@ def compact_hot_region(heatmap: np.ndarray) -> np.ndarray | None:
     return cv2.dilate(hot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))) > 0
 
 
-@dataclass(frozen=True)
-class ScoreScale:
+class ScoreScale(Section):
     """A logistic map of raw scores onto 0..1 that puts ``threshold`` at exactly 0.5.
 
     ``spread`` is the raw distance over which the normalised score moves from 0.5 to 0.9;
-    the map is monotonic, so rankings (and AUROC) are those of the raw scores.
+    the map is monotonic, so rankings (and AUROC) are those of the raw scores. The one type of
+    a threshold from fit to verdict: the model card and the manifest hold it as it is.
     """
 
-    threshold: float
-    spread: float
-
-    def __post_init__(self) -> None:
-        if not np.isfinite(self.threshold) or not np.isfinite(self.spread) or self.spread <= 0:
-            raise ValueError(f"invalid score scale: threshold={self.threshold}, spread={self.spread}")
+    threshold: float = Field(allow_inf_nan=False)
+    spread: float = Field(gt=0, allow_inf_nan=False)
 
     def normalize(self, raw: np.ndarray | float) -> np.ndarray:
         return _logistic((np.asarray(raw, dtype=np.float64) - self.threshold) * np.log(9.0) / self.spread)
@@ -83,34 +81,49 @@ class ScoreScale:
         scaled += 1.0
         return np.reciprocal(scaled, out=scaled)
 
-    def to_dict(self) -> dict:
-        return {"threshold": float(self.threshold), "spread": float(self.spread)}
 
-    @classmethod
-    def from_dict(cls, data: dict) -> ScoreScale:
-        return cls(threshold=float(data["threshold"]), spread=float(data["spread"]))
+class Scoring(Section):
+    """Everything needed to turn (heatmap, score) from an engine into a :class:`Result`: the model card's and
+    the manifest's ``scoring`` section.
 
-
-@dataclass(frozen=True)
-class Scoring:
-    """Everything needed to turn (heatmap, score) from an engine into a :class:`Result`.
-
-    ``lighting`` and ``blur`` are absent when the model was trained without global checks;
-    ``noise`` and ``compression`` (with ``capture_reference``) in models made before them.
+    ``lighting``, ``blur`` and ``global_stats`` come together or not at all (absent when the model
+    was trained without global checks), and so do ``noise``, ``compression`` and ``capture_stats``
+    (absent in models made before them).
     """
 
+    _omitted_when_none: ClassVar[frozenset[str]] = frozenset(
+        {"lighting", "blur", "global_stats", "noise", "compression", "capture_stats"})
+
     local: ScoreScale
-    reference: GlobalStatsReference | None = None
     lighting: ScoreScale | None = None
     blur: ScoreScale | None = None
-    capture_reference: GlobalStatsReference | None = None
+    global_stats: GlobalStats | None = None
     noise: ScoreScale | None = None
     compression: ScoreScale | None = None
+    capture_stats: GlobalStats | None = None
+
+    @model_validator(mode="after")
+    def _checks_complete(self) -> Scoring:
+        """Each group of checks whole and with this version's statistics: half a group must not silently
+        switch a check off."""
+        for stats, scales, names in (("global_stats", ("lighting", "blur"), STAT_NAMES),
+                                     ("capture_stats", ("noise", "compression"), CAPTURE_STATS)):
+            given = [name for name in (*scales, stats) if getattr(self, name) is not None]
+            if given and len(given) != 3:
+                raise ValueError(f"{', '.join((*scales, stats))} come together, got only {', '.join(given)}")
+            if getattr(self, stats) is not None:
+                getattr(self, stats).require_names(names)
+        return self
+
+    @property
+    def checks_global(self) -> bool:
+        """Whether :meth:`decide` runs the lighting and blur checks on the model input's statistics."""
+        return self.global_stats is not None
 
     @property
     def checks_capture(self) -> bool:
         """Whether :meth:`decide` wants the frame's :func:`runtime.global_stats.capture_statistics`."""
-        return self.capture_reference is not None
+        return self.capture_stats is not None
 
     def decide(self, raw_score: float, raw_heatmap: np.ndarray, input_rgb: np.ndarray,
                frame_hw: tuple[int, int], latency_ms: float = 0.0, region: Region | None = None,
@@ -126,7 +139,7 @@ class Scoring:
         kind_scores = {"local": float(self.local.normalize(raw_score))}
         excess: dict[str, float] = {}
         stats = None
-        if self.reference is not None and self.lighting is not None and self.blur is not None:
+        if self.checks_global:
             stats = image_statistics(input_rgb)
             excess = self._global_excess(stats)
         if capture is not None and self.checks_capture:
@@ -158,13 +171,13 @@ class Scoring:
         Unlike the normalised score this does not saturate at 1, so two checks that both fired
         clearly can still be told apart.
         """
-        lighting, blur = self.reference.deviation_scores(stats)
+        lighting, blur = self.global_stats.deviation_scores(stats)
         return {name: _excess(raw[0], scale) for name, raw, scale in (("lighting", lighting, self.lighting),
                                                                       ("blur", blur, self.blur))}
 
     def capture_excess(self, capture: np.ndarray) -> dict[str, float]:
         """Like :meth:`_global_excess`, for the noise and compression checks on the frame's capture statistics."""
-        raw = self.capture_reference.capture_deviation(capture)
+        raw = self.capture_stats.capture_deviation(capture)
         return {"noise": _excess(raw["noise"][0], self.noise),
                 "compression": _excess(raw["compression"][0], self.compression)}
 
@@ -191,26 +204,3 @@ class Scoring:
             if all(without[name] < 0.0 for name in fired):
                 return "local"
         return max(fired, key=excess.__getitem__)
-
-    def to_dict(self) -> dict:
-        data: dict = {"local": self.local.to_dict()}
-        if self.reference is not None and self.lighting is not None and self.blur is not None:
-            data.update(lighting=self.lighting.to_dict(), blur=self.blur.to_dict(),
-                        global_stats=self.reference.to_dict())
-        if self.capture_reference is not None and self.noise is not None and self.compression is not None:
-            data.update(noise=self.noise.to_dict(), compression=self.compression.to_dict(),
-                        capture_stats=self.capture_reference.to_dict())
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Scoring:
-        local = ScoreScale.from_dict(data["local"])
-        checks: dict = {}
-        if data.get("global_stats") is not None:
-            checks.update(reference=GlobalStatsReference.from_dict(data["global_stats"]),
-                          lighting=ScoreScale.from_dict(data["lighting"]), blur=ScoreScale.from_dict(data["blur"]))
-        if data.get("capture_stats") is not None:
-            checks.update(capture_reference=GlobalStatsReference.from_dict(data["capture_stats"], CAPTURE_STATS),
-                          noise=ScoreScale.from_dict(data["noise"]),
-                          compression=ScoreScale.from_dict(data["compression"]))
-        return cls(local=local, **checks)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cpu import CpuInfo, local_cpu
+from runtime.cpu import local_cpu
 from runtime.image_io import ImageReadError, read_image, write_image
 from runtime.manifest import BundleError, SelfTest, SelfTestImage
 
@@ -116,17 +116,17 @@ def check_bundle(detector, mode: str = "refuse") -> SelfTestReport | None:
     spread = manifest.scoring.local.spread
     error = float(np.abs(local - stored).max() / spread) if np.isfinite(local).all() else float("inf")
     here = local_cpu()
-    exported = manifest.parity.cpu.model_dump() if manifest.parity is not None and manifest.parity.cpu else None
-    there = CpuInfo.from_dict(exported) if exported else None
+    there = manifest.parity.cpu if manifest.parity is not None else None
+    exported = there.model_dump(mode="json") if there is not None else None
     min_rank_corr, max_error = test.min_rank_corr, test.max_score_error
     passed = corr >= min_rank_corr and error <= max_error
     message = (f"self-test {'passed' if passed else 'FAILED'} on {len(stored)} images: rank correlation {corr:.3f} "
                f"(min {min_rank_corr}), largest score error {error:.3f} spreads (max {max_error})")
     if passed:  # one short line at every load; the CPUs are in the report (the station's status carries it)
         log.info("bundle %s: %s", detector.bundle.name, message)
-        return SelfTestReport(passed, corr, error, len(stored), here.to_dict(), exported, message)
+        return SelfTestReport(passed, corr, error, len(stored), here.model_dump(mode="json"), exported, message)
     message += f"; this CPU {here.describe()}, exported on {there.describe() if there else 'an unrecorded CPU'}"
-    report = SelfTestReport(passed, corr, error, len(stored), here.to_dict(), exported, message)
+    report = SelfTestReport(passed, corr, error, len(stored), here.model_dump(mode="json"), exported, message)
     hint = (f"; the engine computes differently on this CPU: export the bundle for it "
             f"(edge-anomaly export --target-isa {here.isa}) or in a higher precision")
     if mode == "refuse":

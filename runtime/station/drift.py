@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from runtime.global_stats import STAT_NAMES, GlobalStatsReference
+from runtime.global_stats import STAT_NAMES, GlobalStats
 from runtime.manifest import DriftReference
 from runtime.station.messages import iso_time
 
@@ -57,7 +57,7 @@ class Reference:
 
     edges: np.ndarray
     near_share: float
-    stats: GlobalStatsReference | None
+    stats: GlobalStats | None
     source: str  # "bundle" or "learned"
 
     @classmethod
@@ -68,7 +68,7 @@ class Reference:
         if section.global_stats is not None:
             recorded = section.global_stats
             if list(recorded.names) == list(STAT_NAMES):
-                stats = GlobalStatsReference(np.asarray(recorded.mean), np.asarray(recorded.std))
+                stats = recorded
             else:
                 log.warning("drift reference: global statistics of another edge-anomaly version are not compared")
         return cls(np.interp(DECILES, levels, quantiles), float(cdf[1] - cdf[0]), stats, "bundle")
@@ -77,7 +77,7 @@ class Reference:
     def learned(cls, scores: np.ndarray, stats: list[np.ndarray]) -> Reference:
         """From the first window the station saw: what the line looks like now stands for normal."""
         near = near_threshold_share(scores)
-        reference = GlobalStatsReference.fit(np.stack(stats)) if len(stats) >= len(scores) // 2 else None
+        reference = GlobalStats.fit(np.stack(stats)) if len(stats) >= len(scores) // 2 else None
         return cls(np.quantile(scores, DECILES), near, reference, "learned")
 
 

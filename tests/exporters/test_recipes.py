@@ -28,8 +28,9 @@ def test_isa_level_from_cpu_flags(flags, isa):
                                             ("arm_dotprod", False)])
 def test_cpus_that_saturate_get_the_accurate_recipe(isa, saturates):
     """An AVX2 target gets the recipe that cannot saturate, a VNNI one the fast 8-bit one."""
-    assert int8_recipe(isa).to_dict() == {"target_isa": isa, "onnxruntime": "U8U8" if saturates else "U8S8",
-                                          "openvino_weight_bits": 7 if saturates else 8}
+    assert int8_recipe(isa).model_dump() == {"target_isa": isa, "onnxruntime": "U8U8" if saturates else "U8S8",
+                                             "openvino_weight_bits": 7 if saturates else 8}
+    assert int8_recipe(isa).saturates == saturates
 
 
 def test_target_isa_is_the_flag_then_the_profile_then_this_cpu():
@@ -45,6 +46,6 @@ def test_local_cpu_reads_model_and_relevant_flags(tmp_path):
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Core(TM) i7-8700\n"
                        "flags\t\t: fpu sse sse2 avx avx2 fma bmi2\n\nprocessor\t: 1\n")
     cpu = local_cpu(cpuinfo)
-    assert cpu == CpuInfo("Intel(R) Core(TM) i7-8700", ("avx2",))
+    assert cpu == CpuInfo(model="Intel(R) Core(TM) i7-8700", flags=("avx2",))
     assert cpu.isa == "avx2" and not cpu.has_bf16
-    assert CpuInfo.from_dict(cpu.to_dict()) == cpu
+    assert CpuInfo.model_validate(cpu.model_dump(mode="json")) == cpu

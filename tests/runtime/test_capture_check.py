@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from runtime.capture_check import FRAMES_COMPARED, CaptureCheck
-from runtime.global_stats import CAPTURE_STATS, GlobalStatsReference, capture_statistics
+from runtime.global_stats import CAPTURE_STATS, GlobalStats, capture_statistics
 from runtime.manifest import CaptureSection
 from runtime.predict_files import predict_files
 from runtime.scoring import ScoreScale, Scoring
@@ -47,8 +47,8 @@ def test_the_window_stays_on_the_jpeg_grid_of_the_frame_not_of_the_region():
 def _scoring() -> Scoring:
     """Noise and compression checks from a few clean stills of the scene."""
     stills = np.stack([capture_statistics(_scene(seed)) for seed in range(6)])
-    return Scoring(local=ScoreScale(1.0, 1.0), capture_reference=GlobalStatsReference.fit(stills, CAPTURE_STATS),
-                   noise=ScoreScale(2.0, 1.0), compression=ScoreScale(3.0, 1.0))
+    return Scoring(local=ScoreScale(threshold=1.0, spread=1.0), capture_stats=GlobalStats.fit(stills, CAPTURE_STATS),
+                   noise=ScoreScale(threshold=2.0, spread=1.0), compression=ScoreScale(threshold=3.0, spread=1.0))
 
 
 PROFILE = CaptureSection(source="stills", suffixes=[".png"], frame_hw=(256, 256), noise=0.3, blockiness=1.0)

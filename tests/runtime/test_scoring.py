@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.global_stats import STAT_NAMES, GlobalStatsReference, image_statistics
+from runtime.global_stats import STAT_NAMES, GlobalStats, image_statistics
 from runtime.scoring import ScoreScale, Scoring, compact_hot_region
 
 
@@ -17,7 +17,7 @@ def test_scale_puts_threshold_at_half_and_is_monotonic():
     assert scale.normalize(8.0) == pytest.approx(0.1)
     values = scale.normalize(np.linspace(-1e6, 1e6, 101))
     assert np.all(np.diff(values) >= 0) and np.isfinite(values).all()
-    assert ScoreScale.from_dict(scale.to_dict()) == scale
+    assert ScoreScale.model_validate(scale.model_dump(mode="json")) == scale
     with pytest.raises(ValueError, match="spread"):
         ScoreScale(threshold=1.0, spread=0.0)
 
@@ -48,7 +48,7 @@ def test_global_statistics_separate_lighting_and_blur():
     rng = np.random.default_rng(0)
     normals = [_board_like(np.random.default_rng(1)) for _ in range(20)]
     normals = [np.clip(n * rng.uniform(0.95, 1.05), 0, 255).astype(np.uint8) for n in normals]
-    reference = GlobalStatsReference.fit(np.stack([image_statistics(n) for n in normals]))
+    reference = GlobalStats.fit(np.stack([image_statistics(n) for n in normals]))
     base = normals[0]
     dark = (base * 0.4).astype(np.uint8)
     blurred = cv2.GaussianBlur(base, (0, 0), 3)
@@ -63,15 +63,15 @@ def test_global_statistics_separate_lighting_and_blur():
     assert light_shadow[0] > 10 * max(light_normal[0], 1.0)
     assert blur_blurred[0] > 10 * max(blur_normal[0], 1.0)
     assert blur_dark[0] < 3  # a gain change is lighting, not blur
-    assert GlobalStatsReference.from_dict(reference.to_dict()).mean.shape == (len(STAT_NAMES),)
+    assert GlobalStats.model_validate(reference.model_dump(mode="json")).mean.shape == (len(STAT_NAMES),)
 
 
 def test_decide_reports_label_confidence_kind_and_frame_size_heatmap():
     rng = np.random.default_rng(0)
     normals = [_board_like(rng) for _ in range(10)]
-    reference = GlobalStatsReference.fit(np.stack([image_statistics(n) for n in normals]))
-    scoring = Scoring(local=ScoreScale(10.0, 2.0), reference=reference,
-                      lighting=ScoreScale(6.0, 2.0), blur=ScoreScale(6.0, 2.0))
+    reference = GlobalStats.fit(np.stack([image_statistics(n) for n in normals]))
+    scoring = Scoring(local=ScoreScale(threshold=10.0, spread=2.0), global_stats=reference,
+                      lighting=ScoreScale(threshold=6.0, spread=2.0), blur=ScoreScale(threshold=6.0, spread=2.0))
     heat = np.full((128, 128), 8.0, np.float32)
 
     normal = scoring.decide(8.0, heat, normals[0], (480, 640))
@@ -86,13 +86,13 @@ def test_decide_reports_label_confidence_kind_and_frame_size_heatmap():
 
     dark = scoring.decide(8.0, heat, (normals[0] * 0.3).astype(np.uint8), (128, 128))
     assert (dark.label, dark.kind) == ("anomalous", "lighting")
-    assert Scoring.from_dict(scoring.to_dict()).to_dict() == scoring.to_dict()
+    assert Scoring.model_validate(scoring.model_dump(mode="json")) == scoring
 
 
 def _scoring_for(normals: list[np.ndarray]) -> Scoring:
-    reference = GlobalStatsReference.fit(np.stack([image_statistics(n) for n in normals]))
-    return Scoring(local=ScoreScale(10.0, 2.0), reference=reference,
-                   lighting=ScoreScale(6.0, 2.0), blur=ScoreScale(6.0, 2.0))
+    reference = GlobalStats.fit(np.stack([image_statistics(n) for n in normals]))
+    return Scoring(local=ScoreScale(threshold=10.0, spread=2.0), global_stats=reference,
+                   lighting=ScoreScale(threshold=6.0, spread=2.0), blur=ScoreScale(threshold=6.0, spread=2.0))
 
 
 def test_compact_hot_region_is_a_few_blobs_not_the_whole_frame_nor_speckle():
@@ -127,7 +127,7 @@ def test_a_local_defect_that_moves_the_global_statistics_stays_local():
     defect[0:32, 32:64] = 60  # a flat grey patch where parts and print should be (a missing label)
     heat = np.full((128, 128), 8.0, np.float32)
     heat[0:32, 32:64] = 14.0  # the model sees it as one compact hot region
-    light, blur = scoring.reference.deviation_scores(image_statistics(defect))
+    light, blur = scoring.global_stats.deviation_scores(image_statistics(defect))
     # Both global checks fire on it (darker cell, sharpness lost): alone they would say blur.
     assert scoring.lighting.normalize(light[0]) >= 0.5 and scoring.blur.normalize(blur[0]) >= 0.5
     result = scoring.decide(14.0, heat, defect, (128, 128))
@@ -157,8 +157,8 @@ def test_noise_and_compression_beyond_the_tolerance_are_named_even_with_a_hot_sp
     normals = [_board_like(np.random.default_rng(seed)) for seed in range(12)]
     capture = np.stack([capture_statistics(n) for n in normals])
     scoring = Scoring(**{**_scoring_for(normals).__dict__,
-                         "capture_reference": GlobalStatsReference.fit(capture, CAPTURE_STATS),
-                         "noise": ScoreScale(4.0, 2.0), "compression": ScoreScale(4.0, 2.0)})
+                         "capture_stats": GlobalStats.fit(capture, CAPTURE_STATS),
+                         "noise": ScoreScale(threshold=4.0, spread=2.0), "compression": ScoreScale(threshold=4.0, spread=2.0)})
     heat = np.full((128, 128), 8.0, np.float32)
     heat[60:70, 60:70] = 14.0
     noisy = np.clip(normals[0] + np.random.default_rng(5).normal(0, 12, normals[0].shape), 0, 255).astype(np.uint8)
@@ -171,4 +171,4 @@ def test_noise_and_compression_beyond_the_tolerance_are_named_even_with_a_hot_sp
     clean = scoring.decide(8.0, np.full((128, 128), 8.0, np.float32), normals[1], (128, 128),
                            capture=capture_statistics(normals[1]))
     assert clean.label == "normal" and clean.kind_scores["noise"] < 0.5
-    assert Scoring.from_dict(scoring.to_dict()).to_dict() == scoring.to_dict()
+    assert Scoring.model_validate(scoring.model_dump(mode="json")) == scoring

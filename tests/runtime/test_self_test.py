@@ -36,11 +36,11 @@ def test_an_exported_bundle_carries_a_self_test_that_passes_here(board_bundle, c
     manifest = json.loads((board_bundle[0] / "manifest.json").read_text())
     test = manifest["self_test"]
     assert len(test["images"]) == 8 and all(entry["file"] in manifest["files"] for entry in test["images"])
-    assert manifest["parity"]["cpu"] == local_cpu().to_dict()
+    assert manifest["parity"]["cpu"] == local_cpu().model_dump(mode="json")
     with caplog.at_level(logging.INFO, logger="runtime.self_test"):
         report = Detector.load(board_bundle[1]).self_test  # the .tar: the PNGs travel inside it
     assert report.passed and report.rank_corr == 1.0 and report.max_score_error < 1e-3
-    assert report.local_cpu == local_cpu().to_dict()
+    assert report.local_cpu == local_cpu().model_dump(mode="json")
     # One short line per load: the bundle's name, not the .tar's temporary folder, and no CPU flags.
     (line,) = [record.getMessage() for record in caplog.records if "self-test" in record.getMessage()]
     assert line.startswith(f"bundle {manifest['name']}: self-test passed on 8 images")
