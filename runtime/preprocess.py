@@ -10,9 +10,11 @@ the full frame and is 0 (clearly normal) everywhere else.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import cv2
 import numpy as np
+from pydantic import AfterValidator
 
 from runtime.image_io import to_rgb8
 
@@ -56,8 +58,12 @@ def check_roi(roi: Sequence[int] | None, what: str = "roi") -> Region | None:
         raise ValueError(f"{what} must be four integers [x, y, width, height], got {roi!r}")
     x, y, w, h = (int(v) for v in values)
     if x < 0 or y < 0 or w <= 0 or h <= 0:
-        raise ValueError(f"{what} {[x, y, w, h]}: x and y must be >= 0, width and height > 0")
+        raise ValueError(f"{what} {[x, y, w, h]} must be [x >= 0, y >= 0, width > 0, height > 0]")
     return x, y, w, h
+
+
+# The ROI field of every config that takes one (the model's params, the station's cameras): check_roi's rule.
+Roi = Annotated[tuple[int, int, int, int], AfterValidator(check_roi)]
 
 
 def check_center_crop(fraction: float | None, what: str = "center_crop") -> float | None:

@@ -33,6 +33,7 @@ from torch import nn
 
 from edge_anomaly.backbones import BACKBONES, LAYER_NAMES
 from edge_anomaly.data.capture import CaptureTolerance
+from runtime.preprocess import Roi
 from runtime.schema import StrictModel
 
 
@@ -57,7 +58,7 @@ class TemplateParams(StrictModel):
         None, description="local weights file (.safetensors or .pth) for backbones without packaged weights"
     )
     layers: list[str] = Field(description=f"backbone stages whose features are used: {', '.join(LAYER_NAMES)}")
-    roi: tuple[int, int, int, int] | None = Field(
+    roi: Roi | None = Field(
         None, description="inspect only this rectangle [x, y, width, height] of every image, in image pixels"
     )
     center_crop: float | None = Field(
@@ -121,9 +122,9 @@ class TemplateParams(StrictModel):
 
     @field_validator("roi")
     @classmethod
-    def _roi_size(cls, value: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
-        if value is not None and (value[0] < 0 or value[1] < 0 or value[2] < 32 or value[3] < 32):
-            raise ValueError(f"roi {list(value)}: x and y must be >= 0, width and height at least 32 pixels")
+    def _roi_size(cls, value: Roi | None) -> Roi | None:
+        if value is not None and (value[2] < 32 or value[3] < 32):
+            raise ValueError(f"roi {list(value)}: width and height must be at least 32 pixels to train on")
         return value
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ from pydantic import (
 
 from runtime.genicam import GenicamSettings
 from runtime.image_io import MAX_PIXELS
+from runtime.preprocess import Roi
 from runtime.schema import StrictModel, read_yaml, validate
 from runtime.sources import Backoff, redact
 
@@ -317,7 +318,7 @@ class CameraConfig(_Section):
     mode: Literal["continuous", "trigger", "folder"] = Field(description="when a frame is inspected")
     source: SourceConfig | None = None
     watch: WatchConfig | None = None
-    roi: tuple[int, int, int, int] | None = Field(None, description="x, y, width, height in frame pixels")
+    roi: Roi | None = Field(None, description="x, y, width, height in frame pixels")
     every_nth: int = Field(1, ge=1, description="continuous: inspect one frame in N")
     trigger_queue: int = Field(32, ge=1, le=10000, description="trigger: waiting triggers beyond this get 'busy'")
     max_image_pixels: int = Field(MAX_PIXELS, ge=1, description="folder: larger images (by header) are refused")
@@ -331,8 +332,6 @@ class CameraConfig(_Section):
             raise ValueError("mode 'folder' needs 'watch: {path: ...}'")
         if self.mode != "folder" and self.source is None:
             raise ValueError(f"mode {self.mode!r} needs a 'source'")
-        if self.roi is not None and (self.roi[0] < 0 or self.roi[1] < 0 or self.roi[2] <= 0 or self.roi[3] <= 0):
-            raise ValueError(f"roi {list(self.roi)} must be [x >= 0, y >= 0, width > 0, height > 0]")
         return self
 
 
