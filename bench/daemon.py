@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.cpu import local_cpu
 from runtime.detector import Detector
 from runtime.image_io import list_images, read_image
 from tests.harness.station import (
@@ -482,10 +483,7 @@ def _epoch(iso: str) -> float:
 
 def cpu_model() -> str:
     """The CPU the figures come from (other jobs on it show in the load average printed beside)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+    return local_cpu().model
 
 
 def print_page(figures: dict) -> None:

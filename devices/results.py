@@ -7,13 +7,13 @@ from a bench run on real hardware; until the first one the table says that nobod
 from __future__ import annotations
 
 import os
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
 from devices import FOLDER, SOURCE_ROOT, DeviceProfile
 from runtime import package_version
 from runtime.backends.accelerators import accelerator
+from runtime.cpu import local_cpu
 from runtime.manifest import Manifest
 
 COLUMNS = ("date (UTC)", "machine", "bundle", "engine", "backend / device", "mode", "batch", "threads", "frame",
@@ -38,17 +38,9 @@ def empty_table(profile: DeviceProfile) -> str:
 
 
 def cpu_model() -> str:
-    """CPU model and the cores this process may use (Linux /proc/cpuinfo, else the platform's name)."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "Model")):  # x86, then Raspberry Pi-style arm64
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """CPU model (runtime.cpu.local_cpu) and the cores this process may use."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {cores} cores"
+    return f"{local_cpu().model}, {cores} cores"
 
 
 def _delta(value: float | None) -> str:

@@ -59,11 +59,13 @@ def isa_of(flags: tuple[str, ...] | list[str]) -> str:
 
 
 def _cpuinfo_field(text: str, *keys: str) -> str | None:
+    """The first non-empty value of the first of ``keys`` (in their order of preference) that ``text`` has."""
+    found: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in keys and value.strip():
-            return value.strip()
-    return None
+            found.setdefault(key.strip(), value.strip())
+    return next((found[key] for key in keys if key in found), None)
 
 
 def local_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
@@ -72,6 +74,7 @@ def local_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
         text = cpuinfo.read_text()
     except OSError:
         return CpuInfo(model=platform.processor() or platform.machine() or "unknown", flags=())
+    # x86, then the board's name (a Raspberry Pi's "Model", which /proc/cpuinfo lists after every core's "CPU part")
     model = _cpuinfo_field(text, "model name", "Model", "Hardware", "CPU part") or platform.machine()
     flags = set((_cpuinfo_field(text, "flags", "Features") or "").split())
     return CpuInfo(model=model, flags=tuple(flag for flag in RELEVANT_FLAGS if flag in flags))

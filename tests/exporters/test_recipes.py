@@ -49,3 +49,12 @@ def test_local_cpu_reads_model_and_relevant_flags(tmp_path):
     assert cpu == CpuInfo(model="Intel(R) Core(TM) i7-8700", flags=("avx2",))
     assert cpu.isa == "avx2" and not cpu.has_bf16
     assert CpuInfo.model_validate(cpu.model_dump(mode="json")) == cpu
+
+
+def test_local_cpu_names_a_raspberry_pi_by_its_model_not_a_core_part_number(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    core = "BogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n\n"
+    cpuinfo.write_text(f"processor\t: 0\n{core}processor\t: 1\n{core}Revision\t: c03114\n"
+                       "Model\t\t: Raspberry Pi 4 Model B Rev 1.4\n")
+    cpu = local_cpu(cpuinfo)
+    assert cpu == CpuInfo(model="Raspberry Pi 4 Model B Rev 1.4", flags=("asimd",)) and cpu.isa == "arm64"
