@@ -208,18 +208,18 @@ def global_checks_scoring(local: ScoreScale, stats: np.ndarray, capture: np.ndar
     Whole-image statistics are cheap and unbiased enough in-sample, so every training image
     calibrates their thresholds.
     """
-    reference = GlobalStats.fit(stats)
-    lighting, blur = reference.deviation_scores(stats)
+    global_stats = GlobalStats.fit(stats)
+    lighting, blur = global_stats.deviation_scores(stats)
     checks: dict = {}
     if capture is not None:
         # The varied copies already span the tolerated noise and compression, so the checks sit close to their
         # edge: CAPTURE_CHECK_MARGIN, not the lighting checks' margin.
-        capture_reference = GlobalStats.fit(capture, CAPTURE_STATS)
-        deviation = capture_reference.capture_deviation(capture)
-        checks.update(capture_stats=capture_reference,
+        capture_stats = GlobalStats.fit(capture, CAPTURE_STATS)
+        deviation = capture_stats.capture_deviation(capture)
+        checks.update(capture_stats=capture_stats,
                       noise=quantile_scale(deviation["noise"], GLOBAL_CHECK_QUANTILE, CAPTURE_CHECK_MARGIN),
                       compression=quantile_scale(deviation["compression"], GLOBAL_CHECK_QUANTILE,
                                                  CAPTURE_CHECK_MARGIN))
-    return Scoring(local=local, global_stats=reference,
+    return Scoring(local=local, global_stats=global_stats,
                    lighting=quantile_scale(lighting, GLOBAL_CHECK_QUANTILE, margin),
                    blur=quantile_scale(blur, GLOBAL_CHECK_QUANTILE, margin), **checks)

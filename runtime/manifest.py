@@ -1,7 +1,11 @@
 """The bundle manifest (``manifest.json``) as typed models: one schema for writers and readers.
 
 The exporter builds a :class:`Manifest` and :func:`dump` writes it; the runtime, the station
-and ``package`` read it with :func:`parse_manifest` and use attributes. Unknown keys are
+and ``package`` read it with :func:`parse_manifest` and use attributes. The sections that carry
+numbers the runtime computes with are the runtime's own types: ``scoring`` is
+:class:`runtime.scoring.Scoring` (with ``runtime.global_stats.GlobalStats``) and ``parity.cpu``
+is :class:`runtime.cpu.CpuInfo`; the model card (``model.json``) shares ``input``, ``scoring``
+and ``capture``. Unknown keys are
 refused in every section the runtime acts on (a typo must not silently mean a default), so a
 format change goes with a new ``schema_version``; :func:`migrate` upgrades older manifests
 step by step, so bundles already in the field keep loading. Descriptive records (training

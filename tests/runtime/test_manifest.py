@@ -17,6 +17,7 @@ import pytest
 
 from runtime.bundle import BundleError, open_bundle
 from runtime.manifest import SCHEMA_VERSION, StaticBatch, dump, load_manifest, migrate, parse_manifest
+from runtime.scoring import Scoring
 
 V1_BUNDLE = Path(__file__).parent / "fixtures" / "bundle-v1"
 
@@ -39,6 +40,7 @@ def test_a_version_1_bundle_loads_through_migrate_and_runs(tmp_path):
     assert manifest.parity.passed and manifest.signature is None and manifest.self_test is None
 
     detector = Detector.load(V1_BUNDLE, backend="onnxruntime")
+    assert type(manifest.scoring) is Scoring and detector.scoring is detector.bundle.manifest.scoring  # one type
     frame = np.full((64, 80, 3), 40, np.uint8)
     frame[10:20, 10:20] = 200
     result = detector.predict(frame)
@@ -121,6 +123,9 @@ def test_the_capture_sections_validate_and_a_version_3_bundle_reads_without_them
     (lambda m: m["scoring"]["local"].update(spread=0), "scoring.local.spread: Input should be greater than 0"),
     (lambda m: m["files"].update({"model.onnx": "abc"}), "files.model.onnx: String should match pattern"),
     (lambda m: m.pop("scoring"), "scoring: Field required"),
+    (lambda m: m["scoring"].pop("blur"), "scoring: Value error, lighting, blur, global_stats come together"),
+    (lambda m: m["scoring"]["global_stats"]["names"].reverse(), "do not match this version of edge-anomaly"),
+    (lambda m: m["scoring"]["global_stats"]["mean"].pop(), "expected 22 means and spreads"),
 ])
 def test_bad_manifests_are_refused_naming_the_field(change, expected):
     data = _v1()
