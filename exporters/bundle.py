@@ -11,12 +11,12 @@ import edge_anomaly
 from edge_anomaly.model import TrainedModel
 from runtime.bundle import pack_bundle, sha256_file
 from runtime.global_stats import GlobalStats
-from runtime.manifest import BUNDLE_FORMAT, MANIFEST, SCHEMA_VERSION, DriftReference, Manifest, dump, parse_manifest
+from runtime.manifest import BUNDLE_FORMAT, MANIFEST, SCHEMA_VERSION, Manifest, dump, parse_manifest
 
 DRIFT_LEVELS = np.linspace(0.0, 1.0, 21)  # quantiles of the held-out normal scores kept for the drift monitor
 
 
-def drift_reference(model: TrainedModel) -> DriftReference | None:
+def drift_reference(model: TrainedModel) -> dict | None:
     """The manifest's ``drift_reference`` from the model's calibration data (None for models without it).
 
     Scores are normalised with the model's own scale: the runtime's normalised scores of any
@@ -26,8 +26,8 @@ def drift_reference(model: TrainedModel) -> DriftReference | None:
     if data is None:
         return None
     scores = model.scoring.local.normalize(data.normal_scores)
-    return DriftReference(levels=DRIFT_LEVELS.tolist(), score_quantiles=np.quantile(scores, DRIFT_LEVELS).tolist(),
-                          n_scores=int(scores.size), global_stats=GlobalStats.fit(data.image_stats))
+    return {"levels": DRIFT_LEVELS.tolist(), "score_quantiles": np.quantile(scores, DRIFT_LEVELS).tolist(),
+            "n_scores": int(scores.size), "global_stats": GlobalStats.fit(data.image_stats)}
 
 
 def build_manifest(model: TrainedModel, engine: dict, name: str, **sections) -> Manifest:

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from runtime.backends import ENGINE_FORMATS
 from runtime.cpu import ISAS, CpuInfo
-from runtime.global_stats import GlobalStats
 from runtime.schema import Section, decode_json_object, upgrade, validate
-from runtime.scoring import Scoring
+
+if TYPE_CHECKING:  # resolved on first use (_resolve_numeric_sections): they need numpy, reading the tables does not
+    from runtime.global_stats import GlobalStats
+    from runtime.scoring import Scoring
 
 BUNDLE_FORMAT = "edge-anomaly-bundle"
 SCHEMA_VERSION = 4
@@ -286,8 +288,21 @@ def migrate(data: dict, source: str = MANIFEST) -> dict:
     return upgrade(data, SCHEMA_VERSION, MIGRATIONS, source, BundleError)
 
 
+def _resolve_numeric_sections() -> None:
+    """Give :class:`Manifest` its ``scoring`` and statistics types (``runtime.scoring``, ``runtime.global_stats``)
+    before the first manifest is validated, so that importing this module (the engine table, PRECISIONS, the
+    device profiles) loads no numpy."""
+    if not Manifest.__pydantic_complete__:
+        from runtime.global_stats import GlobalStats
+        from runtime.scoring import Scoring
+
+        for model in (DriftReference, Manifest):
+            model.model_rebuild(_types_namespace={"GlobalStats": GlobalStats, "Scoring": Scoring})
+
+
 def parse_manifest(data: object, source: str = MANIFEST) -> Manifest:
     """A manifest of any supported version as the current :class:`Manifest`; errors name the field."""
+    _resolve_numeric_sections()
     if not isinstance(data, dict):
         raise BundleError(f"{source}: expected a JSON object, got {type(data).__name__}")
     if data.get("format") != BUNDLE_FORMAT:
