@@ -158,7 +158,8 @@ def test_noise_and_compression_beyond_the_tolerance_are_named_even_with_a_hot_sp
     capture = np.stack([capture_statistics(n) for n in normals])
     scoring = Scoring(**{**_scoring_for(normals).__dict__,
                          "capture_stats": GlobalStats.fit(capture, CAPTURE_STATS),
-                         "noise": ScoreScale(threshold=4.0, spread=2.0), "compression": ScoreScale(threshold=4.0, spread=2.0)})
+                         "noise": ScoreScale(threshold=4.0, spread=2.0),
+                         "compression": ScoreScale(threshold=4.0, spread=2.0)})
     heat = np.full((128, 128), 8.0, np.float32)
     heat[60:70, 60:70] = 14.0
     noisy = np.clip(normals[0] + np.random.default_rng(5).normal(0, 12, normals[0].shape), 0, 255).astype(np.uint8)
