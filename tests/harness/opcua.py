@@ -21,6 +21,8 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate  # noqa: E402
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
 
+from tests.harness.station import patience  # noqa: E402
+
 MV = "http://opcfoundation.org/UA/MachineVision"
 CLIENT_URI = "urn:edge-anomaly:test-plc"
 
@@ -46,8 +48,9 @@ def trust(cert: Path, trusted: Path) -> None:
 async def connect(endpoint: str, server_cert: Path, cert: Path | None, key: Path | None, user: str | None,
                   password: str | None, secure: bool = True) -> Client:
     """An asyncua client, connected (Basic256Sha256 SignAndEncrypt unless ``secure`` is off) with the station's
-    data types loaded; the caller disconnects it."""
-    client = Client(endpoint, timeout=10)
+    data types loaded; the caller disconnects it. Its request timeout scales with the load (:func:`patience`):
+    a fixed 10 s failed connections at load 14-21 ("client is disconnected")."""
+    client = Client(endpoint, timeout=patience(10))
     client.application_uri = CLIENT_URI
     if secure:
         await client.set_security(SecurityPolicyBasic256Sha256, certificate=str(cert), private_key=str(key),
@@ -84,6 +87,7 @@ class Events:
         pass
 
     async def wait_for(self, predicate, timeout: float = 20.0):
+        timeout = patience(timeout)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             for event in self.received:
@@ -138,8 +142,9 @@ class Station:
 
 
 async def wait_async(read, predicate, timeout: float = 10.0):
-    """The first value ``await read()`` gives that satisfies ``predicate``, polled every 50 ms."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    """The first value ``await read()`` gives that satisfies ``predicate``, polled every 50 ms; ``timeout`` is for
+    a quiet machine (:func:`patience`)."""
+    deadline = asyncio.get_running_loop().time() + patience(timeout)
     while True:
         value = await read()
         if predicate(value):
