@@ -6,7 +6,6 @@ the PyTorch predictor and every exported engine reach the same decision the same
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import cv2
@@ -30,11 +29,6 @@ REGION_MARGIN = 1 / 32  # the region is widened by this share of the shorter sid
 
 def _logistic(excess: float | np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(excess, -_MAX_EXPONENT, _MAX_EXPONENT)))
-
-
-def _logistic_of(excess: float) -> float:
-    """:func:`_logistic` of one number, without numpy's per-call cost (several per frame)."""
-    return 1.0 / (1.0 + math.exp(-min(max(excess, -_MAX_EXPONENT), _MAX_EXPONENT)))
 
 
 def _excess(raw: float, scale: ScoreScale) -> float:
@@ -150,7 +144,7 @@ class Scoring(Section):
             excess = self._global_excess(stats)
         if capture is not None and self.checks_capture:
             excess.update(self.capture_excess(capture))
-        kind_scores.update({name: _logistic_of(value) for name, value in excess.items()})
+        kind_scores.update({name: float(_logistic(value)) for name, value in excess.items()})
         fired = [name for name, value in excess.items() if value >= 0.0]
         # The global checks only speak when they fire: below their thresholds the verdict is
         # the local score alone, so they cannot reorder images they have nothing to say about.
