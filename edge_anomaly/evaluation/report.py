@@ -348,8 +348,6 @@ def html_report(path: Path, title: str, metrics: dict, roc_png: Path,
                 overlays: Sequence[tuple[Path, str, str]]) -> Path:
     """One HTML file that opens offline: the metrics and model tables and the ROC embedded, each case
     an embedded JPEG thumbnail linked to its full overlay (beside the page, in worst/), inline styles only."""
-    table, embed = _html_table, _embedded_png
-
     def figures(verdict: str) -> str:
         return ("".join(_thumbnail(png, caption, path.parent) for png, caption, said in overlays if said == verdict)
                 or "<p>none</p>")
@@ -357,12 +355,12 @@ def html_report(path: Path, title: str, metrics: dict, roc_png: Path,
     def count(verdict: str) -> int:
         return sum(said == verdict for _, _, said in overlays)
 
-    model = f"<h2>Model</h2>{table(model_table(metrics['model']))}" if metrics.get("model") else ""
+    model = f"<h2>Model</h2>{_html_table(model_table(metrics['model']))}" if metrics.get("model") else ""
 
     capture_section = ""
     if "capture" in metrics:
         markdown, _, misses = capture_markdown(metrics["capture"]).partition("\n\n")
-        capture_section = (f"<h2>Good parts under a real camera's variation</h2>{table(markdown)}"
+        capture_section = (f"<h2>Good parts under a real camera's variation</h2>{_html_table(markdown)}"
                            f"<p>{html.escape(misses)}</p>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -375,10 +373,10 @@ img {{ max-width: 100%; }} figure img {{ width: {THUMBNAIL_WIDTH}px; }}
 figcaption {{ font-size: 0.8em; color: #555; max-width: {THUMBNAIL_WIDTH}px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<h2>Verdicts at the calibrated threshold</h2>{table(metrics_table(metrics))}
-<h2>Per defect</h2>{table(per_defect_table(metrics))}
+<h2>Verdicts at the calibrated threshold</h2>{_html_table(metrics_table(metrics))}
+<h2>Per defect</h2>{_html_table(per_defect_table(metrics))}
 {capture_section}{model}
-<h2>Image ROC</h2>{embed(roc_png, "image ROC")}
+<h2>Image ROC</h2>{_embedded_png(roc_png, "image ROC")}
 <p>Each case: the image with the ground-truth outline (cyan) beside the heatmap, tinted where it nears the
 threshold, with the detector's regions (white). Click a thumbnail for the full picture.</p>
 <h2>False alarms ({count("false_alarm")})</h2>{figures("false_alarm")}
