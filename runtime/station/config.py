@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from runtime.batching import BATCHING_MODES
 from runtime.genicam import GenicamSettings
 from runtime.image_io import MAX_PIXELS
 from runtime.preprocess import Roi
@@ -297,7 +298,7 @@ class DriftConfig(_Section):
 
 
 class BatchingConfig(_Section):
-    mode: Literal["auto", "off"] = Field(
+    mode: Literal[BATCHING_MODES] = Field(
         "auto", description="cameras that share a loaded bundle (same bundle, backend, device, threads, roi and "
                             "self_test). auto, from 2 such cameras: OpenVINO runs throughput streams and frames "
                             "that arrive together go through one engine call per stream (bench/cameras.py); off: "
