@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from edge_anomaly import __version__
+from edge_anomaly.memory import keep_freed_memory
 from runtime.commands import add_engine_arguments
 from runtime.entry_points import COMMANDS, registered
 
@@ -245,7 +246,7 @@ def _add_fit(commands) -> None:
     fit.add_argument("--add", metavar="DIR", help="then add these reviewed normal images to the fitted model "
                      "(as edge-anomaly update does; PatchCore)")
     fit.add_argument("--out", required=True, help="model folder to write")
-    fit.set_defaults(run=cmd_fit)
+    fit.set_defaults(run=cmd_fit, fits_in_torch=True)
 
 
 def _add_update_and_evaluate(commands) -> None:
@@ -260,7 +261,7 @@ def _add_update_and_evaluate(commands) -> None:
     written.add_argument("--in-place", action="store_true", help="replace MODEL with the updated model")
     update.add_argument("--force", action="store_true",
                         help="add images the model scores far above its threshold too (listed; refused without it)")
-    update.set_defaults(run=cmd_update)
+    update.set_defaults(run=cmd_update, fits_in_torch=True)
 
     evaluate = commands.add_parser("evaluate", help="metrics on an MVTec-layout test set")
     evaluate.add_argument("model", help="model folder")
@@ -272,7 +273,7 @@ def _add_update_and_evaluate(commands) -> None:
     evaluate.add_argument("--capture", action="store_true",
                           help="also score the good images under sensor noise, JPEG, exposure, shifts and blur, "
                                "and the defects under noise (how the model fares under a real camera)")
-    evaluate.set_defaults(run=cmd_evaluate)
+    evaluate.set_defaults(run=cmd_evaluate, fits_in_torch=True)
 
 
 def _add_predict(commands) -> None:
@@ -312,7 +313,7 @@ def _add_templates_and_demo(commands) -> None:
     demo.add_argument("--template", help=TEMPLATE_HELP)
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     demo.add_argument("--out", default="edge-anomaly-demo", help="output folder (default: ./edge-anomaly-demo)")
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(run=cmd_demo, fits_in_torch=True)
 
 
 def _add_package_commands(commands) -> None:
@@ -327,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-anomaly {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, and the libraries' own logs and warnings during export")
+    # Commands that fit or score in PyTorch keep freed memory in the process (edge_anomaly/memory.py); the station
+    # does not change its allocator.
+    parser.set_defaults(fits_in_torch=False)
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_add_fit, _add_update_and_evaluate, _add_predict, _add_templates_and_demo, _add_package_commands):
         add(commands)
@@ -337,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.fits_in_torch:
+        keep_freed_memory()
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, OSError) as exc:

@@ -12,6 +12,13 @@ BOTTLE = SHARED_DATA / "mvtec_ad" / "bottle"
 MAGNETIC_TILE = SHARED_DATA / "mtd" / "magnetic_tile"
 
 
+def pytest_configure(config) -> None:
+    """The training side's allocator setting, as its commands run (edge_anomaly/memory.py): the fits here are faster."""
+    from edge_anomaly.memory import keep_freed_memory
+
+    keep_freed_memory()
+
+
 def real_category(path: Path) -> Path:
     """The category folder, or skip the test with the reason when the shared data is absent."""
     if not (path / "train" / "good").is_dir():
