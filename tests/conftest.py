@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,10 +15,13 @@ MAGNETIC_TILE = SHARED_DATA / "mtd" / "magnetic_tile"
 
 
 def pytest_configure(config) -> None:
-    """The training side's allocator setting, as its commands run (edge_anomaly/memory.py): the fits here are faster."""
+    """The training side's allocator setting, as its commands run (edge_anomaly/memory.py): the fits here are faster.
+    The machine's kept PyTorch rate (edge_anomaly/autoconfig/machine_rate.py) goes to a folder of this run's own,
+    not the user's cache."""
     from edge_anomaly.memory import keep_freed_memory
 
     keep_freed_memory()
+    os.environ["EDGE_ANOMALY_CACHE"] = tempfile.mkdtemp(prefix="edge-anomaly-cache-")
 
 
 def real_category(path: Path) -> Path:

@@ -27,6 +27,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch.utils.flop_counter import FlopCounterMode
 
+from edge_anomaly.autoconfig.machine_rate import LatencyEstimate
 from edge_anomaly.autoconfig.synthetic_defects import synthetic_defect_set
 from edge_anomaly.backbones import build_extractor
 from edge_anomaly.config import config_template, load_params
@@ -45,7 +46,6 @@ SizeCheck = Callable[[tuple[int, int]], "str | None"]
 MAX_FIT_IMAGES = 100  # candidates are compared on a bounded subset: a few minutes on 2 cores
 MAX_CHECK_IMAGES = 30  # held-out normals, each also given synthetic defects
 DEFECTS_PER_IMAGE = 2
-LATENCY_REPEATS = 10
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Trial:
     synthetic_auroc: float
     recall_at_strict: float  # share of defects above the highest held-out normal score
     gflop: float  # floating-point operations of one image through the graph, counted (load-independent)
-    latency_ms: float  # estimated on this machine: gflop at the default candidate's measured rate
+    latency_ms: float  # estimated on this machine: gflop at its rate (machine_rate)
     seconds: float  # fit and scoring time of this candidate
     within_budget: bool
     error: str | None = None
@@ -177,23 +177,10 @@ def _gflop(graph: AnomalyGraph, image: np.ndarray) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _latency_ms(graph: AnomalyGraph, image: np.ndarray) -> float:
-    """The fastest of LATENCY_REPEATS calls: what the model costs, not what else the machine was doing."""
-    times = []
-    with torch.no_grad():
-        graph(torch.from_numpy(image[None]))
-        for _ in range(LATENCY_REPEATS):
-            start = time.perf_counter()
-            graph(torch.from_numpy(image[None]))
-            times.append((time.perf_counter() - start) * 1000)
-    return min(times)
-
-
 def _try(candidate: Candidate, params: TemplateParams, frames: list[np.ndarray], fit_idx: np.ndarray,
          normal_idx: np.ndarray, defect_frames: list[np.ndarray], max_latency_ms: float | None,
-         size_problem: SizeCheck | None, ms_per_gflop: float | None) -> Trial:
-    """Fit and score one candidate. ``ms_per_gflop`` is this machine's rate, measured on the
-    first candidate tried (None: measure it on this one)."""
+         size_problem: SizeCheck | None, latency: LatencyEstimate) -> Trial:
+    """Fit and score one candidate."""
     started = time.perf_counter()
     size = tuple(params.input_size)
     problem = size_problem(size) if size_problem is not None else None
@@ -216,9 +203,9 @@ def _try(candidate: Candidate, params: TemplateParams, frames: list[np.ndarray],
     recall = float(np.mean(defect > normal.max()))
     image = inputs(frames[:1])[0]
     gflop = _gflop(graph, image)
-    latency = _latency_ms(graph, image) if ms_per_gflop is None else gflop * ms_per_gflop
-    within = max_latency_ms is None or latency <= max_latency_ms
-    return Trial(candidate.name, candidate.template, size, auroc, recall, gflop, latency,
+    latency_ms = latency(graph, image, gflop)
+    within = max_latency_ms is None or latency_ms <= max_latency_ms
+    return Trial(candidate.name, candidate.template, size, auroc, recall, gflop, latency_ms,
                  time.perf_counter() - started, within)
 
 
@@ -259,7 +246,7 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
         defect_frames, _ = synthetic_defect_set([frames[i] for i in check_idx], DEFECTS_PER_IMAGE, seed)
         source = "synthetic"
     trials = []
-    ms_per_gflop = None
+    latency = LatencyEstimate()
     with make_progress() as progress:
         task = progress.add_task("trying candidates", total=len(candidates))
         for candidate in candidates:
@@ -268,9 +255,7 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
                 params = with_input_size(_candidate_params(candidate, config_file, overrides), aspect,
                                          size_problem)
                 trial = _try(candidate, params, frames, fit_idx, check_idx, defect_frames, max_latency_ms,
-                             size_problem, ms_per_gflop)
-                if ms_per_gflop is None and trial.error is None:
-                    ms_per_gflop = trial.latency_ms / trial.gflop
+                             size_problem, latency)
             except (ValueError, RuntimeError) as exc:  # e.g. --set keys another template does not have
                 log.warning("candidate %s left out: %s", candidate.name, exc)
                 trial = _left_out(candidate, (0, 0), str(exc).splitlines()[0])
