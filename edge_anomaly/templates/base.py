@@ -89,7 +89,7 @@ class TemplateParams(StrictModel):
     )
     heatmap_sigma: float = Field(4.0, ge=0.0, description="Gaussian smoothing of the heatmap, in input pixels")
     batch_size: int = Field(8, ge=1, description="images per forward pass while fitting and evaluating")
-    seed: int = Field(0, description="seed for the hold-out split, projections and sampling")
+    seed: int = Field(0, description="seed for the hold-out split, projections, sampling and starting weights")
 
     @classmethod
     def migrate(cls, saved: dict) -> dict:

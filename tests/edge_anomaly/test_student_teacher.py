@@ -58,8 +58,7 @@ def test_the_global_map_is_averaged_over_three_cells_and_the_local_map_is_not():
     """Single-cell spikes of the global map are noise; the local map keeps single-cell detail."""
     pixels, teacher = torch.rand(1, 3, 64, 64), torch.rand(1, 40, 8, 8)
     maps = []
-    for smoothing in (1, 3):
-        torch.manual_seed(0)  # the same weights for both
+    for smoothing in (1, 3):  # the same seed, so the same weights for both
         params = StudentTeacherParams(input_size=(64, 64), global_smoothing=smoothing)
         with torch.no_grad():
             maps.append(StudentTeacherScorer(params, [(40, 8, 8)]).maps(teacher, pixels))
@@ -73,7 +72,6 @@ def test_the_global_map_is_averaged_over_three_cells_and_the_local_map_is_not():
 def test_the_global_map_counts_at_its_weight(weight):
     """Each map normalised by its own held-out quantiles (90% -> 0, 99.5% -> 0.1), the global one weighted."""
     pixels, teacher = torch.rand(1, 3, 64, 64), torch.rand(1, 40, 8, 8)
-    torch.manual_seed(0)
     scorer = StudentTeacherScorer(StudentTeacherParams(input_size=(64, 64), global_weight=weight), [(40, 8, 8)])
     scorer.map_quantiles = torch.tensor([0.1, 0.3, 0.2, 0.6])
     with torch.no_grad():
@@ -116,6 +114,38 @@ def test_shifted_copies_move_each_image_by_less_than_one_feature_cell():
         moves.add((dy, dx))
     assert len(moves) > 1
     assert shifted_copies(images, 0, np.random.default_rng(0)).shape == images.shape
+
+
+def _weights(scorer) -> dict:
+    return {name: tensor.clone() for name, tensor in scorer.state_dict().items()}
+
+
+def test_the_seed_sets_the_starting_weights_and_leaves_the_callers_generator_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first, again, other = (_weights(StudentTeacherScorer(StudentTeacherParams(input_size=(64, 64), seed=seed),
+                                                         [(40, 8, 8)])) for seed in (0, 0, 1))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not torch.equal(first["student.net.1.weight"], other["student.net.1.weight"])
+
+
+def test_two_fits_with_the_same_seed_train_the_same_networks(boards):
+    """The seed decides the starting weights as well as the split, the copies and the batches."""
+    from edge_anomaly.config import load_params
+    from edge_anomaly.training import fit_model
+
+    inputs = np.random.default_rng(0).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    fitted = []
+    for seed in (0, 0, 1):
+        overrides = ["iterations=3", "eval_every=3", "input_size=[64, 96]", "batch_size=4", f"seed={seed}"]
+        model = fit_model(boards, *load_params("student_teacher", overrides=overrides))
+        fitted.append((_weights(model.graph.scorer), model.infer(inputs)[1]))
+    (first, first_scores), (again, again_scores), (other, other_scores) = fitted
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    np.testing.assert_array_equal(first_scores, again_scores)
+    assert not torch.equal(first["student.net.1.weight"], other["student.net.1.weight"])
+    assert not np.array_equal(first_scores, other_scores)
 
 
 def _board_input(boards, size: tuple[int, int]) -> np.ndarray:

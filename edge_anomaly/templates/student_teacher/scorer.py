@@ -66,8 +66,12 @@ class StudentTeacherScorer(ImageTrainedScorer):
             raise ValueError(f"layers {params.layers}: the first teacher stage must be at stride 8 "
                              f"(grid {expected}), got grid {self.grid}; use stage3 first")
         self.stage_channels = [shape[0] for shape in feature_shapes]
-        self.student = Student(params.student_width, params.student_depth, 2 * self.channels)
-        self.autoencoder = AutoEncoder(params.input_size, params.latent_dim, self.channels)
+        # The starting weights come from ``seed``, so two fits with the same params train alike; forking the
+        # CPU generator leaves the caller's global torch RNG as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(params.seed)
+            self.student = Student(params.student_width, params.student_depth, 2 * self.channels)
+            self.autoencoder = AutoEncoder(params.input_size, params.latent_dim, self.channels)
         self.register_buffer("teacher_mean", torch.zeros(1, self.channels, 1, 1))
         self.register_buffer("teacher_std", torch.ones(1, self.channels, 1, 1))
         self.register_buffer("map_quantiles", torch.tensor([0.0, 1.0, 0.0, 1.0]))
@@ -108,7 +112,6 @@ class StudentTeacherScorer(ImageTrainedScorer):
         p = self.params
         if len(images) < 2:
             raise ValueError("student_teacher needs at least two fitting images")
-        torch.manual_seed(p.seed)
         rng = np.random.default_rng(p.seed)
         generator = torch.Generator().manual_seed(p.seed)
         data = training_data(self, images, extractor, rng, progress)
