@@ -1,9 +1,9 @@
 """Accuracy, false alarms and misses per category with the defaults, as markdown tables.
 
-    python bench/accuracy.py                                   # boards, bottle, magnetic_tile; automatic configuration
-    python bench/accuracy.py --categories bottle --template patchcore --set coreset_ratio=0.05
-    python bench/accuracy.py --video bottle                   # also: fit on an mp4 of good parts, judge another
-    python bench/accuracy.py --categories boards --logical     # + logical board defects, templates side by side
+    python -m bench.accuracy                                   # boards, bottle, magnetic_tile; automatic configuration
+    python -m bench.accuracy --categories bottle --template patchcore --set coreset_ratio=0.05
+    python -m bench.accuracy --video bottle                   # also: fit on an mp4 of good parts, judge another
+    python -m bench.accuracy --categories boards --logical     # + logical board defects, templates side by side
 
 For every category: ``fit`` as a new user runs it (automatic configuration unless --template),
 evaluate on the test set at the calibrated threshold, and time one image through the PyTorch
@@ -22,24 +22,22 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from edge_anomaly.autoconfig.search import fit_as_configured
+from edge_anomaly.data.folders import mvtec_test_set
+from edge_anomaly.data.synthetic import LOGICAL_DEFECT_KINDS, generate_boards
+from edge_anomaly.data.training_set import TrainingSet
+from edge_anomaly.data.video import write_video
+from edge_anomaly.demo import flagged_share
+from edge_anomaly.evaluation.evaluate import evaluate_model
+from runtime.image_io import list_images, read_image
 
-from edge_anomaly.autoconfig.search import fit_as_configured  # noqa: E402
-from edge_anomaly.data.folders import mvtec_test_set  # noqa: E402
-from edge_anomaly.data.synthetic import LOGICAL_DEFECT_KINDS, generate_boards  # noqa: E402
-from edge_anomaly.data.training_set import TrainingSet  # noqa: E402
-from edge_anomaly.data.video import write_video  # noqa: E402
-from edge_anomaly.demo import flagged_share  # noqa: E402
-from edge_anomaly.evaluation.evaluate import evaluate_model  # noqa: E402
-from runtime.image_io import list_images, read_image  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHARED = REPO.parent / "shared" / "data"
 CATEGORIES = {

@@ -1,6 +1,6 @@
 """Several cameras on one bundle: frames per second and p95 latency, each camera alone on the engine or batched.
 
-    python bench/cameras.py BUNDLE [--cameras 1 2 4] [--seconds 6] [--repeats 3] [--max-wait-ms 4]
+    python -m bench.cameras BUNDLE [--cameras 1 2 4] [--seconds 6] [--repeats 3] [--max-wait-ms 4]
                             [--threads 2] [--performance latency throughput]
 
 Each camera is a thread feeding real frames (the bottle test images, each camera starting at
@@ -28,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from runtime.batching import BatchingBackend
+from runtime.cpu import local_cpu
+from runtime.detector import Detector
+from runtime.image_io import list_images, read_image
 
-from runtime.batching import BatchingBackend  # noqa: E402
-from runtime.cpu import local_cpu  # noqa: E402
-from runtime.detector import Detector  # noqa: E402
-from runtime.image_io import list_images, read_image  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_FRAMES = REPO.parent / "shared" / "data" / "mvtec_ad" / "bottle" / "test"
 

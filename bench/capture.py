@@ -7,9 +7,9 @@ beside the misses at the strictest threshold that passes every good test image, 
 given to flagged defects, and the good test images under each capture variation of
 :mod:`edge_anomaly.evaluation.capture` (with the defects under sensor noise).
 
-    python bench/capture.py                                  # boards, bottle, magnetic tile (defaults)
-    python bench/capture.py --categories bottle --template patchcore
-    python bench/capture.py --set capture_tolerance.copies=0  # the same without the varied copies
+    python -m bench.capture                                  # boards, bottle, magnetic tile (defaults)
+    python -m bench.capture --categories bottle --template patchcore
+    python -m bench.capture --set capture_tolerance.copies=0  # the same without the varied copies
 """
 
 from __future__ import annotations
@@ -17,20 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # before bench/, whose runtime.py would shadow the runtime package
+from bench.accuracy import cpu_name
+from edge_anomaly.autoconfig.search import fit_as_configured
+from edge_anomaly.data.synthetic import generate_boards
+from edge_anomaly.data.training_set import TrainingSet
+from edge_anomaly.evaluation.capture import capture_markdown
+from edge_anomaly.evaluation.evaluate import evaluate_model
 
-from bench.accuracy import cpu_name  # noqa: E402
-from edge_anomaly.autoconfig.search import fit_as_configured  # noqa: E402
-from edge_anomaly.data.synthetic import generate_boards  # noqa: E402
-from edge_anomaly.data.training_set import TrainingSet  # noqa: E402
-from edge_anomaly.evaluation.capture import capture_markdown  # noqa: E402
-from edge_anomaly.evaluation.evaluate import evaluate_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 REAL = {"bottle": "mvtec_ad/bottle", "magnetic_tile": "mtd/magnetic_tile"}
 

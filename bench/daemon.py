@@ -33,7 +33,7 @@ calls ``StartSingleJob`` and waits for the job's ``ResultReady`` event (its subs
 both one part at a time, as a PLC would.
 
 Without ``--bundle`` a PatchCore model is fitted on generated boards and exported as an OpenVINO
-INT8 bundle when the exporter offers it, else ONNX FP32 (the table says which). Needs the
+INT8 bundle when the exporter offers it, else ONNX FP32 (``STATION_BUNDLES``; the table says which). Needs the
 ``mosquitto`` binary. Broker, station process and probe client are the station tests' own
 (tests/harness/station.py; run from the repository root as ``python -m bench.daemon``). Other jobs on the
 same cores make the figures noisy: compare runs on a quiet box.
@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.backends import CPU_FORMATS, ONNX_FORMAT
 from runtime.cpu import local_cpu
 from runtime.detector import Detector
 from runtime.image_io import list_images, read_image
@@ -77,11 +78,17 @@ STATION_SETTINGS = {"heartbeat_s": 5, "drain_timeout_s": 10, "evidence": {"max_m
                     "http": {"enabled": True, "port": 0}}
 
 
+# The station's bundle, the first that exports: INT8 in the format of each CPU engine that has one of its own, else
+# FP32 in the ONNX format every engine reads.
+STATION_BUNDLES = (*((fmt, "int8") for fmt in CPU_FORMATS if fmt != ONNX_FORMAT), (ONNX_FORMAT, "fp32"))
+
+
 def build_bundle(work: Path) -> Path:
-    """PatchCore on generated boards, exported INT8 OpenVINO if available, else FP32 ONNX (cached in ``work``)."""
-    for existing in ("boards-openvino-int8", "boards-onnx-fp32"):
-        if (work / existing / "manifest.json").is_file():
-            return work / existing
+    """PatchCore on generated boards, exported as the first of STATION_BUNDLES that exports (cached in ``work``)."""
+    folders = {(fmt, precision): work / f"boards-{fmt}-{precision}" for fmt, precision in STATION_BUNDLES}
+    for folder in folders.values():
+        if (folder / "manifest.json").is_file():
+            return folder
     from edge_anomaly.config import load_params
     from edge_anomaly.data.synthetic import generate_boards
     from edge_anomaly.training import fit_model
@@ -90,11 +97,13 @@ def build_bundle(work: Path) -> Path:
     boards = generate_boards(work / "boards", n_train=30, n_test_good=6, n_per_defect=3, size=(320, 256), seed=1)
     template, params = load_params("patchcore", overrides=["coreset_ratio=0.05"])
     model = fit_model(boards, template, params)
-    try:
-        return export_bundle(model, work / "boards-openvino-int8", fmt="openvino", precision="int8")[0]
-    except (ValueError, NotImplementedError, ImportError) as exc:
-        print(f"(OpenVINO INT8 export not available: {exc}; using ONNX FP32)", file=sys.stderr)
-        return export_bundle(model, work / "boards-onnx-fp32")[0]
+    for (fmt, precision), folder in folders.items():
+        try:
+            return export_bundle(model, folder, fmt=fmt, precision=precision)[0]
+        except (ValueError, NotImplementedError, ImportError) as exc:
+            if (fmt, precision) == STATION_BUNDLES[-1]:
+                raise
+            print(f"({fmt} {precision} export not available: {exc}; trying the next)", file=sys.stderr)
 
 
 def board_images(work: Path) -> list[Path]:

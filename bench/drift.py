@@ -1,7 +1,7 @@
 """The drift monitor on real frames: false drifts over a 30-minute soak, and the time to report a lamp ramp.
 
-    python bench/drift.py                         # bottle, default PatchCore fitted here
-    python bench/drift.py --model runs/bottle-model --soaks 5
+    python -m bench.drift                         # bottle, default PatchCore fitted here
+    python -m bench.drift --model runs/bottle-model --soaks 5
 
 The stream is simulated, the frames are real: a model is fitted on bottle ``train/good`` and its
 exported drift reference (``exporters.bundle.drift_reference``) is what a station would load.
@@ -18,23 +18,21 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.accuracy import cpu_name
+from edge_anomaly.config import load_params
+from edge_anomaly.model import TrainedModel
+from edge_anomaly.training import fit_model
+from exporters.bundle import drift_reference
+from runtime.image_io import list_images, read_image
+from runtime.manifest import DriftReference
+from runtime.station.drift import DRIFT, WINDOW, DriftMonitor, Reference
 
-from bench.accuracy import cpu_name  # noqa: E402
-from edge_anomaly.config import load_params  # noqa: E402
-from edge_anomaly.model import TrainedModel  # noqa: E402
-from edge_anomaly.training import fit_model  # noqa: E402
-from exporters.bundle import drift_reference  # noqa: E402
-from runtime.image_io import list_images, read_image  # noqa: E402
-from runtime.manifest import DriftReference  # noqa: E402
-from runtime.station.drift import DRIFT, WINDOW, DriftMonitor, Reference  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 BOTTLE = REPO.parent / "shared" / "data" / "mvtec_ad" / "bottle"
 FPS = 2.0

@@ -1,9 +1,10 @@
 """The runtime around the engine: overhead, pipelined throughput on 1080p video, resident memory.
 
-    python bench/engines.py [--data ../shared/data/mvtec_ad/bottle] [--bundle B ...] [--work DIR]
+    python -m bench.engines [--data ../shared/data/mvtec_ad/bottle] [--bundle B ...] [--work DIR]
 
 Without --bundle, fits PatchCore with default hyperparameters on the category (cached in --work)
-and exports it as ONNX FP32, ONNX INT8 and OpenVINO INT8. Prints three markdown tables:
+and exports it as FP32 ONNX (the format every engine reads) and as INT8 in each format whose engine
+runs on a CPU (``runtime.backends.CPU_FORMATS``). Prints three markdown tables:
 
 1. per bundle, the bare engine call (the prepared 1 x H x W x 3 input through the backend) against
    ``Detector.predict`` on a decoded frame (a real test image, and the same upscaled to 1920x1080):
@@ -26,17 +27,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from runtime.backends import CPU_FORMATS, ONNX_FORMAT
+from runtime.detector import Detector
+from runtime.image_io import list_images, read_image
+from runtime.pipeline import Pipeline
+from runtime.sources import InputFrames
 
-from runtime.detector import Detector  # noqa: E402
-from runtime.image_io import list_images, read_image  # noqa: E402
-from runtime.pipeline import Pipeline  # noqa: E402
-from runtime.sources import InputFrames  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 FULL_HD = (1920, 1080)
-BUNDLES = [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "int8")]
-# A fresh interpreter where torch cannot be imported serves the bundle; prints VmHWM and VmRSS in MiB.
+BUNDLES = [(ONNX_FORMAT, "fp32"), *((fmt, "int8") for fmt in CPU_FORMATS)]
+# A fresh interpreter where torch cannot be imported serves the bundle; prints VmHWM and VmRSS in MiB. It imports
+# the runtime this process measures: it shares the working directory (the root, for ``python -m bench.engines``),
+# which ``python -c`` puts first on its path, and the environment (PYTHONPATH).
 MEMORY_PROBE = """
 import importlib.abc, re, sys
 class NoTorch(importlib.abc.MetaPathFinder):
@@ -44,11 +47,10 @@ class NoTorch(importlib.abc.MetaPathFinder):
         if name.split(".")[0] == "torch":
             raise ImportError("no torch on the edge")
 sys.meta_path.insert(0, NoTorch())
-sys.path.insert(0, sys.argv[2])
 import numpy as np
 from runtime.detector import Detector
-detector = Detector.load(sys.argv[1], threads=int(sys.argv[4]))
-frame = np.load(sys.argv[3])
+detector = Detector.load(sys.argv[1], threads=int(sys.argv[3]))
+frame = np.load(sys.argv[2])
 for _ in range(30):
     detector.predict(frame)
 status = open("/proc/self/status").read()
@@ -136,7 +138,7 @@ def throughput_row(bundle: Path, video: Path, threads: int) -> str:
 
 
 def memory_row(bundle: Path, frame_file: Path, threads: int) -> str:
-    run = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(bundle), str(REPO), str(frame_file), str(threads)],
+    run = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(bundle), str(frame_file), str(threads)],
                          capture_output=True, text=True, check=True)
     peak, resident = (float(v) for v in run.stdout.split())
     size = sum(f.stat().st_size for f in bundle.iterdir()) / 2**20

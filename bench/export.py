@@ -1,8 +1,8 @@
 """Exported engines against PyTorch: size, latency, AUROC and parity, per format x precision.
 
-    python bench/export.py [--data ../shared/data/mvtec_ad/bottle] [--model DIR] [--padim-model DIR]
-    python bench/export.py --skip-padim --student-teacher [--student-teacher-model DIR]
-    ONEDNN_MAX_CPU_ISA=AVX2 python bench/export.py --formats openvino --target-isa avx2
+    python -m bench.export [--data ../shared/data/mvtec_ad/bottle] [--model DIR] [--padim-model DIR]
+    python -m bench.export --skip-padim --student-teacher [--student-teacher-model DIR]
+    ONEDNN_MAX_CPU_ISA=AVX2 python -m bench.export --formats openvino --target-isa avx2
 
 The last form runs OpenVINO as on a CPU without VNNI (oneDNN's kernels stop at AVX2), with the
 INT8 recipe for such CPUs: the nearest this project gets to an AVX2-only box on a VNNI machine.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -33,33 +34,33 @@ import cv2
 import numpy as np
 import torch
 
+from bench.parts import bench_parts
+from edge_anomaly.data.folders import load_inputs, mvtec_test_set, read_mask
+from edge_anomaly.evaluation.metrics import image_auroc, pixel_auroc
+from edge_anomaly.model import TrainedModel
+from exporters.export import ModelExporter
+from exporters.parity import ParityError
+from runtime.backends import BY_FORMAT, CPU_FORMATS, ENGINES, NATIVE_BACKEND, EngineFiles, open_engine, run_batched
+from runtime.bundle import open_bundle
+from runtime.cpu import local_cpu
+from runtime.detector import Detector
+from runtime.manifest import DynamicBatch
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from bench.parts import bench_parts  # noqa: E402
-from edge_anomaly.data.folders import load_inputs, mvtec_test_set, read_mask  # noqa: E402
-from edge_anomaly.evaluation.metrics import image_auroc, pixel_auroc  # noqa: E402
-from edge_anomaly.model import TrainedModel  # noqa: E402
-from exporters.export import ModelExporter  # noqa: E402
-from exporters.parity import ParityError  # noqa: E402
-from runtime.backends import NATIVE_BACKEND, EngineFiles, open_engine, run_batched  # noqa: E402
-from runtime.bundle import open_bundle  # noqa: E402
-from runtime.cpu import local_cpu  # noqa: E402
-from runtime.detector import Detector  # noqa: E402
-from runtime.manifest import DynamicBatch  # noqa: E402
-
-CPU_EXPORTS = [("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"),
-               ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "bf16"), ("openvino", "int8")]
+CPU_EXPORTS = [(fmt, precision) for fmt in CPU_FORMATS for precision in BY_FORMAT[fmt].precisions]
 BANK_ROWS = 100_000
 # Loads a bundle's engine in a fresh process, runs one image and prints its peak RSS in MiB.
-# VmHWM, not getrusage: ru_maxrss carries the parent's peak across fork and exec.
+# VmHWM, not getrusage: ru_maxrss carries the parent's peak across fork and exec. It imports the runtime this
+# process measures: it shares the working directory (the root, for ``python -m bench.export``), which ``python -c``
+# puts first on its path, and the environment (PYTHONPATH).
 MEMORY_PROBE = """
 import re, sys, numpy as np
-sys.path.insert(0, sys.argv[3])
 from runtime.backends import NATIVE_BACKEND, EngineFiles, open_engine
-files = EngineFiles.of_model(sys.argv[2], sys.argv[1], (256, 256))
+size = (int(sys.argv[3]), int(sys.argv[4]))
+files = EngineFiles.of_model(sys.argv[2], sys.argv[1], size)
 engine = open_engine(files, NATIVE_BACKEND[sys.argv[1]], threads=2)
-engine.infer(np.zeros((1, 256, 256, 3), np.uint8))
+engine.infer(np.zeros((1, *size, 3), np.uint8))
 print(int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024)
 """
 
@@ -150,8 +151,10 @@ def bench_template(model: TrainedModel, category: Path, work: Path, threads: int
     rows = [f"{head} {median:.1f} | {p95:.1f} | {f'{fp32 / median:.2f}x' if fp32 else '-'} | {tail}"
             for head, median, p95, tail in measured]
     rows += failed
-    for precision in ("fp16", "int8"):
-        rows.append(f"| {model.template} | tensorrt | {precision} | not measured: no GPU | | | | | | | | | |")
+    for spec in ENGINES:
+        if spec.format not in CPU_FORMATS:
+            rows.append(f"| {model.template} | {spec.format} | {', '.join(spec.precisions)} | not measured: runs on "
+                        f"{', '.join(spec.devices)}, not on a CPU | | | | | | | | | |")
     return rows, bundles
 
 
@@ -171,11 +174,8 @@ def bench_predict(bundles: dict[tuple[str, str], Path], category: Path, threads:
 
 
 def bench_memory(model: TrainedModel, work: Path) -> list[str]:
-    """A PatchCore graph whose bank has 100k rows (existing rows, jittered), exported to ONNX
-    and OpenVINO FP32 and run in a fresh process each."""
-    from exporters.onnx_export import export_onnx
-    from exporters.openvino_export import export_openvino
-
+    """A PatchCore graph whose bank has 100k rows (existing rows, jittered), written FP32 in each CPU format
+    (unchecked: PyTorch on the parity images would take minutes) and run in a fresh process each."""
     graph = copy.deepcopy(model.graph)
     scorer = graph.scorer
     generator = torch.Generator().manual_seed(0)
@@ -184,15 +184,16 @@ def bench_memory(model: TrainedModel, work: Path) -> list[str]:
     scorer.memory_bank, scorer.bank_sq_norms = bank, (bank * bank).sum(dim=1)
     scorer.bank_neighbors = torch.randint(0, BANK_ROWS, (BANK_ROWS, scorer.bank_neighbors.shape[1]),
                                           generator=generator)
-    onnx_path = export_onnx(graph, work / "bank100k.onnx")
-    xml_path = export_openvino(onnx_path, work / "bank100k.xml", "fp32", parts=[])
     table = []
-    for fmt, path in (("onnx", onnx_path), ("openvino", xml_path)):
-        probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE, fmt, str(path), str(REPO)],
-                               capture_output=True, text=True, check=True)
-        size_mb = sum(p.stat().st_size for p in [path, path.with_suffix(".bin")] if p.is_file()) / 2**20
-        table.append(f"| {fmt} fp32 | {BANK_ROWS} x {bank.shape[1]} | {size_mb:.0f} | "
-                     f"{float(probe.stdout.split()[-1]):.0f} |")
+    with ModelExporter(dataclasses.replace(model, graph=graph)) as exporter:
+        for fmt in CPU_FORMATS:
+            folder = work / f"bank100k-{fmt}"
+            files = exporter.write_engine(folder, fmt)
+            probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE, fmt, str(folder / files["model"]),
+                                    *map(str, model.input_size)], capture_output=True, text=True, check=True)
+            size_mb = sum((folder / name).stat().st_size for name in files.values()) / 2**20
+            table.append(f"| {fmt} fp32 | {BANK_ROWS} x {bank.shape[1]} | {size_mb:.0f} | "
+                         f"{float(probe.stdout.split()[-1]):.0f} |")
     return table
 
 
@@ -207,7 +208,7 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--student-teacher", action="store_true", help="also the student_teacher template")
     parser.add_argument("--student-teacher-model", help="fitted student_teacher model folder (default: fit one)")
-    parser.add_argument("--formats", nargs="+", choices=["onnx", "openvino"], default=["onnx", "openvino"],
+    parser.add_argument("--formats", nargs="+", choices=CPU_FORMATS, default=list(CPU_FORMATS),
                         help="the first is the speed-up's FP32 baseline")
     parser.add_argument("--target-isa", help="INT8 recipe for this instruction-set level (default: this CPU's). "
                         "With ONEDNN_MAX_CPU_ISA=AVX2 in the environment, OpenVINO runs as on a CPU without VNNI")

@@ -14,8 +14,8 @@ Kinds must not depend on one calibration: every table is repeated with the local
 moved down and up (``--factors``: the threshold becomes median + f * (threshold - median) of
 the good test scores), which is what a different calibration does.
 
-    python bench/kinds.py                       # boards, bottle, magnetic tile (about 15 min on 2 cores)
-    python bench/kinds.py --skip-real --per-kind 20
+    python -m bench.kinds                       # boards, bottle, magnetic tile (about 15 min on 2 cores)
+    python -m bench.kinds --skip-real --per-kind 20
 """
 
 from __future__ import annotations
@@ -25,22 +25,20 @@ import collections
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # before bench/, whose runtime.py would shadow the runtime package
+from edge_anomaly.config import load_params
+from edge_anomaly.data.folders import load_inputs_with_capture, mvtec_test_set
+from edge_anomaly.data.synthetic import DEFECT_KINDS, generate_boards
+from edge_anomaly.training import fit_model
+from runtime.image_io import list_images
+from runtime.scoring import ScoreScale, Scoring
 
-from edge_anomaly.config import load_params  # noqa: E402
-from edge_anomaly.data.folders import load_inputs_with_capture, mvtec_test_set  # noqa: E402
-from edge_anomaly.data.synthetic import DEFECT_KINDS, generate_boards  # noqa: E402
-from edge_anomaly.training import fit_model  # noqa: E402
-from runtime.image_io import list_images  # noqa: E402
-from runtime.scoring import ScoreScale, Scoring  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 REAL = {"bottle": "mvtec_ad/bottle", "magnetic_tile": "mtd/magnetic_tile"}
 

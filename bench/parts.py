@@ -18,6 +18,7 @@ import onnx
 
 from edge_anomaly.model import TrainedModel
 from exporters.graph_parts import node_part, search_products
+from runtime.backends import NATIVE_BACKEND
 from runtime.bundle import open_bundle
 
 PARTS = ("backbone", "search", "heatmap", "rest")
@@ -59,7 +60,8 @@ def _classify(name: str, kind: str, names: dict[str, str]) -> str:
     return "search" if kind in PRODUCT_KINDS else "rest"
 
 
-def onnxruntime_parts(path: Path, names: dict[str, str], image: np.ndarray, threads: int) -> Counter:
+def onnxruntime_parts(path: Path, names: dict[str, str], image: np.ndarray, threads: int, hint: str | None) -> Counter:
+    """``hint``: the bundle's inference precision, which ONNX Runtime has none of (its model file is the precision)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -79,11 +81,11 @@ def onnxruntime_parts(path: Path, names: dict[str, str], image: np.ndarray, thre
     return totals
 
 
-def openvino_parts(path: Path, names: dict[str, str], image: np.ndarray, threads: int, hint: str) -> Counter:
+def openvino_parts(path: Path, names: dict[str, str], image: np.ndarray, threads: int, hint: str | None) -> Counter:
     import openvino as ov
 
     compiled = ov.Core().compile_model(str(path), "CPU", {
-        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint,
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint or "f32",
         "PERF_COUNT": True})
     request = compiled.create_infer_request()
     totals: Counter = Counter()
@@ -93,6 +95,11 @@ def openvino_parts(path: Path, names: dict[str, str], image: np.ndarray, threads
             totals[_classify(info.node_name, info.node_type, names)] += \
                 info.real_time.total_seconds() * 1000 / RUNS
     return totals
+
+
+# Each engine's profile, under its backend's name in the engine table (runtime.backends): a format whose engine has
+# none here is reported as not profiled.
+PROFILERS = {profile.__name__.removesuffix("_parts"): profile for profile in (onnxruntime_parts, openvino_parts)}
 
 
 def bench_parts(bundles: dict[tuple[str, str], Path], model: TrainedModel, threads: int) -> list[str]:
@@ -106,10 +113,11 @@ def bench_parts(bundles: dict[tuple[str, str], Path], model: TrainedModel, threa
     for (fmt, precision), folder in bundles.items():
         engine = open_bundle(folder).manifest.engine
         model_file = folder / engine.files["model"]
-        if fmt == "onnx":
-            totals = onnxruntime_parts(model_file, names, image, threads)
-        else:
-            totals = openvino_parts(model_file, names, image, threads, engine.inference_precision or "f32")
+        profile = PROFILERS.get(NATIVE_BACKEND[fmt])
+        if profile is None:
+            rows.append(f"| {fmt} | {precision} | not profiled: no profile of its engine in bench/parts.py | | | | |")
+            continue
+        totals = profile(model_file, names, image, threads, engine.inference_precision)
         rows.append(f"| {fmt} | {precision} | " + " | ".join(f"{totals[part]:.1f}" for part in PARTS)
                     + f" | {sum(totals.values()):.1f} |")
     return rows

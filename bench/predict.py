@@ -1,6 +1,6 @@
 """Where ``Detector.predict``'s time goes beside the engine call, per bundle and frame size.
 
-    python bench/predict.py BUNDLE [BUNDLE ...] [--threads 2] [--rounds 60] [--image PATH]
+    python -m bench.predict BUNDLE [BUNDLE ...] [--threads 2] [--rounds 60] [--image PATH]
 
 For each bundle (folder or .tar) and each frame (the image at the model's input size, at
 512 x 512 and at 1920 x 1080), times in interleaved rounds (every bundle and frame once per
@@ -21,21 +21,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from runtime.cpu import local_cpu
+from runtime.detector import Detector
+from runtime.global_stats import image_statistics
+from runtime.image_io import read_image
+from runtime.preprocess import heatmap_to_frame
 
-from runtime.cpu import local_cpu  # noqa: E402
-from runtime.detector import Detector  # noqa: E402
-from runtime.global_stats import image_statistics  # noqa: E402
-from runtime.image_io import read_image  # noqa: E402
-from runtime.preprocess import heatmap_to_frame  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "mvtec_ad" / "bottle" / "test" / "good" / "000.png"
 FRAME_SIZES = {"input": None, "512": (512, 512), "1080p": (1920, 1080)}

@@ -1,21 +1,20 @@
 """How well the teacher's features alone tell the boards' logical defects apart, as a markdown table.
 
-    python bench/teacher_bound.py                                   # stage3 + stage5, channel by channel
-    python bench/teacher_bound.py --layers stage3                   # stage3 alone (the student-teacher default)
-    python bench/teacher_bound.py --equal-stages                    # stage3 + stage5, each stage weighing the same
+    python -m bench.teacher_bound                                   # stage3 + stage5, channel by channel
+    python -m bench.teacher_bound --layers stage3                   # stage3 alone (the student-teacher default)
+    python -m bench.teacher_bound --equal-stages                    # stage3 + stage5, each stage weighing the same
 
 No training: every test board's feature at each stride-8 cell is compared with the features
 of all training boards at the same cell and its 8 neighbours (they shift by a few pixels);
 the image score is the largest nearest-neighbour distance. A model that learns what belongs
 where can hardly tell apart what these features do not, so this bounds which teacher stages
 are worth predicting (README, "Choosing the student-teacher template"). The boards are
-generated as ``bench/accuracy.py --logical --boards-test 40 20`` makes them.
+generated as ``python -m bench.accuracy --logical --boards-test 40 20`` makes them.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,16 +22,13 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from edge_anomaly.backbones import build_extractor  # noqa: E402
-from edge_anomaly.data.folders import load_inputs  # noqa: E402
-from edge_anomaly.data.synthetic import LOGICAL_DEFECT_KINDS, generate_boards  # noqa: E402
-from edge_anomaly.data.training_set import TrainingSet, input_size_for  # noqa: E402
-from edge_anomaly.templates.base import aligned_concat  # noqa: E402
-from edge_anomaly.templates.student_teacher import stage_weights  # noqa: E402
-from runtime.image_io import list_images  # noqa: E402
+from edge_anomaly.backbones import build_extractor
+from edge_anomaly.data.folders import load_inputs
+from edge_anomaly.data.synthetic import LOGICAL_DEFECT_KINDS, generate_boards
+from edge_anomaly.data.training_set import TrainingSet, input_size_for
+from edge_anomaly.templates.base import aligned_concat
+from edge_anomaly.templates.student_teacher import stage_weights
+from runtime.image_io import list_images
 
 
 def features(extractor: torch.nn.Module, folder: Path, size: tuple[int, int]) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Updating a PatchCore model with reviewed normals: time, false alarms and misses before and after.
 
-    python bench/update.py                                # bottle, default PatchCore, warmer lamp
-    python bench/update.py --shift 0.8,0.8,0.8 --reviewed 20
-    python bench/update.py --shift 1,1,1 --noise 2           # a noisier camera: PatchCore's own alarm
+    python -m bench.update                                # bottle, default PatchCore, warmer lamp
+    python -m bench.update --shift 0.8,0.8,0.8 --reviewed 20
+    python -m bench.update --shift 1,1,1 --noise 2           # a noisier camera: PatchCore's own alarm
 
 A "new normal" is made from real good bottle images under a changed lamp: each RGB channel
 multiplied by ``--shift`` (default: a warmer, slightly dimmer light, as after a lamp change).
@@ -24,15 +24,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.accuracy import cpu_name
+from edge_anomaly.config import load_params
+from edge_anomaly.model import TrainedModel
+from edge_anomaly.training import fit_model
+from edge_anomaly.update import update_model
+from runtime.image_io import list_images, read_image
 
-from bench.accuracy import cpu_name  # noqa: E402
-from edge_anomaly.config import load_params  # noqa: E402
-from edge_anomaly.model import TrainedModel  # noqa: E402
-from edge_anomaly.training import fit_model  # noqa: E402
-from edge_anomaly.update import update_model  # noqa: E402
-from runtime.image_io import list_images, read_image  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 BOTTLE = REPO.parent / "shared" / "data" / "mvtec_ad" / "bottle"
 

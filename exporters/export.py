@@ -144,6 +144,12 @@ class ModelExporter:
             manifest = self._add_self_test(out, manifest)
         return write_bundle(out, manifest)
 
+    def write_engine(self, out: Path, fmt: str) -> dict[str, str]:
+        """The FP32 engine files of ``fmt`` in the folder ``out`` (file role -> name), without the parity check or
+        a manifest: for graphs too large to check against PyTorch in reasonable time (bench/export.py's memory)."""
+        out.mkdir(parents=True, exist_ok=True)
+        return self._write_engine(out, fmt, "fp32", [], None, 32, None)
+
     def _parts(self, fmt: str, precision: str, quantize: list[str] | None) -> list[str]:
         """The parts in reduced precision: ``quantize`` checked against the format and precision, else the
         template's default."""

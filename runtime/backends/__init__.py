@@ -75,6 +75,8 @@ def _candidates(engine_format: str) -> tuple[str, ...]:
 
 CANDIDATES = {engine_format: _candidates(engine_format) for engine_format in ENGINE_FORMATS}
 NATIVE_BACKEND = {spec.format: spec.name for spec in ENGINES}
+# The formats whose own engine runs on a CPU (what the benchmarks export and measure on the workstation).
+CPU_FORMATS = tuple(spec.format for spec in ENGINES if "CPU" in spec.devices)
 # The bundle formats each backend runs (a device profile's runtime.backend against its export.format).
 RUNS = {name: tuple(fmt for fmt, backends in CANDIDATES.items() if name in backends) for name in BACKENDS}
 ENGINE_DEVICE_HELP = "where the engine runs: " + "; ".join(
@@ -93,6 +95,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["BACKENDS", "BY_FORMAT", "BY_NAME", "CANDIDATES", "ENGINES", "ENGINE_DEVICE_HELP", "ENGINE_FORMATS",
-           "INPUT_NAME", "NATIVE_BACKEND", "ONNX_FORMAT", "OUTPUT_NAMES", "PERFORMANCE_MODES", "RUNS", "EngineSpec",
-           *_ENGINE_API]
+__all__ = ["BACKENDS", "BY_FORMAT", "BY_NAME", "CANDIDATES", "CPU_FORMATS", "ENGINES", "ENGINE_DEVICE_HELP",
+           "ENGINE_FORMATS", "INPUT_NAME", "NATIVE_BACKEND", "ONNX_FORMAT", "OUTPUT_NAMES", "PERFORMANCE_MODES", "RUNS",
+           "EngineSpec", *_ENGINE_API]

@@ -185,3 +185,23 @@ def test_cli_export_sign_verifies_through_the_runtime_and_a_tampered_manifest_is
     assert open_bundle(out).manifest.scoring.local.threshold == manifest["scoring"]["local"]["threshold"]
     with pytest.raises(BundleError, match=f"signature by key {ident} does not match"):
         Detector.load(out, backend="onnxruntime", check=trust.verify)
+
+
+def test_write_engine_leaves_only_the_engine_files_and_they_run_as_pytorch_does(board_exporter, board_model, tmp_path):
+    """What bench/export.py measures a large graph with: each CPU format's FP32 files, unchecked and unbundled."""
+    from runtime.backends import BY_FORMAT, CPU_FORMATS, NATIVE_BACKEND, EngineFiles, is_installed, open_engine
+
+    model = board_model[1]
+    images = board_exporter.data.parity.images[:2]
+    expected = model.infer(images)
+    for fmt in CPU_FORMATS:
+        if not is_installed(NATIVE_BACKEND[fmt]):
+            continue
+        files = board_exporter.write_engine(tmp_path / fmt, fmt)
+        assert files == BY_FORMAT[fmt].bundle_files()
+        assert sorted(p.name for p in (tmp_path / fmt).iterdir()) == sorted(files.values())  # no manifest
+        engine = open_engine(EngineFiles.of_model(tmp_path / fmt / files["model"], fmt, model.input_size),
+                             NATIVE_BACKEND[fmt], threads=2)
+        heatmaps, scores = engine.infer(images)
+        np.testing.assert_allclose(scores, expected[1], rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(heatmaps, expected[0], atol=0.05)  # FP32 rounding: a few cells up to 0.03 off

@@ -17,6 +17,7 @@ from runtime.backends import (
     BY_FORMAT,
     BY_NAME,
     CANDIDATES,
+    CPU_FORMATS,
     ENGINE_FORMATS,
     ENGINES,
     NATIVE_BACKEND,
@@ -26,7 +27,8 @@ from runtime.backends import (
 from runtime.manifest import PRECISIONS, BundleError
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("runtime", "edge_anomaly", "exporters", "devices")
+# The four packages and the benchmarks, which export and measure every engine the table has.
+SCANNED = ("runtime", "edge_anomaly", "exporters", "devices", "bench")
 ENGINE_NAMES = set(BACKENDS) | set(ENGINE_FORMATS)
 # The files outside runtime/backends that may spell an engine out (the target: at most two):
 # the exporter's writers (each format's own toolkit), and the INT8 recipe's manifest field `onnxruntime`.
@@ -45,6 +47,7 @@ def test_the_table_derives_what_was_written_by_hand_before():
     assert {name: set(RUNS[name]) & set(ENGINE_FORMATS[:3]) for name in first} == {
         "onnxruntime": {"onnx", "tensorrt"}, "openvino": {"openvino", "onnx", "tensorrt"}, "tensorrt": {"tensorrt"}}
     assert OUTPUT_NAMES == ("heatmap", "score")
+    assert CPU_FORMATS[:2] == ("onnx", "openvino") and "tensorrt" not in CPU_FORMATS
     assert {fmt: BY_FORMAT[fmt].bundle_files() for fmt in ENGINE_FORMATS[:3]} == {
         "onnx": {"model": "model.onnx"}, "openvino": {"model": "model.xml", "weights": "model.bin"},
         "tensorrt": {"model": "model.engine", "onnx": "model.onnx"}}
@@ -129,13 +132,13 @@ def engine_lists(path: Path) -> list[int]:
 
 
 def outside_the_table() -> list[Path]:
-    return sorted(path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+    return sorted(path for folder in SCANNED for path in (ROOT / folder).rglob("*.py")
                   if not path.is_relative_to(ROOT / "runtime" / "backends"))
 
 
 def test_no_second_list_of_engines_and_at_most_two_files_name_one():
     files = outside_the_table()
-    assert len(files) > 50  # the real tree
+    assert len(files) > 50 and ROOT / "bench" / "export.py" in files  # the real tree
     lists = {str(path.relative_to(ROOT)): lines for path in files if (lines := engine_lists(path))}
     assert lists == {}, "derive engine lists from runtime.backends.ENGINES"
     naming = {str(path.relative_to(ROOT)): engine_literals(path) for path in files}
