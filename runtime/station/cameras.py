@@ -1,7 +1,8 @@
 """The station's cameras: one worker per camera with the bundle it runs, built at start (cameras with the same
 engine settings share one loaded bundle), swapped whole on a reload (a bundle refused keeps the running one),
 changed in place at SIGHUP (only the engine changed: no restart, no frame lost), and restarted when a camera
-thread died.
+thread died. Start, reload and SIGHUP build the detectors alike (``inspection.load_shared``), so cameras that run
+one bundle share one engine, batched, whichever way they came to it.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
+from runtime.batching import BatchingBackend
 from runtime.signing import TrustList
 from runtime.station.config import BatchingConfig, CameraConfig
 from runtime.station.inspection import (
@@ -18,8 +21,10 @@ from runtime.station.inspection import (
     InspectionOutputs,
     Inspector,
     LoadedBundle,
-    load_bundle,
+    engine_key,
+    load_shared,
     shared_bundles,
+    sharing_groups,
 )
 from runtime.station.view import CameraView
 from runtime.station.workers import OK, CameraWorker, Trigger
@@ -35,7 +40,8 @@ class Cameras:
         self.trust = trust
         self.outputs = outputs
         self.workers: dict[str, CameraWorker] = {}
-        self._reload_lock = threading.Lock()
+        self.batching = batching
+        self._reload_lock = threading.Lock()  # one reload or SIGHUP at a time: each sees the cameras as they run
         loaded = shared_bundles(cameras, trust, batching)
         for camera in cameras:
             self.workers[camera.name] = self._make_worker(camera, loaded[camera.name])
@@ -100,46 +106,79 @@ class Cameras:
         outcome: dict[str, str | None] = {}
         publisher = self.outputs.publisher
         with self._reload_lock:
-            for name in cameras:
-                worker = self.workers[name]
-                path = bundle or worker.config.bundle
-                old = worker.inspector.loaded.info
-                try:
-                    loaded = load_bundle(path, worker.config, self.trust)
-                except Exception as exc:
-                    outcome[name] = f"bundle {path} refused: {exc}; camera {name} keeps {old.name} ({old.hash[:12]})"
-                    publisher.command_error("reload", outcome[name], camera=name, bundle=str(path))
+            configs = {name: self.workers[name].config for name in cameras}
+            wanted = {name: config.model_copy(update={"bundle": bundle}) if bundle else config
+                      for name, config in configs.items()}
+            for name, loaded in self._load(wanted).items():
+                if isinstance(loaded, Exception):
+                    old = self.workers[name].inspector.loaded.info
+                    outcome[name] = (f"bundle {wanted[name].bundle} refused: {loaded}; camera {name} keeps "
+                                     f"{old.name} ({old.hash[:12]})")
+                    publisher.command_error("reload", outcome[name], camera=name, bundle=str(wanted[name].bundle))
                     continue
                 outcome[name] = None
-                worker.inspector.swap(loaded)
-                log.info("camera %s now runs bundle %s (%s), was %s (%s)", name, loaded.info.name,
-                         loaded.info.hash[:12], old.name, old.hash[:12],
-                         extra={"camera": name, "bundle": loaded.info.name, "hash": loaded.info.hash})
+                self._swap(name, loaded)
         publisher.status_changed()
         return outcome
+
+    def _load(self, wanted: dict[str, CameraConfig]) -> dict[str, LoadedBundle | Exception]:
+        """Load the bundles of the cameras ``wanted`` (name -> the settings to run) as the start does
+        (:func:`load_shared` per group of the same engine settings). A running camera outside ``wanted`` whose
+        bundle and settings are those of a group joins it and is swapped onto it here, so that cameras of one
+        bundle keep sharing one engine, batched. Returns each wanted camera's bundle, or why its group's was
+        refused (the group's cameras keep theirs)."""
+        keys = {engine_key(camera) for camera in wanted.values()}
+        joining = [running for name, worker in self.workers.items() if name not in wanted
+                   and engine_key(running := self._running(worker)) in keys]
+        outcome: dict[str, LoadedBundle | Exception] = {}
+        for group in sharing_groups([*wanted.values(), *joining]):
+            try:
+                loaded: LoadedBundle | Exception = load_shared(group, self.trust, self.batching)
+            except Exception as exc:
+                loaded = exc
+            outcome |= {camera.name: loaded for camera in group}
+        for camera in joining:
+            loaded = outcome.pop(camera.name)
+            if not isinstance(loaded, Exception):
+                self._swap(camera.name, loaded)
+        return outcome
+
+    @staticmethod
+    def _running(worker: CameraWorker) -> CameraConfig:
+        """The camera's settings with the bundle it runs (a cmd/reload's lasts until the restart)."""
+        return worker.config.model_copy(update={"bundle": Path(worker.inspector.loaded.info.path)})
+
+    def _swap(self, name: str, loaded: LoadedBundle) -> None:
+        inspector = self.workers[name].inspector
+        old = inspector.loaded.info
+        inspector.swap(loaded)
+        log.info("camera %s now runs bundle %s (%s), was %s (%s)", name, loaded.info.name, loaded.info.hash[:12],
+                 old.name, old.hash[:12], extra={"camera": name, "bundle": loaded.info.name, "hash": loaded.info.hash})
 
     def apply(self, old: list[CameraConfig], new: list[CameraConfig]) -> None:
         """SIGHUP: cameras removed, added or changed; one whose new bundle is refused keeps its running setup."""
         before = {camera.name: camera for camera in old}
-        for name in set(before) - {camera.name for camera in new}:
-            worker = self.workers.pop(name)
-            worker.stop()
-            worker.join(timeout=30)
-            log.info("SIGHUP: camera %s removed", name)
-        for camera in new:
-            self._apply_camera(before.get(camera.name), camera)
+        with self._reload_lock:
+            for name in set(before) - {camera.name for camera in new}:
+                worker = self.workers.pop(name)
+                worker.stop()
+                worker.join(timeout=30)
+                log.info("SIGHUP: camera %s removed", name)
+            changed = [camera for camera in new if before.get(camera.name) != camera]
+            loaded = self._load({camera.name: camera for camera in changed if camera.name not in before or any(
+                getattr(before[camera.name], f) != getattr(camera, f) for f in ENGINE_FIELDS)})
+            for camera in changed:
+                self._apply_camera(before.get(camera.name), camera, loaded.get(camera.name))
 
-    def _apply_camera(self, old: CameraConfig | None, new: CameraConfig) -> None:
-        if old == new:
+    def _apply_camera(self, old: CameraConfig | None, new: CameraConfig,
+                      loaded: LoadedBundle | Exception | None) -> None:
+        """``loaded``: the camera's new bundle, why it was refused, or None (its engine did not change)."""
+        if isinstance(loaded, Exception):
+            log.error("SIGHUP: camera %s keeps its running setup: bundle %s refused: %s", new.name, new.bundle,
+                      loaded, extra={"camera": new.name})
             return
         worker = self.workers.get(new.name)
-        try:
-            engine_changed = old is None or any(getattr(old, f) != getattr(new, f) for f in ENGINE_FIELDS)
-            loaded = load_bundle(new.bundle, new, self.trust) if engine_changed else worker.inspector.loaded
-        except Exception as exc:
-            log.error("SIGHUP: camera %s keeps its running setup: bundle %s refused: %s", new.name, new.bundle, exc,
-                      extra={"camera": new.name})
-            return
+        loaded = loaded or worker.inspector.loaded
         if worker is not None and old.model_copy(update={f: getattr(new, f) for f in ENGINE_FIELDS}) == new:
             worker.config = new
             worker.inspector.camera = new
@@ -152,3 +191,11 @@ class Cameras:
         self.workers[new.name] = replacement
         log.info("SIGHUP: camera %s (re)started in %s mode", new.name, new.mode)
         replacement.start()
+
+
+def batched(workers: dict[str, CameraWorker]) -> dict[str, bool]:
+    """Each camera: whether its frames go through engine calls with other cameras' (runtime/batching.py): its
+    engine batches and another camera runs the same one (as started, or as reloaded)."""
+    runs = Counter(id(worker.inspector.loaded) for worker in workers.values())
+    return {name: isinstance(worker.inspector.loaded.detector.backend, BatchingBackend)
+            and runs[id(worker.inspector.loaded)] > 1 for name, worker in workers.items()}

@@ -64,18 +64,32 @@ def load_bundle(path: Path, camera: CameraConfig, trust: TrustList | None = None
     return LoadedBundle(detector, info)
 
 
+def engine_key(camera: CameraConfig) -> tuple:
+    """What makes two cameras' Detectors the same: ``ENGINE_FIELDS``, the bundle's path resolved."""
+    return (camera.bundle.resolve(), *(getattr(camera, name) for name in ENGINE_FIELDS[1:]))
+
+
+def sharing_groups(cameras: list[CameraConfig]) -> list[list[CameraConfig]]:
+    """``cameras`` grouped by :func:`engine_key`, in order: each group shares one Detector."""
+    groups: dict[tuple, list[CameraConfig]] = {}
+    for camera in cameras:
+        groups.setdefault(engine_key(camera), []).append(camera)
+    return list(groups.values())
+
+
+def load_shared(group: list[CameraConfig], trust: TrustList | None,
+                batching: BatchingConfig | None = None) -> LoadedBundle:
+    """The one Detector of a group of :func:`sharing_groups`, at start and at every reload alike: its engine
+    ``batching`` may batch (instead of the group's cameras taking turns on it)."""
+    return load_bundle(group[0].bundle, group[0], trust, len(group), batching)
+
+
 def shared_bundles(cameras: list[CameraConfig], trust: TrustList | None,
                    batching: BatchingConfig | None = None) -> dict[str, LoadedBundle]:
-    """Each camera's loaded bundle: cameras whose engine settings (``ENGINE_FIELDS``) are the same share one
-    Detector, whose engine ``batching`` may batch (instead of the cameras taking turns on it)."""
-    shared: dict[tuple, LoadedBundle] = {}
-    by_camera = {}
-    keys = [(camera.bundle.resolve(), *(getattr(camera, name) for name in ENGINE_FIELDS[1:])) for camera in cameras]
-    for camera, key in zip(cameras, keys, strict=True):
-        if key not in shared:
-            shared[key] = load_bundle(camera.bundle, camera, trust, keys.count(key), batching)
-        by_camera[camera.name] = shared[key]
-    return by_camera
+    """Each camera's loaded bundle: cameras whose engine settings are the same share one Detector
+    (:func:`load_shared`); raises on the first bundle refused."""
+    return {camera.name: loaded for group in sharing_groups(cameras)
+            for loaded in [load_shared(group, trust, batching)] for camera in group}
 
 
 @dataclass(frozen=True)

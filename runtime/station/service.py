@@ -23,7 +23,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from runtime.signing import TrustList
-from runtime.station.cameras import Cameras
+from runtime.station.cameras import Cameras, batched
 from runtime.station.config import ConfigError, StationConfig, load_config
 from runtime.station.dispatch import Dispatcher
 from runtime.station.evidence import EvidenceStore
@@ -100,9 +100,12 @@ class Station:
         return f"{self.page.server.scheme}://{self.config.http.host}:{self.page.server.port}"
 
     def status(self) -> dict:
+        workers = dict(self.cameras.workers)  # one snapshot: a SIGHUP may add or remove cameras meanwhile
+        batching = batched(workers)
         cameras = {name: worker.describe() | {"drift": worker.inspector.drift_state,
-                                              "capture_warning": worker.inspector.capture_warning}
-                   for name, worker in self.cameras.workers.items()}
+                                              "capture_warning": worker.inspector.capture_warning,
+                                              "batching": batching[name]}
+                   for name, worker in workers.items()}
         return status_message(self.config.station, cameras, self.started) | {"pid": os.getpid()}
 
     def heartbeat(self) -> dict:

@@ -5,11 +5,14 @@ A real mosquitto and ``edge-anomaly serve`` as a subprocess; both cameras replay
 
 from __future__ import annotations
 
+import shutil
+import signal
+
 import pytest
 
 from runtime.detector import Detector
 from runtime.image_io import list_images, read_image
-from tests.harness.station import Broker, DaemonProcess, Probe, copy_images, station_config
+from tests.harness.station import Broker, DaemonProcess, Probe, copy_images, station_config, wait_until
 
 
 def test_two_cameras_batched_on_one_engine_score_as_alone(board_bundle, boards, tmp_path):
@@ -32,6 +35,85 @@ def test_two_cameras_batched_on_one_engine_score_as_alone(board_bundle, boards, 
             for message in received:
                 assert message.data["score"] == pytest.approx(expected[message.data["source"]], rel=1e-5), name
         assert any("2 cameras share the onnxruntime engine" in entry.get("msg", "") for entry in daemon.log_entries())
+    finally:
+        daemon.stop()
+        probe.close()
+        broker.stop()
+
+
+def _logged(daemon: DaemonProcess, text: str) -> list[str]:
+    return [entry["msg"] for entry in daemon.log_entries() if text in entry.get("msg", "")]
+
+
+def _after(probe: Probe, daemon: DaemonProcess, act, swaps: int) -> dict:
+    """Do ``act`` (a reload), wait for its ``swaps`` bundle swaps, and return the cameras of the status it published."""
+    statuses, swapped = len(probe.on("/status")), len(_logged(daemon, "now runs bundle"))
+    act()
+    wait_until(lambda: len(_logged(daemon, "now runs bundle")) >= swapped + swaps, 60, f"{swaps} bundle swap(s)")
+    return probe.wait_for("/status", count=statuses + 1, timeout=30)[-1].data["cameras"]
+
+
+def test_after_a_reload_cameras_of_one_bundle_share_one_batched_engine_again(board_bundle, boards, tmp_path):
+    """cmd/reload (every camera, or one whose bundle another camera runs) and SIGHUP build the detectors as the
+    start does: one engine per shared bundle, batched, and the status says so."""
+    frames = copy_images(list_images(boards / "test" / "good")[:1] + list_images(boards / "test" / "scratch")[:1],
+                         tmp_path / "frames")
+    bundles = tmp_path / "bundles"
+    for name in ("boards", "boards-copy"):
+        shutil.copytree(board_bundle[0], bundles / name)
+
+    def camera(name: str) -> dict:
+        return {"name": name, "bundle": str(bundles / "boards"), "mode": "trigger",
+                "source": {"kind": "images", "path": str(tmp_path / "frames"), "loop": True}}
+
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    config = station_config(broker.port, [camera("a"), camera("b")], bundles_dir=str(bundles),
+                            batching={"mode": "auto", "max_wait_ms": 50})
+    daemon = DaemonProcess(tmp_path / "station", config).start()
+    probe = Probe(broker.port)
+    try:
+        start = probe.wait_for("/status", lambda d: d["state"] == "online" and all(
+            c["state"] == "ok" for c in d["cameras"].values()), timeout=120)[-1].data["cameras"]
+        assert _logged(daemon, "cameras share the") == _logged(daemon, "2 cameras share the onnxruntime engine")
+        assert len(_logged(daemon, "cameras share the")) == 1
+        assert start["a"]["batching"] and start["b"]["batching"]
+
+        cameras = _after(probe, daemon, lambda: probe.publish("cmd/reload", {}), swaps=2)
+        assert len(_logged(daemon, "2 cameras share the onnxruntime engine")) == 2  # one engine built, batched
+        assert cameras["a"]["batching"] and cameras["b"]["batching"]
+
+        # one camera named: the other runs the same bundle, so both move onto one new engine
+        cameras = _after(probe, daemon, lambda: probe.publish("cmd/reload", {"camera": "a"}), swaps=2)
+        assert len(_logged(daemon, "2 cameras share the onnxruntime engine")) == 3
+        assert cameras["a"]["batching"] and cameras["b"]["batching"]
+
+        # another bundle for one camera: each runs its own, unbatched; then the other joins it
+        cameras = _after(probe, daemon, lambda: probe.publish("cmd/reload", {"camera": "a", "bundle": "boards-copy"}),
+                         swaps=1)
+        assert len(_logged(daemon, "cameras share the")) == 3
+        assert not cameras["a"]["batching"] and not cameras["b"]["batching"]
+        cameras = _after(probe, daemon, lambda: probe.publish("cmd/reload", {"camera": "b", "bundle": "boards-copy"}),
+                         swaps=2)
+        assert len(_logged(daemon, "2 cameras share the onnxruntime engine")) == 4
+        assert cameras["a"]["batching"] and cameras["b"]["batching"]
+        assert cameras["a"]["bundle"]["path"] == cameras["b"]["bundle"]["path"] == str(bundles / "boards-copy")
+
+        # SIGHUP adds a camera on the bundle the others run (their configured one, reloaded): one engine for three
+        _after(probe, daemon, lambda: probe.publish("cmd/reload", {}), swaps=2)
+        daemon.write_config({**config, "cameras": [camera("a"), camera("b"), camera("c")]})
+        _after(probe, daemon, lambda: daemon.send(signal.SIGHUP), swaps=2)
+        wait_until(lambda: probe.on("/status")[-1].data["cameras"].get("c", {}).get("state") == "ok", 30, "camera c")
+        cameras = probe.on("/status")[-1].data["cameras"]
+        assert len(_logged(daemon, "3 cameras share the onnxruntime engine")) == 1
+        assert all(cameras[name]["batching"] for name in "abc")
+
+        expected = dict(zip((str(p) for p in frames), (r.score for r in Detector.load(board_bundle[0]).predict(
+            [read_image(p) for p in frames])), strict=True))
+        probe.publish("cmd/inspect", {"part_id": "shared"})
+        for name in "abc":
+            result = probe.wait_for(f"/{name}/result", lambda d: d["part_id"] == "shared", timeout=60)[0].data
+            assert result["score"] == pytest.approx(expected[result["source"]], rel=1e-5), name
     finally:
         daemon.stop()
         probe.close()
