@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
 from runtime.image_io import to_rgb8
-from runtime.preprocess import Region
+from runtime.roi import Region
 from runtime.schema import Section
 
 GRID = 4

@@ -28,6 +28,7 @@ from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from runtime.backends import ENGINE_FORMATS
 from runtime.cpu import ISAS, CpuInfo
+from runtime.roi import Roi
 from runtime.schema import Section, decode_json_object, upgrade, validate
 
 if TYPE_CHECKING:  # resolved on first use (_resolve_numeric_sections): they need numpy, reading the tables does not
@@ -149,7 +150,7 @@ class InputSpec(Section):
     dtype: Literal["uint8"] = "uint8"
     color_order: Literal["RGB", "BGR"] = "RGB"
     normalization: Normalization
-    roi: list[int] | None = None  # x, y, width, height in frame pixels (checked by runtime.preprocess)
+    roi: Roi | None = None  # x, y, width, height in frame pixels
     center_crop: float | None = None
 
 

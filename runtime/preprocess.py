@@ -9,16 +9,11 @@ the full frame and is 0 (clearly normal) everywhere else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated
-
 import cv2
 import numpy as np
-from pydantic import AfterValidator
 
 from runtime.image_io import to_rgb8
-
-Region = tuple[int, int, int, int]  # x, y, width, height in frame pixels
+from runtime.roi import Region
 
 
 def resize_to_input(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
@@ -47,23 +42,6 @@ def resize_to_input(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 def batch_inputs(frames: list[np.ndarray], size_hw: tuple[int, int]) -> np.ndarray:
     """Stack RGB frames into the engines' input: uint8 NHWC at the model's size."""
     return np.stack([resize_to_input(frame, size_hw) for frame in frames])
-
-
-def check_roi(roi: Sequence[int] | None, what: str = "roi") -> Region | None:
-    """``roi`` as four non-negative integers with a positive size, or a ValueError naming it."""
-    if roi is None:
-        return None
-    values = list(roi)
-    if len(values) != 4 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{what} must be four integers [x, y, width, height], got {roi!r}")
-    x, y, w, h = (int(v) for v in values)
-    if x < 0 or y < 0 or w <= 0 or h <= 0:
-        raise ValueError(f"{what} {[x, y, w, h]} must be [x >= 0, y >= 0, width > 0, height > 0]")
-    return x, y, w, h
-
-
-# The ROI field of every config that takes one (the model's params, the station's cameras): check_roi's rule.
-Roi = Annotated[tuple[int, int, int, int], AfterValidator(check_roi)]
 
 
 def check_center_crop(fraction: float | None, what: str = "center_crop") -> float | None:

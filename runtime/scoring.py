@@ -13,8 +13,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from runtime.global_stats import CAPTURE_STATS, STAT_NAMES, GlobalStats, image_statistics
-from runtime.preprocess import Region, heatmap_to_frame
+from runtime.preprocess import heatmap_to_frame
 from runtime.result import ANOMALOUS, NORMAL, Result
+from runtime.roi import Region
 from runtime.schema import Section
 
 _MAX_EXPONENT = 60.0  # exp(60) is finite in float64; beyond it the logistic is 0 or 1 anyway

@@ -1,17 +1,13 @@
-"""Shared fixtures: a small generated board set, a model fitted on it, and the real data."""
+"""Shared fixtures: a small generated board set, a model fitted on it, its bundles, and the real data."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-BOTTLE = SHARED_DATA / "mvtec_ad" / "bottle"
-MAGNETIC_TILE = SHARED_DATA / "mtd" / "magnetic_tile"
 
 
 def pytest_configure(config) -> None:
@@ -22,13 +18,6 @@ def pytest_configure(config) -> None:
 
     keep_freed_memory()
     os.environ["EDGE_ANOMALY_CACHE"] = tempfile.mkdtemp(prefix="edge-anomaly-cache-")
-
-
-def real_category(path: Path) -> Path:
-    """The category folder, or skip the test with the reason when the shared data is absent."""
-    if not (path / "train" / "good").is_dir():
-        pytest.skip(f"real data not present at {path} (see ../shared/data/README.md)")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +54,40 @@ def board_bundle(board_model, tmp_path_factory):
 
     _, model = board_model
     return export_bundle(model, tmp_path_factory.mktemp("bundles") / "boards-onnx-fp32")
+
+
+@pytest.fixture(scope="session")
+def board_exports(board_bundle, tmp_path_factory):
+    """``board_exports(fmt, batch=None)`` -> FP32 bundle folder of the board model.
+
+    "onnx" is the session's ONNX bundle; "openvino" is its ONNX converted with OpenVINO's own
+    converter (no second trace), with a fixed batch when ``batch`` is given.
+    """
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    from exporters.bundle import write_bundle
+
+    root = tmp_path_factory.mktemp("runtime-bundles")
+    made: dict = {("onnx", None): board_bundle[0]}
+    manifest = json.loads((board_bundle[0] / "manifest.json").read_text())
+
+    def export(fmt: str, batch: int | None = None) -> Path:
+        if (fmt, batch) not in made:
+            folder = root / f"{fmt}-{batch or 'dynamic'}"
+            folder.mkdir()
+            model = ov.convert_model(str(board_bundle[0] / "model.onnx"))
+            height, width = manifest["input"]["size"]
+            if batch:
+                model.reshape([batch, height, width, 3])
+            ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
+            engine = {**manifest["engine"], "format": "openvino",
+                      "files": {"model": "model.xml", "weights": "model.bin"},
+                      "batch": {"dynamic": False, "size": batch} if batch else manifest["engine"]["batch"]}
+            for image in board_bundle[0].glob("selftest_*.png"):  # the same model: its self-test still holds
+                (folder / image.name).write_bytes(image.read_bytes())
+            write_bundle(folder, {**manifest, "engine": engine, "name": folder.name})
+            made[fmt, batch] = folder
+        return made[fmt, batch]
+
+    return export

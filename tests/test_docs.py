@@ -1,5 +1,6 @@
 """The documentation: a short README, every page in the site's nav, and the pages that state the code's facts
-(the station.yaml reference, generated; the MQTT contract, checked against runtime/station/messages.py both ways).
+(the station.yaml reference, generated; the MQTT contract, checked both ways against runtime/station/messages.py
+and its commands against runtime/station/dispatch.py's HANDLERS).
 
 The site itself (`mkdocs build --strict`: every link and anchor) is built by .ci/run, not here: it imports torch
 (the export page's tolerances) and takes 5-20 s."""
@@ -9,21 +10,28 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from runtime.result import Result
+from runtime.self_test import SelfTestReport
 from runtime.station import messages
 from runtime.station.config import StationConfig
+from runtime.station.dispatch import HANDLERS
 from runtime.station.drift import DriftState
+from runtime.station.stats import StationStats
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 README_LIMIT = 20_000
 OUTBOX_FIELDS = {"seq"}  # added by the outbox to every message it carries (runtime/station/outbox.py)
-FIXED_NESTED = {"bundle", "latency_ms", "box", "thumbnail", "station_verdict"}  # nested objects with fixed keys
+# nested objects with fixed keys
+FIXED_NESTED = {"bundle", "latency_ms", "inference_ms", "box", "thumbnail", "station_verdict", "commands", "outbox",
+                "mqtt", "evidence", "self_test"}
+BY_NAME = {"cameras"}  # name -> an object with fixed keys (each documented entry has the fields of the one built)
 
 
 def _load_hooks():
@@ -132,7 +140,12 @@ def _assert_same_fields(documented: dict, built: dict, what: str) -> None:
                                            f"sent but not documented {sorted(set(built) - documented_keys)}")
     for key in FIXED_NESTED & set(built):
         if isinstance(built[key], dict) and isinstance(documented[key], dict):
-            assert set(documented[key]) == set(built[key]), f"{what}.{key}"
+            _assert_same_fields(documented[key], built[key], f"{what}.{key}")
+    for key in BY_NAME & set(built):
+        (entry,) = built[key].values()
+        assert documented[key], f"{what}.{key}: the example names none"
+        for name, example in documented[key].items():
+            _assert_same_fields(example, entry, f"{what}.{key}.{name}")
 
 
 def _inspection() -> messages.Inspection:
@@ -150,10 +163,16 @@ def _built_messages() -> dict[str, list[dict]]:
               "normalized_score": 0.9, "time": 0.0, "bundle_name": "b", "bundle_hash": "0", "overlay": None}
     review = {"time": 0.0, "verdict": "normal", "reviewer": "Ines", "note": "", "copy": None}
     drift = DriftState("drift", "bundle", "brightness", -1.6, 0.0, (("brightness", -1.6),)).to_dict()
+    checked = SelfTestReport(True, 1.0, 0.0, 8, {"model": "cpu", "flags": []}, None, "self-test passed")
+    camera_status = messages.status_camera("trigger", "ok", None, replace(bundle, self_test=checked.to_dict()), drift,
+                                           None, False)
+    camera_beat = messages.heartbeat_camera("ok", StationStats().summary("side"), drift, None)
     return {
-        # the station adds its process id to the status (runtime/station/service.py)
-        "status": [messages.status_message("s", {}, 0.0) | {"pid": 1},
+        "status": [messages.status_message("s", {"side": camera_status}, 0.0),
                    messages.offline_message("s", "connection lost", None)],
+        "heartbeat": [messages.heartbeat_message(
+            "s", 0.0, {"side": camera_beat}, command_errors=0, outbox_pending=0, dropped_results=0,
+            mqtt_connected=True, mqtt_connections=1, mqtt_delivered=0, mqtt_inflight=0, evidence_bytes=0)],
         "<camera>/result": [messages.result_message(inspection)],
         "<camera>/alert": [messages.alert_message(inspection, np.zeros((8, 8, 3), np.uint8), 80)],
         "<camera>/review": [messages.review_message("s", stored, review)],
@@ -213,3 +232,15 @@ def test_the_topic_table_matches_messages_topics_both_ways():
     assert commands and all(re.fullmatch(command_filter.replace("+", "[a-z]+"), topic) for topic in commands)
     sections = _sections(DOCS / "station" / "mqtt.md")
     assert {topic.removeprefix("<base>/") for topic in table} - {"<camera>/drift"} <= set(sections)
+
+
+def test_the_documented_commands_are_the_handlers_dispatch_has_both_ways():
+    """A command in the table and with a section of its own for every handler, and a handler for every command the
+    page documents (``cmd/error`` is the station's answer, not a command)."""
+    documented = {topic.removeprefix("<base>/cmd/") for topic, direction in _topic_table().items()
+                  if direction.endswith("daemon")}
+    assert documented == set(HANDLERS), (f"documented but not handled {sorted(documented - set(HANDLERS))}, "
+                                         f"handled but not documented {sorted(set(HANDLERS) - documented)}")
+    sections = {topic.removeprefix("cmd/") for topic in _sections(DOCS / "station" / "mqtt.md")
+                if topic.startswith("cmd/") and topic != "cmd/error"}
+    assert sections == set(HANDLERS), f"one `## cmd/<name>` section per command: {sorted(sections)}, {sorted(HANDLERS)}"

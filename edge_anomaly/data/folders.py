@@ -18,7 +18,8 @@ import numpy as np
 
 from runtime.global_stats import CAPTURE_STATS, capture_statistics
 from runtime.image_io import ImageReadError, list_images, read_image
-from runtime.preprocess import Region, frame_to_input, inspected_region
+from runtime.preprocess import frame_to_input, inspected_region
+from runtime.roi import Region
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from runtime.bundle import sha256_file
 from runtime.global_stats import CAPTURE_STATS, capture_statistics
 from runtime.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
 from runtime.manifest import MIXED, STILLS, VIDEO, CaptureSection
-from runtime.preprocess import Region, frame_to_input
+from runtime.preprocess import frame_to_input
+from runtime.roi import Region
 
 log = logging.getLogger(__name__)
 

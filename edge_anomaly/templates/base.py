@@ -33,7 +33,7 @@ from torch import nn
 
 from edge_anomaly.backbones import BACKBONES, LAYER_NAMES
 from edge_anomaly.data.capture import CaptureTolerance
-from runtime.preprocess import Roi
+from runtime.roi import Roi
 from runtime.schema import StrictModel
 
 

@@ -27,7 +27,7 @@ from pydantic import (
 from runtime.batching import BATCHING_MODES
 from runtime.genicam import GenicamSettings
 from runtime.image_io import MAX_PIXELS
-from runtime.preprocess import Roi
+from runtime.roi import Roi
 from runtime.schema import StrictModel, read_yaml, validate
 from runtime.sources import Backoff, redact
 

@@ -7,6 +7,7 @@ tests/test_docs.py checks that page's topics against ``Topics`` and every exampl
 from __future__ import annotations
 
 import base64
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -175,10 +176,44 @@ def review_message(station: str, inspection: dict, review: dict) -> dict:
             "heatmap_path": inspection["overlay"], "frame": review["copy"]}
 
 
+def status_camera(mode: str, state: str, error: str | None, bundle: BundleInfo, drift: dict,
+                  capture_warning: str | None, batching: bool) -> dict:
+    """One camera in ``status``: how it runs, the bundle it runs (with this box's self-test), its drift state
+    (runtime.station.drift.DriftState.to_dict()), how its frames differ from the training frames, and whether its
+    frames share engine calls with another camera's."""
+    return {"mode": mode, "state": state, "error": error, "bundle": {**bundle.to_dict(), "self_test": bundle.self_test},
+            "drift": drift, "capture_warning": capture_warning, "batching": batching}
+
+
 def status_message(station: str, cameras: dict[str, dict], started: float) -> dict:
-    """Retained ``<prefix>/<station>/status`` while the daemon runs."""
+    """Retained ``<prefix>/<station>/status`` while the daemon runs (``cameras``: name -> ``status_camera``)."""
     return {"state": ONLINE, "station": station, "timestamp": iso_time(), "since": iso_time(started),
-            "version": package_version(), "cameras": cameras}
+            "version": package_version(), "pid": os.getpid(), "cameras": cameras}
+
+
+def heartbeat_camera(state: str, counters: dict, drift: dict, capture_warning: str | None) -> dict:
+    """One camera in the heartbeat: its state, its counters and latency percentiles
+    (runtime.station.stats.CameraCounters.summary()), its drift state and capture warning."""
+    return {"state": state, **counters, "drift": drift, "capture_warning": capture_warning}
+
+
+def heartbeat_message(station: str, started: float, cameras: dict[str, dict], *, command_errors: int,
+                      outbox_pending: int, dropped_results: int, mqtt_connected: bool, mqtt_connections: int,
+                      mqtt_delivered: int, mqtt_inflight: int, evidence_bytes: int) -> dict:
+    """``<prefix>/<station>/heartbeat`` every ``heartbeat_s`` (``cameras``: name -> ``heartbeat_camera``): the
+    station's totals are its cameras' plus the commands that failed."""
+    return {
+        "station": station, "timestamp": iso_time(), "uptime_s": round(time.time() - started, 1),
+        "frames": sum(c["frames"] for c in cameras.values()),
+        "anomalies": sum(c["anomalies"] for c in cameras.values()),
+        "errors": sum(c["errors"] for c in cameras.values()) + command_errors,
+        "cameras": cameras,
+        "commands": {"errors": command_errors},
+        "outbox": {"pending": outbox_pending, "dropped_results": dropped_results},
+        "mqtt": {"connected": mqtt_connected, "connections": mqtt_connections, "delivered": mqtt_delivered,
+                 "inflight": mqtt_inflight},
+        "evidence": {"bytes": evidence_bytes},
+    }
 
 
 def offline_message(station: str, reason: str, timestamp: str | None) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import shutil
 import signal
 import tempfile
@@ -30,7 +29,7 @@ from runtime.station.evidence import EvidenceStore
 from runtime.station.history import HISTORY, corruption
 from runtime.station.inspection import InspectionOutputs, load_bundle
 from runtime.station.logs import setup_logging
-from runtime.station.messages import Topics, iso_time, status_message
+from runtime.station.messages import Topics, heartbeat_camera, heartbeat_message, status_camera, status_message
 from runtime.station.mqtt import MqttLink
 from runtime.station.outbox import Outbox
 from runtime.station.publisher import Publisher
@@ -102,28 +101,21 @@ class Station:
     def status(self) -> dict:
         workers = dict(self.cameras.workers)  # one snapshot: a SIGHUP may add or remove cameras meanwhile
         batching = batched(workers)
-        cameras = {name: worker.describe() | {"drift": worker.inspector.drift_state,
-                                              "capture_warning": worker.inspector.capture_warning,
-                                              "batching": batching[name]}
+        cameras = {name: status_camera(worker.config.mode, worker.state, worker.error, worker.inspector.loaded.info,
+                                       worker.inspector.drift_state, worker.inspector.capture_warning, batching[name])
                    for name, worker in workers.items()}
-        return status_message(self.config.station, cameras, self.started) | {"pid": os.getpid()}
+        return status_message(self.config.station, cameras, self.started)
 
     def heartbeat(self) -> dict:
-        cameras = {name: {"state": worker.state, **self.stats.summary(name), "drift": worker.inspector.drift_state,
-                          "capture_warning": worker.inspector.capture_warning}
+        cameras = {name: heartbeat_camera(worker.state, self.stats.summary(name), worker.inspector.drift_state,
+                                          worker.inspector.capture_warning)
                    for name, worker in self.cameras.workers.items()}
-        return {
-            "station": self.config.station, "timestamp": iso_time(), "uptime_s": round(time.time() - self.started, 1),
-            "frames": sum(c["frames"] for c in cameras.values()),
-            "anomalies": sum(c["anomalies"] for c in cameras.values()),
-            "errors": sum(c["errors"] for c in cameras.values()) + self.stats.command_errors,
-            "cameras": cameras,
-            "commands": {"errors": self.stats.command_errors},
-            "outbox": {"pending": self.outbox.pending(), "dropped_results": self.outbox.dropped_results},
-            "mqtt": {"connected": self.link.connected, "connections": self.link.connects,
-                     "delivered": self.link.delivered, "inflight": self.link.inflight},
-            "evidence": {"bytes": self.evidence.total_bytes if self.evidence else 0},
-        }
+        link = self.link
+        return heartbeat_message(
+            self.config.station, self.started, cameras, command_errors=self.stats.command_errors,
+            outbox_pending=self.outbox.pending(), dropped_results=self.outbox.dropped_results,
+            mqtt_connected=link.connected, mqtt_connections=link.connects, mqtt_delivered=link.delivered,
+            mqtt_inflight=link.inflight, evidence_bytes=self.evidence.total_bytes if self.evidence else 0)
 
     def problems(self) -> list[str]:
         """Everything that keeps the station from doing its job right now; empty when healthy."""

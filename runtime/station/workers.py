@@ -108,11 +108,6 @@ class CameraWorker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def describe(self) -> dict:
-        info = self.inspector.loaded.info
-        return {"mode": self.config.mode, "state": self.state, "error": self.error,
-                "bundle": {**info.to_dict(), "self_test": info.self_test}}
-
     def start(self) -> None:
         self._thread.start()
 

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # fits and exports on real bottle: not in -m "not slow"
+from tests.harness.data import BOTTLE, real_category
 
-# The shared data beside the checkout (tests/conftest.py's BOTTLE; that module is not importable by name).
-BOTTLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "mvtec_ad" / "bottle"
+pytestmark = pytest.mark.slow  # fits and exports on real bottle: not in -m "not slow"
 
 
 @pytest.fixture(scope="module")
 def bottle_slice(tmp_path_factory):
     """24 normal training images and 3 test images per folder, with masks, copied to a temp folder."""
-    source = BOTTLE
-    if not (source / "train" / "good").is_dir():
-        pytest.skip(f"real data not present at {source} (see ../shared/data/README.md)")
+    source = real_category(BOTTLE)
     target = tmp_path_factory.mktemp("bottle-slice") / "bottle"
     for folder, count in [(source / "train" / "good", 24), *[(d, 3) for d in sorted((source / "test").iterdir())]]:
         destination = target / folder.relative_to(source)

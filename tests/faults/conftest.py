@@ -3,24 +3,14 @@ keys, and a ``bundles_dir`` holding the board bundle signed by the station's tru
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS / "runtime"))  # runtime_test_data, which the runtime fixtures loaded below import
-from tests.harness.station import Broker, DaemonProcess, Probe  # noqa: E402
-
-# The runtime tests' bundle fixtures (an OpenVINO twin of the board bundle), shared rather than rewritten.
-_spec = importlib.util.spec_from_file_location("runtime_fixtures", TESTS / "runtime" / "conftest.py")
-_runtime_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_runtime_fixtures)
-board_exports = _runtime_fixtures.board_exports
+from tests.harness.station import Broker, DaemonProcess, Probe
 
 
 @pytest.fixture(scope="session")

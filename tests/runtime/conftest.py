@@ -1,50 +1,12 @@
-"""Fixtures for the runtime tests: board bundles in each engine format and a small real bottle model."""
+"""Fixtures for the runtime tests: the board frames and a small real bottle model (the board bundles in each engine
+format, shared with the fault suite, are in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-from runtime_test_data import BOTTLE, read_rgb
 
-
-@pytest.fixture(scope="session")
-def board_exports(board_bundle, tmp_path_factory):
-    """``board_exports(fmt, batch=None)`` -> FP32 bundle folder of the board model.
-
-    "onnx" is the session's ONNX bundle; "openvino" is its ONNX converted with OpenVINO's own
-    converter (no second trace), with a fixed batch when ``batch`` is given.
-    """
-    pytest.importorskip("openvino")
-    import openvino as ov
-
-    from exporters.bundle import write_bundle
-
-    root = tmp_path_factory.mktemp("runtime-bundles")
-    made: dict = {("onnx", None): board_bundle[0]}
-    manifest = json.loads((board_bundle[0] / "manifest.json").read_text())
-
-    def export(fmt: str, batch: int | None = None) -> Path:
-        if (fmt, batch) not in made:
-            folder = root / f"{fmt}-{batch or 'dynamic'}"
-            folder.mkdir()
-            model = ov.convert_model(str(board_bundle[0] / "model.onnx"))
-            height, width = manifest["input"]["size"]
-            if batch:
-                model.reshape([batch, height, width, 3])
-            ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
-            engine = {**manifest["engine"], "format": "openvino",
-                      "files": {"model": "model.xml", "weights": "model.bin"},
-                      "batch": {"dynamic": False, "size": batch} if batch else manifest["engine"]["batch"]}
-            for image in board_bundle[0].glob("selftest_*.png"):  # the same model: its self-test still holds
-                (folder / image.name).write_bytes(image.read_bytes())
-            write_bundle(folder, {**manifest, "engine": engine, "name": folder.name})
-            made[fmt, batch] = folder
-        return made[fmt, batch]
-
-    return export
+from tests.harness.data import BOTTLE, read_rgb, real_category
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +23,7 @@ def board_frames(boards) -> list[np.ndarray]:
 def bottle(tmp_path_factory):
     """(TrainedModel, {"onnx": bundle, "openvino": bundle}, test frames) for PatchCore fitted on 16
     real bottle images; the frames are 2 good and 1 of each defect type, 512x512 RGB."""
-    if not (BOTTLE / "train" / "good").is_dir():
-        pytest.skip(f"real data not present at {BOTTLE} (see ../shared/data/README.md)")
+    real_category(BOTTLE)
     pytest.importorskip("openvino")
     from edge_anomaly.config import load_params
     from edge_anomaly.training import fit_model

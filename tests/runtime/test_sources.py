@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 from mjpeg_server import MjpegCamera, free_port
-from runtime_test_data import BOTTLE, read_rgb
 
 from edge_anomaly.cli import main
 from runtime.detector import Detector
 from runtime.image_io import list_images
 from runtime.predict_files import predict_files
 from runtime.sources import Backoff, InputFrames, SourceError
+from tests.harness.data import BOTTLE, read_rgb
 
 
 def _write_video(path, frames_rgb: list[np.ndarray], fps: float) -> None:
