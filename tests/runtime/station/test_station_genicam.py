@@ -13,7 +13,7 @@ import pytest
 
 from tests.harness import opcua as plc
 from tests.harness.fake_camera import FakeCamera, aravis_or_skip
-from tests.harness.station import Broker, DaemonProcess, Probe, free_port, station_config, wait_until
+from tests.harness.station import Broker, DaemonProcess, Probe, free_port, patience, station_config, wait_until
 
 
 @dataclass
@@ -44,7 +44,9 @@ def gige_line(board_bundle, tmp_path):
     config = station_config(broker.port, [{
         "name": "gige", "bundle": str(board_bundle[0]), "mode": "trigger",
         "source": {"kind": "genicam", "reopen": {"min_s": 0.2, "max_s": 1},
-                   "genicam": {"camera": camera.serial, "trigger": "software", "timeout_s": 1.0}}}],
+                   "genicam": {"camera": camera.serial, "trigger": "software",
+                               # a frame a second on a quiet machine; the fake camera is starved under load
+                               "timeout_s": patience(1.0)}}}],
         opcua={"enabled": True, "port": port, "users": {"mes": {"file": str(tmp_path / "password")}}})
     daemon = DaemonProcess(tmp_path / "station", config)
     plc.make_station_certificate(daemon.config_path)
