@@ -124,7 +124,7 @@ def test_roi_from_the_manifest_and_a_bad_one_named(board_bundle, board_frames, t
     assert Detector.load(folder, roi=[0, 0, 320, 256]).predict(frame).score == Detector.load(
         board_bundle[0]).predict(frame).score  # the call's ROI overrides the manifest's
 
-    manifest["input"]["roi"] = [0, 0, -5, 10]  # refused by the writer (tests/exporters/test_bundle.py); by hand:
+    manifest["input"]["roi"] = [0, 0, -5, 10]  # refused by the writer (tests/exporters/test_bundle_roi.py); by hand:
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"manifest.json: invalid bundle manifest:\n  input\.roi: .*\[0, 0, -5, 10\]"):
         Detector.load(folder)
