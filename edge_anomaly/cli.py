@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 from edge_anomaly import __version__
-from edge_anomaly.memory import keep_freed_memory
 from runtime.commands import add_engine_arguments
 from runtime.entry_points import COMMANDS, registered
 
@@ -341,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.fits_in_torch:
+    if args.fits_in_torch:  # imported here: the edge path (predict, bench, serve) loads no training module
+        from edge_anomaly.memory import keep_freed_memory
+
         keep_freed_memory()
     try:
         args.run(args)
