@@ -16,6 +16,7 @@ and calibrated as usual.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -179,23 +180,18 @@ def _gflop(graph: AnomalyGraph, image: np.ndarray) -> float:
 
 def _try(candidate: Candidate, params: TemplateParams, frames: list[np.ndarray], fit_idx: np.ndarray,
          normal_idx: np.ndarray, defect_frames: list[np.ndarray], max_latency_ms: float | None,
-         size_problem: SizeCheck | None, latency: LatencyEstimate) -> Trial:
-    """Fit and score one candidate."""
+         size_problem: SizeCheck | None, latency: LatencyEstimate, fitted: dict[str, AnomalyGraph]) -> Trial:
+    """Fit and score one candidate (``fitted``: the graphs fitted so far, see :func:`_fitted_graph`)."""
     started = time.perf_counter()
     size = tuple(params.input_size)
     problem = size_problem(size) if size_problem is not None else None
     if problem is not None:
         return _left_out(candidate, size, problem)
-    template = get_template(candidate.template)
 
     def inputs(images: list[np.ndarray]) -> np.ndarray:
         return np.stack([frame_to_input(image, size) for image in images])
 
-    extractor = build_extractor(params.backbone, params.layers, size, params.backbone_weights)
-    scorer = template.scorer(params, extractor.feature_shapes(size))
-    graph = AnomalyGraph(extractor, scorer, size, params.heatmap_sigma).eval()
-    scorer.fit_images(inputs([frames[i] for i in fit_idx]), extractor, SilentProgress())
-    graph.eval()  # a scorer trained on images leaves its networks in training mode
+    graph = _fitted_graph(candidate.template, params, lambda: inputs([frames[i] for i in fit_idx]), fitted)
     normal = run_graph(graph, inputs([frames[i] for i in normal_idx]), params.batch_size)[1]
     defect = run_graph(graph, inputs(defect_frames), params.batch_size)[1]
     labels = np.r_[np.zeros(len(normal)), np.ones(len(defect))]
@@ -207,6 +203,29 @@ def _try(candidate: Candidate, params: TemplateParams, frames: list[np.ndarray],
     within = max_latency_ms is None or latency_ms <= max_latency_ms
     return Trial(candidate.name, candidate.template, size, auroc, recall, gflop, latency_ms,
                  time.perf_counter() - started, within)
+
+
+def _fitted_graph(template_name: str, params: TemplateParams, fit_inputs: Callable[[], np.ndarray],
+                  fitted: dict[str, AnomalyGraph]) -> AnomalyGraph:
+    """The candidate's graph fitted on ``fit_inputs()``. One fitted before with the same hyperparameters but for the
+    template's ``scoring_params`` is the same fit, so it is reused with this candidate's (PatchCore top-3: the
+    default's bank, each image scored by its three worst patches): the search then costs one fit less."""
+    template = get_template(template_name)
+    fitting = {key: value for key, value in params.model_dump(mode="json").items()
+               if key not in template.scorer.scoring_params}
+    key = json.dumps([template_name, fitting], sort_keys=True)
+    if key in fitted:
+        graph = fitted[key]
+        graph.scorer.params = params
+        return graph
+    size = tuple(params.input_size)
+    extractor = build_extractor(params.backbone, params.layers, size, params.backbone_weights)
+    scorer = template.scorer(params, extractor.feature_shapes(size))
+    graph = AnomalyGraph(extractor, scorer, size, params.heatmap_sigma).eval()
+    scorer.fit_images(fit_inputs(), extractor, SilentProgress())
+    graph.eval()  # a scorer trained on images leaves its networks in training mode
+    fitted[key] = graph
+    return graph
 
 
 def _left_out(candidate: Candidate, size: tuple[int, int], why: str) -> Trial:
@@ -247,6 +266,7 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
         source = "synthetic"
     trials = []
     latency = LatencyEstimate()
+    fitted: dict[str, AnomalyGraph] = {}
     with make_progress() as progress:
         task = progress.add_task("trying candidates", total=len(candidates))
         for candidate in candidates:
@@ -255,7 +275,7 @@ def choose_configuration(training: TrainingSet, config_file: str | Path | None =
                 params = with_input_size(_candidate_params(candidate, config_file, overrides), aspect,
                                          size_problem)
                 trial = _try(candidate, params, frames, fit_idx, check_idx, defect_frames, max_latency_ms,
-                             size_problem, latency)
+                             size_problem, latency, fitted)
             except (ValueError, RuntimeError) as exc:  # e.g. --set keys another template does not have
                 log.warning("candidate %s left out: %s", candidate.name, exc)
                 trial = _left_out(candidate, (0, 0), str(exc).splitlines()[0])

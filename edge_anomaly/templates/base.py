@@ -11,7 +11,8 @@ to (``edge-anomaly update``). What the rest of the code asks of a template is de
 these classes, so no module outside ``templates/`` branches on a template's name:
 
 * the graph (``graph.py``): ``grid``, ``forward``;
-* fitting and calibration (``training.py``): ``fit_training`` (``fit_images`` alone: autoconfig);
+* fitting and calibration (``training.py``): ``fit_training`` (``fit_images`` alone: autoconfig, which
+  shares one fit between candidates that differ only in ``scoring_params``);
 * loading (``model.py``): ``TemplateParams.migrate``, ``load_fitted``;
 * export (``exporters/``): ``int8_parts``, ``limit_tensor_elements``; a matrix product whose
   result reaches an arg-min or arg-max (an index the scorer picks) always stays in float;
@@ -146,6 +147,9 @@ class Scorer(nn.Module, ABC):
     # measurement on MVTec bottle (bench/export.py). The scorer takes INT8 only at its matrix products' inputs,
     # distances accumulate in float: for PatchCore that product is most of the run time.
     int8_parts: ClassVar[tuple[str, ...]] = ("backbone", "scorer")
+    # Hyperparameters read only when scoring, never when fitting: candidates that differ in these alone can share
+    # one fitted scorer (automatic configuration).
+    scoring_params: ClassVar[tuple[str, ...]] = ()
     params: TemplateParams
     feature_shapes: list[tuple[int, int, int]]  # (channels, height, width) of each backbone stage used
     grid: tuple[int, int]  # (height, width) of the patch score map: the graph upsamples it to the input size

@@ -40,6 +40,29 @@ def test_search_prefers_the_candidate_that_separates_defects_and_respects_the_bu
         choose_configuration(training, max_latency_ms=0.001, candidates=candidates)
 
 
+def test_candidates_that_differ_only_in_scoring_share_one_fit_and_score_as_if_fitted_alone(boards, monkeypatch):
+    from edge_anomaly.templates.patchcore.scorer import PatchCoreScorer
+
+    fits = []
+    fit_images = PatchCoreScorer.fit_images
+
+    def counted_fit(self, *args, **kwargs):  # the real fit, counted
+        fits.append(self.params.top_k)
+        return fit_images(self, *args, **kwargs)
+
+    monkeypatch.setattr(PatchCoreScorer, "fit_images", counted_fit)
+    training = TrainingSet.scan(boards)
+    default = Candidate("max", "patchcore", {"coreset_ratio": 0.05}, 160 * 192)
+    top3 = Candidate("top-3", "patchcore", {"coreset_ratio": 0.05, "top_k": 3}, 160 * 192)
+    shared = {t.candidate: t for t in choose_configuration(training, candidates=(default, top3)).trials}
+    assert fits == [1]
+    alone = choose_configuration(training, candidates=(top3,)).trials[0]
+    assert fits == [1, 3]
+    assert shared["top-3"].synthetic_auroc == alone.synthetic_auroc
+    assert shared["top-3"].recall_at_strict == alone.recall_at_strict
+    assert shared["top-3"].synthetic_auroc != shared["max"].synthetic_auroc  # scored its own way, not the default's
+
+
 def test_a_boards_input_limits_shrink_the_candidates_size():
     from devices import load_profile
     from edge_anomaly.templates.patchcore import PatchCoreParams

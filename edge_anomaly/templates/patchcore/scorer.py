@@ -28,6 +28,7 @@ DEFAULT_CHUNK_BUDGET = 2**21
 
 class PatchCoreScorer(MemoryBankScorer):
     params_type = PatchCoreParams
+    scoring_params = ("top_k",)  # the image score from the patch scores: the bank does not depend on it
 
     def __init__(self, params: PatchCoreParams, feature_shapes: list[tuple[int, int, int]]) -> None:
         if params.patch_size % 2 == 0:
