@@ -22,7 +22,7 @@ from safetensors.numpy import save_file as save_arrays
 from safetensors.torch import load_file, save_file
 
 import edge_anomaly
-from edge_anomaly.backbones import FeatureExtractor, normalization_for
+from edge_anomaly.backbones import FeatureExtractor, build_extractor, normalization_for
 from edge_anomaly.graph import AnomalyGraph
 from edge_anomaly.model_card import (
     METADATA_FILE,
@@ -45,10 +45,12 @@ WEIGHTS_FILE = "weights.safetensors"
 CALIBRATION_FILE = "calibration.safetensors"
 
 
-def build_graph(template_name: str, params: TemplateParams) -> AnomalyGraph:
-    """An unfitted graph (random backbone weights, empty scorer) for the given settings."""
+def build_graph(template_name: str, params: TemplateParams, pretrained: bool = False) -> AnomalyGraph:
+    """An unfitted graph (empty scorer) for the given settings: with the backbone's pretrained weights to fit it
+    (``pretrained``), else random ones, which a saved model's weights replace."""
     template = get_template(template_name)
-    extractor = FeatureExtractor(params.backbone, params.layers, params.input_size).eval()
+    extractor = build_extractor(params.backbone, params.layers, params.input_size, params.backbone_weights) \
+        if pretrained else FeatureExtractor(params.backbone, params.layers, params.input_size).eval()
     scorer = template.scorer(params, extractor.feature_shapes(params.input_size))
     return AnomalyGraph(extractor, scorer, params.input_size, params.heatmap_sigma).eval()
 

@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_anomaly.backbones import build_extractor
 from edge_anomaly.calibration import Calibration, f1_scale, false_alarm_threshold, quantile_scale
 from edge_anomaly.data.augment import compressed_copies
 from edge_anomaly.data.capture import varied_copy
 from edge_anomaly.data.training_set import TrainingSet, input_size_for
 from edge_anomaly.graph import AnomalyGraph
-from edge_anomaly.model import CalibrationData, TrainedModel, run_graph
+from edge_anomaly.model import CalibrationData, TrainedModel, build_graph, run_graph
 from edge_anomaly.progress import make_progress
 from edge_anomaly.templates import TemplateParams, get_template
 from runtime.global_stats import CAPTURE_STATS, STAT_NAMES, GlobalStats, image_statistics
@@ -134,7 +133,7 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
               every_nth: int = 1, max_frames: int | None = None,
               training: TrainingSet | None = None) -> TrainedModel:
     """Fit ``template_name`` on the normal images (and video frames) under ``data`` and calibrate it."""
-    template = get_template(template_name)
+    get_template(template_name)  # an unknown template fails here, before the images are read
     training = training or TrainingSet.scan(data, every_nth, max_frames)
     if params.input_size is None:
         params = with_input_size(params, training.aspect_ratio(params.roi, params.center_crop))
@@ -142,9 +141,8 @@ def fit_model(data: str | Path, template_name: str, params: TemplateParams, defe
     started = time.perf_counter()
     with make_progress() as progress:
         sets = TrainingImages.read(training, size, params, progress)
-        extractor = build_extractor(params.backbone, params.layers, size, params.backbone_weights)
-        scorer = template.scorer(params, extractor.feature_shapes(size))
-        graph = AnomalyGraph(extractor, scorer, size, params.heatmap_sigma).eval()
+        graph = build_graph(template_name, params, pretrained=True)
+        extractor, scorer = graph.extractor, graph.scorer
         scorer.copies_per_image = len(sets.images) / len(sets.originals)
         # the template's own way: k-fold for one fitted on embeddings, a held-out share for one trained on images
         normal_scores, fitted = scorer.fit_training(extractor, sets.images, sets.folds, sets.calibrated, progress)

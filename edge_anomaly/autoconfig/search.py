@@ -30,12 +30,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from edge_anomaly.autoconfig.machine_rate import LatencyEstimate
 from edge_anomaly.autoconfig.synthetic_defects import synthetic_defect_set
-from edge_anomaly.backbones import build_extractor
 from edge_anomaly.config import config_template, load_params
 from edge_anomaly.data.folders import crop_region
 from edge_anomaly.data.training_set import TrainingSet
 from edge_anomaly.graph import AnomalyGraph
-from edge_anomaly.model import TrainedModel, run_graph
+from edge_anomaly.model import TrainedModel, build_graph, run_graph
 from edge_anomaly.progress import SilentProgress, make_progress
 from edge_anomaly.templates import TemplateParams, get_template
 from edge_anomaly.training import fit_model, split_holdout, with_input_size
@@ -218,11 +217,8 @@ def _fitted_graph(template_name: str, params: TemplateParams, fit_inputs: Callab
         graph = fitted[key]
         graph.scorer.params = params
         return graph
-    size = tuple(params.input_size)
-    extractor = build_extractor(params.backbone, params.layers, size, params.backbone_weights)
-    scorer = template.scorer(params, extractor.feature_shapes(size))
-    graph = AnomalyGraph(extractor, scorer, size, params.heatmap_sigma).eval()
-    scorer.fit_images(fit_inputs(), extractor, SilentProgress())
+    graph = build_graph(template_name, params, pretrained=True)
+    graph.scorer.fit_images(fit_inputs(), graph.extractor, SilentProgress())
     graph.eval()  # a scorer trained on images leaves its networks in training mode
     fitted[key] = graph
     return graph
