@@ -7,20 +7,24 @@ Kept apart from ``runtime.preprocess`` (cv2, numpy): the manifest's types load n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
 from numbers import Integral
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import BeforeValidator
 
 Region = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 
-def check_roi(roi: Sequence[int] | None, what: str = "roi") -> Region | None:
-    """``roi`` as four non-negative integers with a positive size, or a ValueError naming it."""
+def check_roi(roi: Iterable[int] | None, what: str = "roi") -> Region | None:
+    """``roi`` as four non-negative integers with a positive size, or a ValueError naming it.
+
+    Strict: a bool, a float (even ``1.0``) or a string is no pixel count, so ``[true, 0, 1, 1]`` is refused rather than
+    read as ``[1, 0, 1, 1]``.
+    """
     if roi is None:
         return None
-    values = list(roi)
+    values = [] if isinstance(roi, (str, bytes, Mapping)) or not isinstance(roi, Iterable) else list(roi)
     if len(values) != 4 or not all(isinstance(v, Integral) and not isinstance(v, bool) for v in values):
         raise ValueError(f"{what} must be four integers [x, y, width, height], got {roi!r}")
     x, y, w, h = (int(v) for v in values)
@@ -29,5 +33,6 @@ def check_roi(roi: Sequence[int] | None, what: str = "roi") -> Region | None:
     return x, y, w, h
 
 
-# The ROI field of every file that takes one: check_roi's rule.
-Roi = Annotated[tuple[int, int, int, int], AfterValidator(check_roi)]
+# The ROI field of every file that takes one: check_roi's rule, on the value as written (before pydantic would turn
+# true or 1.0 into 1).
+Roi = Annotated[tuple[int, int, int, int], BeforeValidator(check_roi)]

@@ -25,8 +25,10 @@ def _folder(tmp_path: Path) -> tuple[Path, dict]:
 @pytest.mark.parametrize(("roi", "message"), [
     ([0, 0, -5, 10], r"input\.roi: .*roi \[0, 0, -5, 10\] must be \[x >= 0, y >= 0, width > 0, height > 0\]"),
     ([-1, 0, 5, 10], r"input\.roi: .*roi \[-1, 0, 5, 10\] must be"),
-    ([0, 0, 5], r"input\.roi\.3: Field required"),
-    ([0, 0, 2.5, 10], r"input\.roi\.2: .*valid integer.*2\.5"),
+    ([0, 0, 5], r"input\.roi: .*roi must be four integers \[x, y, width, height\], got \[0, 0, 5\]"),
+    ([0, 0, 2.5, 10], r"input\.roi: .*four integers .*got \[0, 0, 2\.5, 10\]"),
+    ([True, 0, 5, 10], r"input\.roi: .*four integers .*got \[True, 0, 5, 10\]"),  # not read as [1, 0, 5, 10]
+    ([0, 0, 5.0, 10], r"input\.roi: .*four integers .*got \[0, 0, 5\.0, 10\]"),
 ])
 def test_a_bad_roi_fails_when_the_bundle_is_written_naming_the_field_and_value(tmp_path, roi, message):
     folder, manifest = _folder(tmp_path)
