@@ -17,9 +17,9 @@ import numpy as np
 from runtime.backends import Backend, open_engine, run_batched
 from runtime.bundle import Bundle, BundleError, ManifestCheck, open_bundle
 from runtime.global_stats import capture_statistics
-from runtime.preprocess import check_center_crop, check_frame, frame_to_input, inspected_region
+from runtime.preprocess import check_frame, frame_to_input, inspected_region
 from runtime.result import Result
-from runtime.roi import Region, check_roi
+from runtime.roi import Region, check_center_crop, check_roi
 from runtime.self_test import SelfTestReport, check_bundle
 
 _FROM_DETECTOR = object()  # "use the detector's setting" for per-call roi / center_crop
@@ -46,11 +46,9 @@ class Detector:
         self.capture_profile = bundle.manifest.capture
         self.input_size = bundle.input_size
         declared = bundle.manifest.input
-        try:
-            self.roi = check_roi(roi) if roi is not None else declared.roi  # the manifest's: checked as it was parsed
-            self.center_crop = check_center_crop(
-                center_crop if center_crop is not None else declared.center_crop,
-                "center_crop" if center_crop is not None else f"{bundle.source}/manifest.json input.center_crop")
+        try:  # the manifest's own were checked as it was parsed
+            self.roi = check_roi(roi) if roi is not None else declared.roi
+            self.center_crop = check_center_crop(center_crop) if center_crop is not None else declared.center_crop
         except ValueError as exc:
             raise BundleError(str(exc)) from None
 

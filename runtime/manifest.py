@@ -28,7 +28,7 @@ from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from runtime.backends import ENGINE_FORMATS
 from runtime.cpu import ISAS, CpuInfo
-from runtime.roi import Roi
+from runtime.roi import CenterCrop, Roi
 from runtime.schema import Section, decode_json_object, upgrade, validate
 
 if TYPE_CHECKING:  # resolved on first use (_resolve_numeric_sections): they need numpy, reading the tables does not
@@ -151,7 +151,7 @@ class InputSpec(Section):
     color_order: Literal["RGB", "BGR"] = "RGB"
     normalization: Normalization
     roi: Roi | None = None  # x, y, width, height in frame pixels
-    center_crop: float | None = None
+    center_crop: CenterCrop | None = None  # fraction of the ROI's shorter side
 
 
 STILLS, VIDEO, MIXED = "stills", "video", "stills and video"

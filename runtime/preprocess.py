@@ -44,15 +44,6 @@ def batch_inputs(frames: list[np.ndarray], size_hw: tuple[int, int]) -> np.ndarr
     return np.stack([resize_to_input(frame, size_hw) for frame in frames])
 
 
-def check_center_crop(fraction: float | None, what: str = "center_crop") -> float | None:
-    """``fraction`` as a float in (0, 1], or a ValueError naming it."""
-    if fraction is None:
-        return None
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
-        raise ValueError(f"{what} must be a fraction in (0, 1] of the shorter side, got {fraction!r}")
-    return float(fraction)
-
-
 def inspected_region(frame_hw: tuple[int, int], roi: Region | None = None,
                      center_crop: float | None = None) -> Region:
     """The part of a ``frame_hw`` frame the model sees: the ROI, then the centre crop inside it."""

@@ -1,6 +1,8 @@
-"""The region of interest's one rule: ``[x, y, width, height]`` in frame pixels, four non-negative integers with a
-positive size. The ``Roi`` field type holds it for every file that names one (the model's params, the station's
-cameras, the bundle manifest's ``input.roi``), so a bad ROI is refused where it is written, not when it is used.
+"""The rules of the inspected region: the region of interest ``[x, y, width, height]`` in frame pixels, four
+non-negative integers with a positive size, and the centre crop inside it, a fraction in (0, 1] of its shorter side.
+The ``Roi`` and ``CenterCrop`` field types hold them for every file that names one (the model's params and the
+bundle manifest's ``input``, the station's cameras for the ROI), so a bad value is refused where it is written, not
+when it is used; ``check_roi`` and ``check_center_crop`` check a call's.
 
 Kept apart from ``runtime.preprocess`` (cv2, numpy): the manifest's types load no numpy.
 """
@@ -36,3 +38,16 @@ def check_roi(roi: Iterable[int] | None, what: str = "roi") -> Region | None:
 # The ROI field of every file that takes one: check_roi's rule, on the value as written (before pydantic would turn
 # true or 1.0 into 1).
 Roi = Annotated[tuple[int, int, int, int], BeforeValidator(check_roi)]
+
+
+def check_center_crop(fraction: float | None, what: str = "center_crop") -> float | None:
+    """``fraction`` as a float in (0, 1], or a ValueError naming it (a bool is no fraction)."""
+    if fraction is None:
+        return None
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
+        raise ValueError(f"{what} must be a fraction in (0, 1] of the shorter side, got {fraction!r}")
+    return float(fraction)
+
+
+# The centre-crop field of every file that takes one: check_center_crop's rule, on the value as written.
+CenterCrop = Annotated[float, BeforeValidator(check_center_crop)]

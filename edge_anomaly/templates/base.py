@@ -34,7 +34,7 @@ from torch import nn
 
 from edge_anomaly.backbones import BACKBONES, LAYER_NAMES
 from edge_anomaly.data.capture import CaptureTolerance
-from runtime.roi import Roi
+from runtime.roi import CenterCrop, Roi
 from runtime.schema import StrictModel
 
 
@@ -62,8 +62,8 @@ class TemplateParams(StrictModel):
     roi: Roi | None = Field(
         None, description="inspect only this rectangle [x, y, width, height] of every image, in image pixels"
     )
-    center_crop: float | None = Field(
-        None, gt=0.0, le=1.0, description="inspect a centred square of this fraction of the shorter side (after roi)"
+    center_crop: CenterCrop | None = Field(
+        None, description="inspect a centred square of this fraction of the shorter side (after roi)"
     )
     augment: list[Literal["jpeg", "video"]] = Field(
         [], description="also train on compressed copies of the training images (JPEG, H.264/MPEG-4 re-encoding), "

@@ -104,6 +104,15 @@ def test_bad_input_fails_with_a_message_naming_it(boards, tmp_path, capsys):
     assert "model folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flag", "given"), [(["--center-crop", "1.5"], "1.5"), (["--set", "center_crop=true"], "True"),
+                                             (["--set", "center_crop=0"], "0")])
+def test_a_bad_center_crop_fails_at_fit_with_the_rule_the_edge_box_applies(boards, tmp_path, capsys, flag, given):
+    assert main(["fit", "--data", str(boards), *flag, "--out", str(tmp_path / "m")]) == 2
+    assert (f"center_crop: Value error, center_crop must be a fraction in (0, 1] of the shorter side, got {given}"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "m").exists()
+
+
 def test_templates_lists_hyperparameters(capsys):
     assert main(["templates"]) == 0
     out = capsys.readouterr().out

@@ -39,6 +39,16 @@ def test_a_bad_roi_fails_when_the_bundle_is_written_naming_the_field_and_value(t
     assert not folder.with_name("bundle.tar").exists()  # and no tar packed
 
 
+@pytest.mark.parametrize("center_crop", [1.5, 0, -0.5, True, "0.5"])
+def test_a_bad_center_crop_fails_when_the_bundle_is_written_naming_the_field_and_value(tmp_path, center_crop):
+    folder, manifest = _folder(tmp_path)
+    manifest["input"]["center_crop"] = center_crop
+    with pytest.raises(BundleError, match=rf"{folder / MANIFEST}: invalid bundle manifest:\n  input\.center_crop: "
+                       rf".*center_crop must be a fraction in \(0, 1\] of the shorter side, got {center_crop!r}"):
+        write_bundle(folder, manifest)
+    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx"]
+
+
 def test_a_good_roi_is_written_as_four_integers_and_opens(tmp_path):
     folder, manifest = _folder(tmp_path)
     manifest["input"]["roi"] = [8, 4, 160, 128]

@@ -1,4 +1,5 @@
-"""The ROI's one rule (``runtime.roi``): four pixel integers, strictly, wherever a ROI is read."""
+"""The inspected region's rules (``runtime.roi``): a ROI of four pixel integers, strictly, and a centre crop in (0, 1],
+wherever one is read."""
 
 from __future__ import annotations
 
@@ -29,6 +30,22 @@ def test_a_bundle_whose_manifest_roi_is_not_four_integers_fails_to_load_naming_i
         open_bundle(folder)
     assert str(caught.value) == (f"{folder / MANIFEST}: invalid bundle manifest:\n  input.roi: Value error, "
                                  f"roi must be four integers [x, y, width, height], got {written!r} (got {written!r})")
+
+
+@pytest.mark.parametrize("center_crop", ["1.5", "0", "true"])
+def test_a_bundle_whose_manifest_center_crop_is_out_of_range_fails_to_load_naming_input_center_crop(tmp_path,
+                                                                                                    center_crop):
+    folder = tmp_path / "bundle"
+    shutil.copytree(FIXTURE, folder)
+    text = (folder / MANIFEST).read_text()
+    assert text.count('"center_crop": null') == 1
+    (folder / MANIFEST).write_text(text.replace('"center_crop": null', f'"center_crop": {center_crop}'))
+    written = json.loads(center_crop)
+    with pytest.raises(BundleError) as caught:  # by the manifest's parse, before any engine starts
+        open_bundle(folder)
+    assert str(caught.value) == (f"{folder / MANIFEST}: invalid bundle manifest:\n  input.center_crop: Value error, "
+                                 f"center_crop must be a fraction in (0, 1] of the shorter side, got {written!r} "
+                                 f"(got {written!r})")
 
 
 @pytest.mark.parametrize("roi", [[True, 0, 16, 16], [0, False, 16, 16], [0, 0, 1.0, 16], [0, 0, 16, 1.5],
