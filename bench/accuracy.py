@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +33,7 @@ from edge_anomaly.data.training_set import TrainingSet
 from edge_anomaly.data.video import write_video
 from edge_anomaly.demo import flagged_share
 from edge_anomaly.evaluation.evaluate import evaluate_model
+from runtime.cpu import local_cpu
 from runtime.image_io import list_images, read_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,14 +47,7 @@ CATEGORIES = {
 
 
 def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-        flags = next(line.split(":", 1)[1].split() for line in out.splitlines() if line.startswith("Flags"))
-        isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-        return f"{model} ({os.cpu_count()} cores; {', '.join(isa)})"
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
+    return f"{local_cpu().describe()}, {os.cpu_count()} cores"
 
 
 def single_image_latency_ms(model, data: Path, repeats: int = 20) -> tuple[float, float]:

@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.accuracy import cpu_name
 from edge_anomaly.config import load_params
 from edge_anomaly.data.folders import load_inputs_with_capture, mvtec_test_set
 from edge_anomaly.data.synthetic import DEFECT_KINDS, generate_boards
@@ -41,15 +40,6 @@ from runtime.scoring import ScoreScale, Scoring
 ROOT = Path(__file__).resolve().parents[1]
 
 REAL = {"bottle": "mvtec_ad/bottle", "magnetic_tile": "mtd/magnetic_tile"}
-
-
-def _cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        name = platform.processor() or "unknown CPU"
-    return f"{name}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
 
 
 def _subsampled(data: Path, max_train: int, work: Path) -> Path:
@@ -132,7 +122,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--skip-real", action="store_true")
     args = parser.parse_args()
-    print(f"# Kinds (CPU: {_cpu()})", flush=True)
+    print(f"# Kinds (CPU: {cpu_name()}, load {os.getloadavg()[0]:.1f})", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-kinds-") as work:
         boards = generate_boards(Path(work) / "boards", n_train=80, n_test_good=20, n_per_defect=args.per_kind)
         _report("generated boards", _outputs(boards), DEFECT_KINDS, args.factors)

@@ -11,15 +11,21 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
-from edge_anomaly.model import TrainedModel
 from exporters.graph_parts import node_part, search_products
-from runtime.backends import NATIVE_BACKEND
+from runtime.backends import CPU_FORMATS, NATIVE_BACKEND
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from runtime.backends.openvino_backend import OpenVinoBackend
 from runtime.bundle import open_bundle
+
+if TYPE_CHECKING:
+    from edge_anomaly.model import TrainedModel
 
 PARTS = ("backbone", "search", "heatmap", "rest")
 SEARCH_OPS = {"MatMul", "Gemm", "ReduceMin", "Min", "Add", "Mul"}
@@ -97,9 +103,21 @@ def openvino_parts(path: Path, names: dict[str, str], image: np.ndarray, threads
     return totals
 
 
-# Each engine's profile, under its backend's name in the engine table (runtime.backends): a format whose engine has
-# none here is reported as not profiled.
-PROFILERS = {profile.__name__.removesuffix("_parts"): profile for profile in (onnxruntime_parts, openvino_parts)}
+Profiler = Callable[[Path, dict[str, str], np.ndarray, int, str | None], Counter]
+# Each engine's profile, keyed by its backend class's own name (the engine table's row name, runtime.backends).
+PROFILERS: dict[str, Profiler] = {OnnxRuntimeBackend.name: onnxruntime_parts, OpenVinoBackend.name: openvino_parts}
+
+
+def check_profilers(profilers: Mapping[str, Profiler]) -> None:
+    """Raise naming every backend of ``runtime.backends.CPU_FORMATS`` (the formats the benchmarks export and
+    measure) that has no profiler here, so a new or renamed engine stops the run instead of printing no row."""
+    missing = [f"{NATIVE_BACKEND[fmt]} (format {fmt})" for fmt in CPU_FORMATS if NATIVE_BACKEND[fmt] not in profilers]
+    if missing:
+        raise RuntimeError(f"bench/parts.py has no profiler for the backend of {', '.join(missing)}: add one to "
+                           "PROFILERS")
+
+
+check_profilers(PROFILERS)  # at import: before bench.export fits and exports anything
 
 
 def bench_parts(bundles: dict[tuple[str, str], Path], model: TrainedModel, threads: int) -> list[str]:
@@ -113,11 +131,7 @@ def bench_parts(bundles: dict[tuple[str, str], Path], model: TrainedModel, threa
     for (fmt, precision), folder in bundles.items():
         engine = open_bundle(folder).manifest.engine
         model_file = folder / engine.files["model"]
-        profile = PROFILERS.get(NATIVE_BACKEND[fmt])
-        if profile is None:
-            rows.append(f"| {fmt} | {precision} | not profiled: no profile of its engine in bench/parts.py | | | | |")
-            continue
-        totals = profile(model_file, names, image, threads, engine.inference_precision)
+        totals = PROFILERS[NATIVE_BACKEND[fmt]](model_file, names, image, threads, engine.inference_precision)
         rows.append(f"| {fmt} | {precision} | " + " | ".join(f"{totals[part]:.1f}" for part in PARTS)
                     + f" | {sum(totals.values()):.1f} |")
     return rows

@@ -153,3 +153,16 @@ def test_the_scan_finds_a_second_list(tmp_path):
     source.write_text('CHOICES = ["auto", "onnxruntime", "openvino"]\nDEFAULT = "onnx"\n')
     assert engine_lists(source) == [1]
     assert engine_literals(source) == [(1, "onnxruntime"), (1, "openvino"), (2, "onnx")]
+
+
+def test_every_cpu_format_has_a_profiler_and_one_without_stops_the_benchmark():
+    pytest.importorskip("onnx")
+    from bench.parts import PROFILERS, check_profilers  # importing it checks the real table
+
+    assert {NATIVE_BACKEND[fmt] for fmt in CPU_FORMATS} <= set(PROFILERS) <= set(BACKENDS)
+    for fmt in CPU_FORMATS:
+        backend = NATIVE_BACKEND[fmt]
+        without = {name: profile for name, profile in PROFILERS.items() if name != backend}
+        with pytest.raises(RuntimeError, match=rf"^bench/parts\.py has no profiler for the backend of {backend} "
+                           rf"\(format {fmt}\): add one to PROFILERS$"):
+            check_profilers(without)
