@@ -128,8 +128,12 @@ class Inspector:
         self.capture_check = self._capture_check(loaded)
 
     def swap(self, loaded: LoadedBundle) -> None:
-        self.drift = self._drift_monitor(loaded)  # a new bundle brings its own reference
-        self.capture_check = self._capture_check(loaded)
+        """Run ``loaded`` from the next frame on. The drift monitor and the capture check belong to the bundle: another
+        bundle (another hash) brings its own reference and training frames, the same bundle again (a camera joining
+        another camera's reload, an engine setting changed) keeps the camera's drift window and capture comparison."""
+        if loaded.info.hash != self.loaded.info.hash:
+            self.drift = self._drift_monitor(loaded)
+            self.capture_check = self._capture_check(loaded)
         self.loaded = loaded
 
     @staticmethod
