@@ -1,4 +1,5 @@
-"""After a reload every camera has what the start would give it: the drift history of a bundle it keeps.
+"""After a reload every camera has what the start would give it: the drift history of a bundle it keeps; and
+``serve --check`` loads as the start does.
 
 The station is built in process from its station.yaml (nothing connects: the reloads are the calls cmd/reload,
 PrepareRecipe and SIGHUP end in), with real bundles and engines.
@@ -14,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runtime.detector import Detector
 from runtime.image_io import list_images, read_image
 from runtime.station.config import load_config
 from runtime.station.inspection import Shot
-from runtime.station.service import Station
+from runtime.station.service import Station, check
 from tests.harness.station import free_port, station_config
 
 
@@ -84,3 +86,28 @@ def test_a_camera_joining_a_reload_of_its_own_bundle_keeps_its_drift_and_capture
     assert station.status()["cameras"]["b"]["drift"] == {"state": "ok", "reference": "bundle", "statistic": None,
                                                          "value": None, "since": None, "moved": {}}
     assert b.capture_check.sources == {}
+
+
+def test_check_loads_a_bundle_two_cameras_share_once_and_lists_every_refusal(board_bundle, boards, tmp_path,
+                                                                            monkeypatch):
+    shared, tampered = _copies(board_bundle[0], tmp_path / "bundles", "boards", "tampered")
+    (tampered / "model.onnx").write_bytes(b"not the model")
+    frames = boards / "test" / "good"
+    loads: list[Path] = []
+    real_load = Detector.load.__func__
+
+    def counted(cls, bundle, *args, **kwargs):
+        loads.append(Path(bundle))
+        return real_load(cls, bundle, *args, **kwargs)
+
+    monkeypatch.setattr(Detector, "load", classmethod(counted))
+    config = load_config(_config(tmp_path, [_camera("a", shared, frames), _camera("b", shared, frames)]))
+    assert check(config) == []
+    assert loads == [shared]  # one engine for both, as the start builds it
+
+    loads.clear()
+    config = load_config(_config(tmp_path, [_camera(name, bundle, frames) for name, bundle in
+                                            (("a", shared), ("b", tampered), ("c", shared), ("d", tampered))]))
+    problems = check(config)
+    assert loads == [shared, tampered]
+    assert len(problems) == 1 and problems[0].startswith("camera b, d: ") and "model.onnx" in problems[0], problems
