@@ -1,5 +1,5 @@
-"""After a reload every camera has what the start would give it: the drift history of a bundle it keeps; and
-``serve --check`` loads as the start does.
+"""After a reload every camera has what the start would give it: the drift history of a bundle it keeps, a lone
+camera's engine when the cameras it shared one with moved off it; and ``serve --check`` loads as the start does.
 
 The station is built in process from its station.yaml (nothing connects: the reloads are the calls cmd/reload,
 PrepareRecipe and SIGHUP end in), with real bundles and engines.
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runtime.batching import BatchingBackend
 from runtime.detector import Detector
 from runtime.image_io import list_images, read_image
 from runtime.station.config import load_config
@@ -86,6 +87,42 @@ def test_a_camera_joining_a_reload_of_its_own_bundle_keeps_its_drift_and_capture
     assert station.status()["cameras"]["b"]["drift"] == {"state": "ok", "reference": "bundle", "statistic": None,
                                                          "value": None, "since": None, "moved": {}}
     assert b.capture_check.sources == {}
+
+
+def _engine(station: Station, camera: str):
+    return station.cameras.workers[camera].inspector.loaded.detector.backend
+
+
+def _hint(engine) -> str:
+    inner = engine.inner if isinstance(engine, BatchingBackend) else engine
+    return str(inner.compiled.get_property("PERFORMANCE_HINT"))
+
+
+def test_a_camera_left_alone_on_a_shared_engine_gets_a_lone_cameras_engine(board_exports, boards, tmp_path,
+                                                                          make_station):
+    shared, other = _copies(board_exports("openvino"), tmp_path / "bundles", "boards", "boards-other")
+    frames = boards / "test" / "good"
+    config = _config(tmp_path, [_camera(name, shared, frames) for name in "ab"])
+    station = make_station(config)
+    assert _engine(station, "a") is _engine(station, "b")
+    assert isinstance(_engine(station, "b"), BatchingBackend) and _hint(_engine(station, "b")) == "THROUGHPUT"
+
+    assert station.cameras.reload_bundles(["a"], other) == {"a": None}  # b is left alone on the shared bundle
+    cameras = station.status()["cameras"]
+    for name in "ab":
+        assert not cameras[name]["batching"], name
+        assert not isinstance(_engine(station, name), BatchingBackend), name
+        assert _hint(_engine(station, name)) == "LATENCY", name
+    assert cameras["b"]["bundle"]["path"] == str(shared)
+
+    # back on one engine, then SIGHUP removes b: a is left alone
+    assert station.cameras.reload_bundles(["a"], shared) == {"a": None}
+    assert _engine(station, "a") is _engine(station, "b") and station.status()["cameras"]["a"]["batching"]
+    settings = json.loads(config.read_text())
+    config.write_text(json.dumps({**settings, "cameras": settings["cameras"][:1]}))
+    station.apply_config()
+    assert list(station.status()["cameras"]) == ["a"] and not station.status()["cameras"]["a"]["batching"]
+    assert not isinstance(_engine(station, "a"), BatchingBackend) and _hint(_engine(station, "a")) == "LATENCY"
 
 
 def test_check_loads_a_bundle_two_cameras_share_once_and_lists_every_refusal(board_bundle, boards, tmp_path,
