@@ -1,8 +1,8 @@
 """The station's cameras: one worker per camera with the bundle it runs, built at start (cameras with the same
 engine settings share one loaded bundle), swapped whole on a reload (a bundle refused keeps the running one),
 changed in place at SIGHUP (only the engine changed: no restart, no frame lost), and restarted when a camera
-thread died. Start, reload and SIGHUP build the detectors alike (``inspection.load_shared``), so cameras that run
-one bundle share one engine, batched, whichever way they came to it.
+thread died. Start, reload and SIGHUP build the detectors alike (``inspection.load_groups``), so cameras that run
+one bundle share one engine, batched, whichever way they came to it, and a camera left alone runs a lone camera's.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from runtime.station.inspection import (
     ENGINE_FIELDS,
     InspectionOutputs,
     Inspector,
+    Loaded,
     LoadedBundle,
     engine_key,
-    load_shared,
+    load_groups,
     shared_bundles,
-    sharing_groups,
 )
 from runtime.station.view import CameraView
 from runtime.station.workers import OK, CameraWorker, Trigger
@@ -121,27 +121,46 @@ class Cameras:
         publisher.status_changed()
         return outcome
 
-    def _load(self, wanted: dict[str, CameraConfig]) -> dict[str, LoadedBundle | Exception]:
+    def _load(self, wanted: dict[str, CameraConfig]) -> dict[str, Loaded]:
         """Load the bundles of the cameras ``wanted`` (name -> the settings to run) as the start does
-        (:func:`load_shared` per group of the same engine settings). A running camera outside ``wanted`` whose
-        bundle and settings are those of a group joins it and is swapped onto it here, so that cameras of one
-        bundle keep sharing one engine, batched. Returns each wanted camera's bundle, or why its group's was
-        refused (the group's cameras keep theirs)."""
+        (:func:`load_groups`), and keep every other camera's engine what the start would build:
+
+        - a running camera outside ``wanted`` whose bundle and settings are those of a group joins it (and is swapped
+          onto it here), so that cameras of one bundle keep sharing one engine, batched;
+        - a camera left alone on a batched engine (the cameras it shared it with moved off it) gets a lone camera's
+          engine (latency hint, unbatched), loaded again from the bundle it runs.
+
+        Returns each wanted camera's bundle, or why its group's was refused (the group's cameras keep theirs)."""
         keys = {engine_key(camera) for camera in wanted.values()}
         joining = [running for name, worker in self.workers.items() if name not in wanted
                    and engine_key(running := self._running(worker)) in keys]
-        outcome: dict[str, LoadedBundle | Exception] = {}
-        for group in sharing_groups([*wanted.values(), *joining]):
-            try:
-                loaded: LoadedBundle | Exception = load_shared(group, self.trust, self.batching)
-            except Exception as exc:
-                loaded = exc
-            outcome |= {camera.name: loaded for camera in group}
+        outcome = {camera.name: loaded for group, loaded in load_groups([*wanted.values(), *joining], self.trust,
+                                                                        self.batching) for camera in group}
+        moved = {name for name, loaded in outcome.items() if not isinstance(loaded, Exception)}
         for camera in joining:
-            loaded = outcome.pop(camera.name)
-            if not isinstance(loaded, Exception):
-                self._swap(camera.name, loaded)
+            self._swap_along(camera.name, outcome.pop(camera.name), "it runs the reloaded bundle")
+        left = self._left_alone(moved)
+        for group, loaded in load_groups(left, self.trust, self.batching):
+            for camera in group:
+                self._swap_along(camera.name, loaded, "it is left alone on an engine batched for several cameras")
         return outcome
+
+    def _left_alone(self, moved: set[str]) -> list[CameraConfig]:
+        """The running cameras outside ``moved`` that would be the only one on their engine while it batches."""
+        staying = {name: worker for name, worker in self.workers.items() if name not in moved}
+        runs = Counter(id(worker.inspector.loaded) for worker in staying.values())
+        return [self._running(worker) for worker in staying.values() if runs[id(worker.inspector.loaded)] == 1
+                and isinstance(worker.inspector.loaded.detector.backend, BatchingBackend)]
+
+    def _swap_along(self, name: str, loaded: Loaded, why: str) -> None:
+        """Swap in the bundle a camera not named in the reload was loaded again with (``why``); a refusal keeps the
+        running one, logged (it is not that reload's answer)."""
+        if isinstance(loaded, Exception):
+            running = self.workers[name].inspector.loaded.info
+            log.error("camera %s keeps bundle %s (%s): loading it again (%s) failed: %s", name, running.name,
+                      running.hash[:12], why, loaded, extra={"camera": name})
+            return
+        self._swap(name, loaded)
 
     @staticmethod
     def _running(worker: CameraWorker) -> CameraConfig:
@@ -170,8 +189,7 @@ class Cameras:
             for camera in changed:
                 self._apply_camera(before.get(camera.name), camera, loaded.get(camera.name))
 
-    def _apply_camera(self, old: CameraConfig | None, new: CameraConfig,
-                      loaded: LoadedBundle | Exception | None) -> None:
+    def _apply_camera(self, old: CameraConfig | None, new: CameraConfig, loaded: Loaded | None) -> None:
         """``loaded``: the camera's new bundle, why it was refused, or None (its engine did not change)."""
         if isinstance(loaded, Exception):
             log.error("SIGHUP: camera %s keeps its running setup: bundle %s refused: %s", new.name, new.bundle,

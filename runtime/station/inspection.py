@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +85,30 @@ def load_shared(group: list[CameraConfig], trust: TrustList | None,
     return load_bundle(group[0].bundle, group[0], trust, len(group), batching)
 
 
+Loaded = LoadedBundle | Exception  # a group's Detector, or why its bundle was refused
+
+
+def load_groups(cameras: list[CameraConfig], trust: TrustList | None,
+                batching: BatchingConfig | None = None) -> Iterator[tuple[list[CameraConfig], Loaded]]:
+    """Each group of :func:`sharing_groups` with its one Detector (:func:`load_shared`) or why it was refused, one
+    group at a time: the start, every reload and ``serve --check`` load through here, so they load the same engines."""
+    for group in sharing_groups(cameras):
+        try:
+            loaded: Loaded = load_shared(group, trust, batching)
+        except Exception as exc:
+            loaded = exc
+        yield group, loaded
+
+
 def shared_bundles(cameras: list[CameraConfig], trust: TrustList | None,
                    batching: BatchingConfig | None = None) -> dict[str, LoadedBundle]:
-    """Each camera's loaded bundle: cameras whose engine settings are the same share one Detector
-    (:func:`load_shared`); raises on the first bundle refused."""
-    return {camera.name: loaded for group in sharing_groups(cameras)
-            for loaded in [load_shared(group, trust, batching)] for camera in group}
+    """Each camera's loaded bundle (:func:`load_groups`); raises the first refusal, loading no bundle after it."""
+    bundles: dict[str, LoadedBundle] = {}
+    for group, loaded in load_groups(cameras, trust, batching):
+        if isinstance(loaded, Exception):
+            raise loaded
+        bundles |= {camera.name: loaded for camera in group}
+    return bundles
 
 
 @dataclass(frozen=True)
@@ -128,8 +147,12 @@ class Inspector:
         self.capture_check = self._capture_check(loaded)
 
     def swap(self, loaded: LoadedBundle) -> None:
-        self.drift = self._drift_monitor(loaded)  # a new bundle brings its own reference
-        self.capture_check = self._capture_check(loaded)
+        """Run ``loaded`` from the next frame on. The drift monitor and the capture check belong to the bundle: another
+        bundle (another hash) brings its own reference and training frames, the same bundle again (a camera joining
+        another camera's reload, an engine setting changed) keeps the camera's drift window and capture comparison."""
+        if loaded.info.hash != self.loaded.info.hash:
+            self.drift = self._drift_monitor(loaded)
+            self.capture_check = self._capture_check(loaded)
         self.loaded = loaded
 
     @staticmethod

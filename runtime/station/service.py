@@ -27,7 +27,7 @@ from runtime.station.config import ConfigError, StationConfig, load_config
 from runtime.station.dispatch import Dispatcher
 from runtime.station.evidence import EvidenceStore
 from runtime.station.history import HISTORY, corruption
-from runtime.station.inspection import InspectionOutputs, load_bundle
+from runtime.station.inspection import InspectionOutputs, load_groups
 from runtime.station.logs import setup_logging
 from runtime.station.messages import Topics, heartbeat_camera, heartbeat_message, status_camera, status_message
 from runtime.station.mqtt import MqttLink
@@ -281,13 +281,14 @@ def check(config: StationConfig) -> list[str]:
     for root in config.reload_roots:
         if not root.is_dir():
             problems.append(f"bundles_dir: {root} is not a folder")
-    for camera in config.cameras:
-        if config.trust and trust is None:
+    groups = [] if config.trust and trust is None else load_groups(config.cameras, trust, config.batching)
+    for group, loaded in groups:  # as the start loads them: one engine per group of one bundle and engine settings
+        if isinstance(loaded, Exception):
+            problems.append(f"camera {', '.join(camera.name for camera in group)}: {loaded}")
             continue
-        loaded = attempt(lambda camera=camera: load_bundle(camera.bundle, camera, trust))
-        if loaded is not None:
-            signature = loaded.signature
-            signer = signature.key_id if trust and signature else None
+        signature = loaded.signature
+        signer = signature.key_id if trust and signature else None
+        for camera in group:
             print(f"camera {camera.name}: {camera.mode}, bundle {loaded.info.name} ({loaded.info.hash[:12]}) verified"
                   + (f", signed by trusted key {signer}" if signer else ""))
     return problems
