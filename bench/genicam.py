@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.daemon import build_bundle, cpu_model, percentiles
 from runtime.genicam import GenicamSettings, GenicamSource
+from runtime.sources import Frame
 from tests.harness.fake_camera import FakeCamera
 from tests.harness.station import Broker, DaemonProcess, Probe, station_config
 
@@ -43,7 +44,7 @@ def stream(camera: FakeCamera, minutes: float, fps: float) -> dict:
                 frame = source._frame(buffer)
             finally:
                 source._stream.push_buffer(buffer)
-            if frame is None:
+            if not isinstance(frame, Frame):  # incomplete (counted in the status) or dropped by the rate
                 continue
             frame_id = frame.camera_frame["frame_id"]
             if last is not None:  # GigE Vision 1.x block ids are 16 bits and skip 0 when they wrap

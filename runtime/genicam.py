@@ -11,6 +11,12 @@ pixel format, exposure, gain, frame rate and the sensor region are set from the 
 trigger); ``trigger: Line0`` (any line) waits for the frame a hardware trigger exposed; ``off`` runs free. Each frame
 carries the camera's frame id and timestamp; lost and resent packets are counted in the status. A camera that stops
 delivering raises :class:`SourceError`, and the station's worker reopens it with its back-off.
+
+A frame Aravis hands over incomplete (buffer status not ``SUCCESS``: packets lost on the wire, never resent) is never
+delivered: it is counted (``incomplete_frames``) and logged with the camera and the Aravis status. A software-triggered
+shot is triggered again, up to ``retries`` times; a free run takes the next frame, giving up after ``retries + 1``
+in a row; a hardware-triggered shot cannot be exposed again. Then :meth:`GenicamSource.read` raises
+:class:`ImageReadError` (one bad shot: the station answers the trigger with the error, the camera stays open).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from runtime.image_io import ImageReadError
 from runtime.sources import Frame, FrameRate, SourceError, SourceStatus
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,7 @@ class GenicamSettings:
     roi: tuple[int, int, int, int] | None = None  # sensor region: x, y, width, height
     trigger: str = "off"  # off | software | Line0, Line1, ... (hardware)
     timeout_s: float = 2.0  # no frame this long: the camera is lost
+    retries: int = 2  # an incomplete frame: a software trigger fired again this often (free run: skipped in a row)
 
     def __post_init__(self) -> None:
         if self.pixel_format not in CONVERSIONS:
@@ -61,6 +69,8 @@ class GenicamSettings:
             raise ValueError(f"trigger {self.trigger!r} must be off, software or a line (Line0, Line1, ...)")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
         if self.roi is not None and (min(self.roi[:2]) < 0 or min(self.roi[2:]) <= 0):
             raise ValueError(f"roi {list(self.roi)} must be [x >= 0, y >= 0, width > 0, height > 0]")
 
@@ -72,7 +82,9 @@ class GenicamStatus(SourceStatus):
     camera: str | None = None
     missing_packets: int = 0
     resent_packets: int = 0
-    incomplete_frames: int = 0
+    incomplete_frames: int = 0  # buffers Aravis handed over not SUCCESS: skipped, never delivered
+    retriggers: int = 0  # software triggers fired again after an incomplete frame
+    failed_shots: int = 0  # reads that raised ImageReadError: every attempt incomplete
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -157,21 +169,24 @@ class GenicamSource:
     def read(self) -> Frame:
         """The next frame: after a software trigger (``trigger: software``), the next exposed one (a line), or the
         newest (free run; older queued frames are dropped, a trigger must see the part in front of it now).
-        Raises :class:`SourceError` when no frame comes within ``timeout_s``."""
+        Raises :class:`SourceError` when no frame comes within ``timeout_s``, :class:`ImageReadError` when the
+        frames came incomplete ``retries + 1`` times (a line: once)."""
         try:
             return self._read()
-        except SourceError:
+        except (SourceError, ImageReadError):
             raise
         except Exception as exc:  # GLib.Error: the camera stopped answering its control channel
             raise SourceError(f"{self.name}: {exc}") from None
 
     def _read(self) -> Frame:
         timeout_us = int(self.settings.timeout_s * 1e6)
-        if self.settings.trigger == "software":
+        software = self.settings.trigger == "software"
+        attempts = 1 + self.settings.retries if software or self.settings.trigger == "off" else 1
+        incomplete: list[str] = []  # this read's incomplete frames (Aravis status), for the error
+        if self.settings.trigger == "off" or software:
             self._drain()
+        if software:
             self._camera.software_trigger()
-        elif self.settings.trigger == "off":
-            self._drain()
         while not self._closed.is_set():
             buffer = self._stream.timeout_pop_buffer(timeout_us)
             if buffer is None:
@@ -181,21 +196,45 @@ class GenicamSource:
                 frame = self._frame(buffer)
             finally:
                 self._stream.push_buffer(buffer)
-            if frame is not None:
+            if isinstance(frame, Frame):
                 return frame
+            if frame is None:
+                continue  # dropped on purpose by every_nth / max_fps
+            incomplete.append(frame)
+            if len(incomplete) == attempts:
+                self.status.failed_shots += 1
+                again = f" after {self.settings.retries} retrigger(s)" if software else ""
+                self.status.last_error = (f"{self.name}: no complete frame{again}: {len(incomplete)} in a row "
+                                          f"incomplete (Aravis status {', '.join(incomplete)})")
+                raise ImageReadError(self.status.last_error)
+            if software:
+                self.status.retriggers += 1
+                self._camera.software_trigger()
         raise SourceError(f"{self.name}: closed")
 
     def _drain(self) -> None:
+        """Drop the frames queued before this read (counted as skipped, or as incomplete when they were)."""
         while (buffer := self._stream.try_pop_buffer()) is not None:
-            self.status.skipped += 1
+            if buffer.get_status() == self._Aravis.BufferStatus.SUCCESS:
+                self.status.skipped += 1
+            else:
+                self._incomplete(buffer)
             self._stream.push_buffer(buffer)
 
-    def _frame(self, buffer) -> Frame | None:
+    def _incomplete(self, buffer) -> str:
+        """Count and log a buffer Aravis handed over incomplete; its Aravis status (``timeout``, ``missing-packets``)"""
         self._count_packets()
+        self.status.incomplete_frames += 1
+        nick = buffer.get_status().value_nick
+        self.status.skip_corrupt(f"{self.name} ({self.status.camera}) frame {buffer.get_frame_id()} incomplete: "
+                                 f"Aravis status {nick}, {self.status.missing_packets} packets missing so far")
+        return nick
+
+    def _frame(self, buffer) -> Frame | str | None:
+        """The buffer's frame; its Aravis status when it is incomplete; None when the rate drops it."""
         if buffer.get_status() != self._Aravis.BufferStatus.SUCCESS:
-            self.status.incomplete_frames += 1
-            self.status.skip_corrupt(f"{self.name} frame {buffer.get_frame_id()}: {buffer.get_status().value_nick}")
-            return None
+            return self._incomplete(buffer)
+        self._count_packets()
         frame_id = buffer.get_frame_id()
         if not self.rate.keep(self.status.frames + self.status.skipped, buffer.get_system_timestamp() / 1e9):
             self.status.skipped += 1
@@ -206,7 +245,7 @@ class GenicamSource:
         channels = 3 if conversion is None else 1
         if data.size < width * height * channels:
             self.status.skip_corrupt(f"{self.name} frame {frame_id}: {data.size} bytes for {width}x{height}")
-            return None
+            return f"success but {data.size} bytes for {width}x{height}"
         image = data[:width * height * channels].reshape(height, width, channels) if channels == 3 else \
             data[:width * height].reshape(height, width)
         image = image.copy() if conversion is None else cv2.cvtColor(image, conversion)

@@ -24,6 +24,7 @@ class CameraCounters:
     frames: int = 0
     anomalies: int = 0
     errors: int = 0
+    corrupt_frames: int = 0  # skipped by the source as broken (undecodable, incomplete): never inspected
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
     inference_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
 
@@ -35,7 +36,8 @@ class CameraCounters:
             return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
 
         return {"frames": self.frames, "anomalies": self.anomalies, "errors": self.errors,
-                "latency_ms": percentiles(self.latencies_ms), "inference_ms": percentiles(self.inference_ms)}
+                "corrupt_frames": self.corrupt_frames, "latency_ms": percentiles(self.latencies_ms),
+                "inference_ms": percentiles(self.inference_ms)}
 
 
 class StationStats:
@@ -49,6 +51,8 @@ class StationStats:
                                   registry=self.registry)
         self._errors = Counter("edge_anomaly_errors", "Frames or commands that failed", ["camera", "reason"],
                                registry=self.registry)
+        self._corrupt = Counter("edge_anomaly_corrupt_frames", "Frames a source skipped as broken (undecodable, "
+                                "incomplete)", ["camera"], registry=self.registry)
         self._latency = Histogram("edge_anomaly_latency_seconds", "Frame (or trigger) to result queued",
                                   ["camera"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self._inference = Histogram("edge_anomaly_inference_seconds", "Detector.predict time", ["camera"],
@@ -80,6 +84,13 @@ class StationStats:
         with self._lock:
             self._camera(camera).errors += 1
         self._errors.labels(camera, reason).inc()
+
+    def corrupt_frames(self, camera: str, count: int) -> None:
+        if not count:
+            return
+        with self._lock:
+            self._camera(camera).corrupt_frames += count
+        self._corrupt.labels(camera).inc(count)
 
     def command_error(self) -> None:
         with self._lock:

@@ -217,9 +217,18 @@ class CameraWorker:
         if source is not None:
             source.close()
 
+    def _read(self, source: Source) -> Frame:
+        """The source's next frame; the frames it skipped as broken on the way (a GenICam camera's incomplete ones,
+        a stream's undecodable ones) are counted for the camera."""
+        before = source.status.corrupt
+        try:
+            return source.read()
+        finally:
+            self.stats.corrupt_frames(self.name, source.status.corrupt - before)
+
     def _continuous_step(self, source: Source) -> None:
         try:
-            frame = source.read()
+            frame = self._read(source)
         except ImageReadError as exc:
             log.warning("camera %s: %s", self.name, exc, extra={"camera": self.name})
             self.stats.error(self.name, "frame")
@@ -235,7 +244,7 @@ class CameraWorker:
         except queue.Empty:
             return
         try:
-            frame = source.read()
+            frame = self._read(source)
         except ImageReadError as exc:
             self.stats.error(self.name, "frame")
             self._on_trigger_error(trigger, self.name, f"bad frame: {exc}")

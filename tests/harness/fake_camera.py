@@ -28,14 +28,20 @@ def aravis_or_skip():
 
 
 class FakeCamera:
-    """One simulated camera with its own serial number, so tests never pick another camera by chance."""
+    """One simulated camera with its own serial number, so tests never pick another camera by chance.
 
-    def __init__(self) -> None:
+    ``lost_per_thousand``: GVSP packets the camera drops at random (``--gvsp-lost-ratio``, per thousand packets;
+    1000 drops them all). It does not offer packet resend (Aravis sets its stream's ``packet-resend`` to never),
+    so a frame with a lost packet reaches Aravis incomplete (buffer status ``timeout`` or ``missing-packets``)."""
+
+    def __init__(self, lost_per_thousand: float = 0.0) -> None:
         self.serial = f"EA{uuid.uuid4().hex[:6].upper()}"
+        self.lost_per_thousand = lost_per_thousand
         self.process: subprocess.Popen | None = None
 
     def start(self) -> FakeCamera:
-        self.process = subprocess.Popen([BINARY, "-i", "127.0.0.1", "-s", self.serial],
+        self.process = subprocess.Popen([BINARY, "-i", "127.0.0.1", "-s", self.serial,
+                                         "-r", str(self.lost_per_thousand)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         Aravis = aravis_or_skip()
         deadline = time.monotonic() + 10

@@ -1,6 +1,7 @@
 """A GigE Vision camera on the line: the station reads Debian's fake camera (a real GVSP stream on 127.0.0.1) in
 software-trigger mode, an OPC UA client starts each inspection with StartSingleJob and gets its ResultReady; the
-camera is killed (the job in hand is answered with an error, the VisionSystem goes to Error) and comes back."""
+camera is killed (the job in hand is answered with an error, the VisionSystem goes to Error) and comes back. And a
+camera whose frames all lose packets: the trigger is answered with the error after the retriggers, the camera stays."""
 
 from __future__ import annotations
 
@@ -60,11 +61,15 @@ def gige_line(board_bundle, tmp_path):
         wait_until(lambda: "OPC UA server on" in daemon.log, 30, "the OPC UA server")
         yield GigeLine(camera, broker, daemon, probe, tmp_path, port, cert, key)
     finally:
-        if daemon.process.poll() is None:
-            daemon.kill9()
-        probe.close()
-        broker.stop()
-        camera.kill()
+        _tear_down(camera, broker, daemon, probe)
+
+
+def _tear_down(camera: FakeCamera, broker: Broker, daemon: DaemonProcess, probe: Probe) -> None:
+    if daemon.process.poll() is None:
+        daemon.kill9()
+    probe.close()
+    broker.stop()
+    camera.kill()
 
 
 def test_start_single_job_inspects_a_software_triggered_gige_frame_and_survives_the_camera_leaving(gige_line):
@@ -116,3 +121,35 @@ async def _camera_lost_and_back(line: GigeLine, station, events) -> None:
     await plc.wait_async(vision.read_value, lambda v: v.Text == "Operational", timeout=30)
     job, _ = await station.start_single_job("G-2")
     await events.wait_for(lambda e: e.JobId.Id == job.Id)
+
+
+def test_a_trigger_whose_frames_all_come_incomplete_is_answered_after_the_retriggers_and_the_camera_stays(
+        board_bundle, tmp_path):
+    """Half of the GVSP packets lost: no frame completes. The trigger is answered on cmd/error naming the camera once
+    the 2 retriggers came incomplete too (not 'camera lost' after timeout_s), nothing is inspected, the 3 incomplete
+    frames are counted in the heartbeat, and the camera stays ok (not reopened)."""
+    aravis_or_skip()
+    camera = FakeCamera(lost_per_thousand=500).start()
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    config = station_config(broker.port, [{
+        "name": "gige", "bundle": str(board_bundle[0]), "mode": "trigger",
+        "source": {"kind": "genicam", "genicam": {"camera": camera.serial, "trigger": "software",
+                                                  "timeout_s": patience(5.0)}}}])
+    daemon = DaemonProcess(tmp_path / "station", config).start()
+    probe = Probe(broker.port)
+    try:
+        probe.wait_for("/status", lambda d: d["state"] == "online" and d["cameras"]["gige"]["state"] == "ok",
+                       timeout=60)
+        probe.publish("cmd/inspect", {"part_id": "G-LOSSY", "camera": "gige"})
+        error = probe.wait_for("/cmd/error", lambda d: d.get("part_id") == "G-LOSSY")[0].data
+        assert error["camera"] == "gige"
+        assert error["error"].startswith(f"bad frame: genicam:{camera.serial}: no complete frame after 2 retrigger(s): "
+                                         f"3 in a row incomplete (Aravis status "), error["error"]
+        beat = probe.wait_for("/heartbeat", lambda d: d["cameras"]["gige"]["errors"] >= 1)[0].data["cameras"]["gige"]
+        assert (beat["state"], beat["frames"], beat["errors"], beat["corrupt_frames"]) == ("ok", 0, 1, 3)
+        assert not probe.on("/gige/result")
+        assert daemon.stop() == 0
+        assert "reconnecting" not in daemon.log and daemon.log.count("incomplete: Aravis status") == 3
+    finally:
+        _tear_down(camera, broker, daemon, probe)
