@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from device_helpers import run_cli
+from device_helpers import intel_core_cpu_here, run_cli
 
 from runtime.bundle import open_bundle
 from runtime.image_io import list_images
@@ -60,7 +60,7 @@ def test_package_holds_the_verified_bundle_config_unit_script_and_wheel(device_e
 
 
 def test_package_refuses_what_the_board_cannot_run(device_export, tmp_path):
-    openvino, _ = device_export("intel-core-cpu")
+    openvino, _ = device_export("intel-core-cpu", *intel_core_cpu_here()[0])
     code, output = _package(openvino, "jetson-orin-nano", tmp_path / "a.tar")
     assert code == 2 and "'jetson-orin-nano' runs tensorrt or onnxruntime, which cannot run a openvino bundle" in output
     dynamic, _ = device_export("generic-x86-64")

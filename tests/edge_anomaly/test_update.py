@@ -86,8 +86,7 @@ def test_fit_add_fits_then_takes_in_the_reviewed_normals(boards, relit, tmp_path
 
     out = tmp_path / "model"
     assert main(["fit", "--data", str(boards), "--template", "patchcore", "--set", "coreset_ratio=0.05",
-                 "--set", "input_size=[256, 256]", "--set", "false_alarm_rate=0.05",
-                 "--add", str(relit[0]), "--out", str(out)]) == 0
+                 "--set", "input_size=[256, 256]", "--add", str(relit[0]), "--out", str(out)]) == 0
     meta = json.loads((out / "model.json").read_text())
     assert [record["n_images"] for record in meta["info"]["updates"]] == [8]
     model = TrainedModel.load(out)
