@@ -86,6 +86,7 @@ def _given(value: float | None, default: float) -> float:
 
 
 def _print_summary(folder: Path, archive: Path) -> None:
+    from exporters.recipes import speed_note
     from runtime.bundle import open_bundle
 
     manifest = open_bundle(folder).manifest
@@ -96,6 +97,8 @@ def _print_summary(folder: Path, archive: Path) -> None:
         recipe = engine.int8_recipe
         print(f"  INT8 recipe for {recipe.target_isa}: ONNX Runtime {recipe.onnxruntime}, "
               f"OpenVINO {recipe.openvino_weight_bits}-bit weights")
+        if (note := speed_note(recipe)) is not None:
+            print(f"  note: {note}")
     figures = {key: getattr(parity, key) for key in
                ("max_heatmap_diff", "score_rank_corr", "image_auroc_delta", "pixel_auroc_delta")}
     print("  parity with PyTorch: " + ", ".join(

@@ -27,6 +27,15 @@ def int8_recipe(isa: str) -> Int8Recipe:
                       openvino_weight_bits=7 if saturates else 8)
 
 
+def speed_note(recipe: Int8Recipe) -> str | None:
+    """What the export tells a user about an INT8 bundle's speed on its target, or None: the recipe
+    that cannot saturate is accurate but no faster than FP32 (docs/measurements.md, INT8 without VNNI)."""
+    if not recipe.saturates:
+        return None
+    return (f"INT8 for {recipe.target_isa} (no 8-bit dot product) runs slower than FP32 on such CPUs "
+            "(docs/measurements.md, INT8 without VNNI): --precision fp32 is the faster bundle; INT8 only saves size")
+
+
 def target_isa(requested: str | None = None, profile_isa: str | None = None) -> str:
     """``requested`` (--target-isa), else the profile's, else this machine's instruction-set level."""
     isa = requested or profile_isa or local_cpu().isa

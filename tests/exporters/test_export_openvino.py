@@ -44,3 +44,14 @@ def test_openvino_static_bundle(board_export, board_model, boards, precision):
     assert heatmaps.shape == (3, 256, 256) and np.isfinite(heatmaps).all()
     if precision != "int8":  # INT8 agreement is the parity check's (rank, AUROC) above
         np.testing.assert_allclose(scores, reference, rtol={"fp32": 1e-3, "fp16": 2e-2}[precision])
+
+
+def test_cli_int8_export_for_a_cpu_without_a_dot_product_says_fp32_is_faster(board_model, tmp_path, capsys):
+    """The AVX2 recipe cannot saturate but runs slower than FP32 there: the export's summary says so."""
+    from edge_anomaly.cli import main
+
+    assert main(["export", str(board_model[0]), "--format", "openvino", "--precision", "int8", "--target-isa", "avx2",
+                 "--out", str(tmp_path / "avx2")]) == 0
+    summary = capsys.readouterr().out
+    assert "INT8 recipe for avx2: ONNX Runtime U8U8, OpenVINO 7-bit weights" in summary
+    assert "note: INT8 for avx2 (no 8-bit dot product) runs slower than FP32" in summary

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporters.recipes import int8_recipe, target_isa
+from exporters.recipes import int8_recipe, speed_note, target_isa
 from runtime.cpu import CpuInfo, isa_of, local_cpu
 
 SKYLAKE = ("avx2", "avx512f", "avx512bw")  # AVX-512 without VNNI: vpmaddubsw saturates as on AVX2
@@ -31,6 +31,9 @@ def test_cpus_that_saturate_get_the_accurate_recipe(isa, saturates):
     assert int8_recipe(isa).model_dump() == {"target_isa": isa, "onnxruntime": "U8U8" if saturates else "U8S8",
                                              "openvino_weight_bits": 7 if saturates else 8}
     assert int8_recipe(isa).saturates == saturates
+    note = speed_note(int8_recipe(isa))  # the export's summary line: INT8 there is no faster than FP32
+    assert (note is not None) == saturates
+    assert note is None or (f"INT8 for {isa} " in note and "--precision fp32 is the faster bundle" in note)
 
 
 def test_target_isa_is_the_flag_then_the_profile_then_this_cpu():
