@@ -136,6 +136,11 @@ class Shot:
     compressed: bool = False  # came through a video codec (the capture check expects its artefacts)
 
 
+def _measured(loaded: LoadedBundle) -> tuple:
+    """What a camera's drift window and capture comparison were measured on: the bundle and the frame's region."""
+    return loaded.info.hash, loaded.detector.roi, loaded.detector.center_crop
+
+
 class Inspector:
     """One camera's inspections: its detector (swapped whole on a reload), drift monitor and capture check."""
 
@@ -147,10 +152,12 @@ class Inspector:
         self.capture_check = self._capture_check(loaded)
 
     def swap(self, loaded: LoadedBundle) -> None:
-        """Run ``loaded`` from the next frame on. The drift monitor and the capture check belong to the bundle: another
-        bundle (another hash) brings its own reference and training frames, the same bundle again (a camera joining
-        another camera's reload, an engine setting changed) keeps the camera's drift window and capture comparison."""
-        if loaded.info.hash != self.loaded.info.hash:
+        """Run ``loaded`` from the next frame on. The drift monitor and the capture check belong to what the camera
+        measures: another bundle (another hash) brings its own reference and training frames, and another region of
+        the frame (the camera's ``roi``) gives other statistics, so either starts them afresh; the same bundle on the
+        same region (a camera joining another camera's reload, an engine setting changed) keeps the camera's drift
+        window and capture comparison."""
+        if _measured(loaded) != _measured(self.loaded):
             self.drift = self._drift_monitor(loaded)
             self.capture_check = self._capture_check(loaded)
         self.loaded = loaded

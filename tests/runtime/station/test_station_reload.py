@@ -52,6 +52,9 @@ def make_station():
         station.cameras.release()
 
 
+FRESH_DRIFT = {"state": "ok", "reference": "bundle", "statistic": None, "value": None, "since": None, "moved": {}}
+
+
 def _copies(source: Path, folder: Path, *names: str) -> list[Path]:
     for name in names:
         shutil.copytree(source, folder / name)
@@ -64,8 +67,8 @@ def test_a_camera_joining_a_reload_of_its_own_bundle_keeps_its_drift_and_capture
     manifest = json.loads((renamed / "manifest.json").read_text())
     (renamed / "manifest.json").write_text(json.dumps({**manifest, "name": "boards-v2"}))  # another bundle hash
     drift = {"window": 10, "every": 1, "persist": 1}
-    station = make_station(_config(tmp_path, [_camera(name, same, boards / "test" / "good", drift=drift)
-                                              for name in "ab"]))
+    config = _config(tmp_path, [_camera(name, same, boards / "test" / "good", drift=drift) for name in "ab"])
+    station = make_station(config)
     b = station.cameras.workers["b"].inspector
     dark = [(read_image(path).astype(np.float32) * 0.5).astype(np.uint8)
             for path in list_images(boards / "test" / "good")]
@@ -84,8 +87,19 @@ def test_a_camera_joining_a_reload_of_its_own_bundle_keeps_its_drift_and_capture
 
     assert station.cameras.reload_bundles(["b"], renamed) == {"b": None}  # another bundle: its own reference
     assert b.loaded.info.hash != running.info.hash
-    assert station.status()["cameras"]["b"]["drift"] == {"state": "ok", "reference": "bundle", "statistic": None,
-                                                         "value": None, "since": None, "moved": {}}
+    assert station.status()["cameras"]["b"]["drift"] == FRESH_DRIFT
+    assert b.capture_check.sources == {}
+
+    for index in range(12):  # drifting again on the renamed bundle, then SIGHUP moves b's region of the frame
+        b.inspect(Shot(dark[index % len(dark)], f"dark-{index}", time.time(), time.perf_counter()))
+    assert station.status()["cameras"]["b"]["drift"]["state"] == "drift"
+    settings = json.loads(config.read_text())
+    settings["cameras"][1] = {**settings["cameras"][1], "bundle": str(renamed), "roi": [16, 16, 256, 224]}
+    config.write_text(json.dumps(settings))
+    station.apply_config()
+    b = station.cameras.workers["b"].inspector
+    assert b.loaded.info.hash != running.info.hash and b.loaded.detector.roi == (16, 16, 256, 224)
+    assert station.status()["cameras"]["b"]["drift"] == FRESH_DRIFT  # the same bundle on another region
     assert b.capture_check.sources == {}
 
 
