@@ -40,15 +40,15 @@ class Section(StrictModel):
 def describe_errors(exc: ValidationError, secret_fields: Iterable[str] = ()) -> list[str]:
     """One line per problem: ``dotted.field: message (got value)``.
 
-    The value is left out where it says nothing new (a missing field, a whole section) or must
-    not be shown (any field named in ``secret_fields``).
+    The value is left out where it says nothing new (a missing field, a whole section, a message
+    that already ends ``got <value>``) or must not be shown (any field named in ``secret_fields``).
     """
     secrets = set(secret_fields)
     lines = []
     for error in exc.errors(include_url=False):
         location = ".".join(str(part) for part in error["loc"]) or "<top>"
         given = error.get("input")
-        hidden = (error["type"] == "missing" or isinstance(given, dict)
+        hidden = (error["type"] == "missing" or isinstance(given, dict) or f"got {given!r}" in error["msg"]
                   or bool(secrets & {str(part) for part in error["loc"]}))
         lines.append(f"{location}: {error['msg']}" + ("" if hidden else f" (got {given!r})"))
     return lines
