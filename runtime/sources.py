@@ -31,6 +31,8 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 STREAM_TIMEOUT_MS = 5000  # open and read timeouts for network streams: a hung camera must not hang us
 MAX_CORRUPT_IN_A_ROW = 25  # a live source delivering only garbage is reopened
 GRAB_RETRIES = 2  # a failed grab is retried before the stream counts as ended or dropped
+LOGGED_PROBLEMS = 20  # skipped files/frames kept by name in the status and logged one by one ...
+PROBLEM_LOG_EVERY_S = 60.0  # ... then one warning at most this often, counting those in between
 
 
 class SourceError(ConnectionError):
@@ -63,16 +65,25 @@ class SourceStatus:
     last_error: str | None = None
     retry_in_s: float | None = None
     problems: list[str] = field(default_factory=list)  # the first few skipped files/frames, by name
+    _unlogged: int = 0  # skipped since the last warning (not reported: the log's own bookkeeping)
+    _logged_at: float = 0.0  # time.monotonic() of the last warning
 
     def skip_corrupt(self, message: str) -> None:
+        """Count a skipped file or frame; log it, but a link that loses every frame at 30 fps not 30 times a second."""
         self.corrupt += 1
         self.last_error = message
-        if len(self.problems) < 20:
+        if len(self.problems) < LOGGED_PROBLEMS:
             self.problems.append(message)
-        log.warning("skipping %s", message)
+        now = time.monotonic()
+        if self.corrupt > LOGGED_PROBLEMS and now - self._logged_at < PROBLEM_LOG_EVERY_S:
+            self._unlogged += 1
+            return
+        since = f" ({self._unlogged} more skipped since the last warning)" if self._unlogged else ""
+        log.warning("skipping %s%s", message, since)
+        self._unlogged, self._logged_at = 0, now
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items() if not key.startswith("_")}
 
 
 @dataclass(frozen=True)

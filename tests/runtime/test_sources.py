@@ -131,3 +131,18 @@ def test_corrupt_stream_frames_are_skipped_and_reported(board_bundle, camera_fra
     rows = [json.loads(line) for line in captured.out.splitlines()]
     assert [row["frame"] for row in rows] == [0, 1, 3, 4, 6, 7]  # every third part was not a JPEG
     assert "2 unreadable skipped" in captured.err and "frame 2: could not be decoded" in captured.err
+
+
+def test_a_source_that_loses_every_frame_logs_the_first_twenty_then_one_warning_a_minute(caplog, monkeypatch):
+    import runtime.sources as sources
+
+    status = sources.SourceStatus("rtsp://camera")
+    with caplog.at_level(logging.WARNING, logger="runtime.sources"):
+        for index in range(25):  # at 30 fps: within the same minute
+            status.skip_corrupt(f"frame {index} undecodable")
+        assert len(caplog.records) == sources.LOGGED_PROBLEMS == 20
+        monkeypatch.setattr(sources, "PROBLEM_LOG_EVERY_S", 0.0)  # the minute is over
+        status.skip_corrupt("frame 25 undecodable")
+    assert caplog.records[-1].getMessage() == "skipping frame 25 undecodable (5 more skipped since the last warning)"
+    assert status.corrupt == 26 and len(status.problems) == 20 and status.last_error == "frame 25 undecodable"
+    assert not any(key.startswith("_") for key in status.to_dict())  # the log's bookkeeping is not reported
