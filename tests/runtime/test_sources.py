@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -87,21 +88,27 @@ def test_folders_globs_and_corrupt_files_are_counted_and_named(boards, tmp_path)
 
 
 def test_stream_that_drops_is_reopened_with_backoff(board_bundle, camera_frames, caplog):
-    camera = MjpegCamera(camera_frames, free_port()).start()
     detector = Detector.load(board_bundle[0])
+    camera = MjpegCamera(camera_frames, free_port()).start()
     seen: list[int] = []
 
-    def on_frame(row: dict) -> None:
-        seen.append(row["frame"])
-        if len(seen) == 4:  # the camera drops off the network, and comes back 1.2 s later
-            camera.stop()
-            threading.Timer(1.2, camera.start).start()
+    def drop_after_six_frames() -> None:
+        """The camera drops off the network once it has sent 6 frames and comes back 1.2 s later: counted where
+        they are sent, so however many a slow reader still holds, the 10 frames asked for need a reconnect."""
+        while camera.sent < 6:
+            time.sleep(0.005)
+        camera.stop()
+        time.sleep(1.2)
+        camera.start()
 
+    dropper = threading.Thread(target=drop_after_six_frames, daemon=True)
+    dropper.start()
     try:
         with caplog.at_level(logging.WARNING, logger="runtime.sources"):
-            run = predict_files(detector, [camera.url], on_frame=on_frame, max_frames=10,
-                                backoff=Backoff(min_s=0.2, attempts=8))
+            run = predict_files(detector, [camera.url], on_frame=lambda row: seen.append(row["frame"]),
+                                max_frames=10, backoff=Backoff(min_s=0.2, attempts=8))
     finally:
+        dropper.join(timeout=30)
         camera.stop()
     status = run.sources[0]
     assert run.frames == 10 and seen == sorted(seen) and len(set(seen)) == 10
