@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -85,9 +85,6 @@ class GenicamStatus(SourceStatus):
     incomplete_frames: int = 0  # buffers Aravis handed over not SUCCESS: skipped, never delivered
     retriggers: int = 0  # software triggers fired again after an incomplete frame
     failed_shots: int = 0  # reads that raised ImageReadError: every attempt incomplete
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _aravis():

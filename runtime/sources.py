@@ -65,8 +65,9 @@ class SourceStatus:
     last_error: str | None = None
     retry_in_s: float | None = None
     problems: list[str] = field(default_factory=list)  # the first few skipped files/frames, by name
-    _unlogged: int = 0  # skipped since the last warning (not reported: the log's own bookkeeping)
-    _logged_at: float = 0.0  # time.monotonic() of the last warning
+    # the log's own bookkeeping: not an argument, not shown, not reported
+    _unlogged: int = field(default=0, init=False, repr=False)  # skipped since the last warning
+    _logged_at: float = field(default=0.0, init=False, repr=False)  # time.monotonic() of the last warning
 
     def skip_corrupt(self, message: str) -> None:
         """Count a skipped file or frame; log it, but a link that loses every frame at 30 fps not 30 times a second."""

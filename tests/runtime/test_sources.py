@@ -153,3 +153,7 @@ def test_a_source_that_loses_every_frame_logs_the_first_twenty_then_one_warning_
     assert caplog.records[-1].getMessage() == "skipping frame 25 undecodable (5 more skipped since the last warning)"
     assert status.corrupt == 26 and len(status.problems) == 20 and status.last_error == "frame 25 undecodable"
     assert not any(key.startswith("_") for key in status.to_dict())  # the log's bookkeeping is not reported
+    assert "_unlogged" not in repr(status)
+    from runtime.genicam import GenicamStatus
+
+    assert not any(key.startswith("_") for key in GenicamStatus("genicam:GV01").to_dict())  # nor a camera's
