@@ -43,6 +43,6 @@ def _small_model_tolerances(fmt: str, precision: str):
     from runtime.cpu import local_cpu
 
     tolerances = DEFAULT_TOLERANCES[precision]
-    if fmt == "onnx" and precision == "int8" and int8_recipe(local_cpu().isa).onnxruntime == "U8U8":
+    if fmt == "onnx" and precision == "int8" and int8_recipe(local_cpu().isa).saturates:
         return replace(tolerances, max_image_auroc_drop=0.03)
     return tolerances
